@@ -1,0 +1,1 @@
+"""Video data pipeline: decoding, annotations, sampling, transforms, datasets (never imports models)."""

@@ -1,0 +1,232 @@
+"""Temporal Adaptive Module (Liu et al., ICCV 2021).
+
+Contract: input and output are (N*T, C, H, W): the frames of N clips of T frames stacked along
+the batch axis (TSN/TSM convention), clip-major (frame t of clip n at row n*T + t).
+
+TAM squeezes each frame to a C-vector, then learns from the (N, C, T) sequence
+  * a local, location-sensitive importance map V (N, C, T) in (0, 1)    (branch ``L``), and
+  * a global, location-invariant temporal kernel Theta (N, C, K), softmax-normalised (branch ``G``),
+and returns Y[n, c, t] = sum_k Theta[n, c, k] * V[n, c, t + k - K//2] * X[n, c, t + k - K//2]
+(zero padding at the clip ends): a channel-wise adaptive temporal convolution.
+
+Two numerically equal formulations are provided:
+  * ``"reference"``: the authors' code: permute to (N, C, T, H, W), excite, then one grouped
+    ``F.conv2d`` over a (1, N*C, T, H*W) tensor with N*C groups, permute back.
+  * ``"fast"`` (default): folds V into the kernel, W[n, t, c, k] = Theta[n, c, k] * V[n, c, t+k-p]
+    (a tiny (N, T, C, K) tensor), and accumulates K shifted, per-channel-weighted copies of X in
+    its native (N, T, C, H, W) layout: no permutes, no copies of the feature map, no grouped conv.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["TAM", "FORMULATIONS"]
+
+FORMULATIONS = ("fast", "reference")
+
+
+class TAM(nn.Module):
+    """Temporal Adaptive Module.
+
+    Args:
+        in_channels: C, channels of the feature map.
+        num_segments: T, frames per clip. Must be >= 2.
+        alpha: expansion of the global branch hidden layer (alpha * T).
+        beta: reduction of the local branch (C / beta).
+        kernel_size: K, taps of the adaptive temporal kernel (odd).
+        local_kernel_size: temporal kernel of the local branch's first Conv1d (paper: 3).
+        formulation: ``"fast"`` (default) or ``"reference"`` (the authors' grouped conv).
+
+    Parameter names are the authors' (``G.0``, ``G.1``, ``G.3``, ``L.0``, ``L.1``, ``L.3``), so
+    their weights load with no renaming.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_segments: int,
+        *,
+        alpha: int = 2,
+        beta: int = 4,
+        kernel_size: int = 3,
+        local_kernel_size: int = 3,
+        formulation: str = "fast",
+    ) -> None:
+        super().__init__()
+        if num_segments < 2:
+            raise ValueError(
+                f"TAM needs num_segments >= 2 to model time, got {num_segments}; "
+                "use a TSN model (temporal=None) for single-frame input"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"TAM kernel_size must be odd and positive, got {kernel_size}")
+        if in_channels // beta < 1:
+            raise ValueError(f"TAM in_channels={in_channels} too small for beta={beta}")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"unknown TAM formulation {formulation!r}; choose from {FORMULATIONS}")
+        self.in_channels = in_channels
+        self.num_segments = num_segments
+        self.alpha = alpha
+        self.beta = beta
+        self.kernel_size = kernel_size
+        self.local_kernel_size = local_kernel_size
+        self.formulation = formulation
+
+        t = num_segments
+        self.G = nn.Sequential(  # global branch: (N*C, T) -> (N*C, K)
+            nn.Linear(t, t * alpha, bias=False),
+            nn.BatchNorm1d(t * alpha),
+            nn.ReLU(inplace=True),
+            nn.Linear(t * alpha, kernel_size, bias=False),
+            nn.Softmax(-1),
+        )
+        self.L = nn.Sequential(  # local branch: (N, C, T) -> (N, C, T)
+            nn.Conv1d(in_channels, in_channels // beta, local_kernel_size, stride=1,
+                      padding=local_kernel_size // 2, bias=False),
+            nn.BatchNorm1d(in_channels // beta),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(in_channels // beta, in_channels, 1, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, num_segments={self.num_segments}, "
+                f"alpha={self.alpha}, beta={self.beta}, kernel_size={self.kernel_size}, "
+                f"formulation={self.formulation!r}")
+
+    def _check(self, x: torch.Tensor) -> tuple[int, int, int, int, int]:
+        if x.dim() != 4:
+            raise ValueError(f"TAM expects (N*T, C, H, W), got shape {tuple(x.shape)}")
+        nt, c, h, w = x.shape
+        t = self.num_segments
+        if nt % t != 0:
+            raise ValueError(
+                f"TAM got {nt} frames, not a multiple of num_segments={t}: "
+                "input must be (N*T, C, H, W) with whole clips of T frames"
+            )
+        if c != self.in_channels:
+            raise ValueError(f"TAM built for {self.in_channels} channels, got {c}")
+        return nt // t, t, c, h, w
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Importance map V (N, C, T) and kernel Theta (N, C, K) for input (N*T, C, H, W)."""
+        n, t, c, h, w = self._check(x)
+        pooled = x.mean(dim=(2, 3)).view(n, t, c).transpose(1, 2)  # (N, C, T)
+        theta = self.G(pooled.reshape(n * c, t)).view(n, c, self.kernel_size)  # (N, C, K)
+        v = self.L(pooled)  # (N, C, T)
+        return v, theta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.formulation == "reference":
+            return self._forward_reference(x)
+        return self._forward_fast(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The authors' formulation (ops/temporal_module.py), kept as the numeric reference."""
+        n, t, c, h, w = self._check(x)
+        k = self.kernel_size
+        xt = x.view(n, t, c, h, w).permute(0, 2, 1, 3, 4).contiguous()  # (N, C, T, H, W)
+        pooled = F.adaptive_avg_pool2d(xt.view(n * c, t, h, w), (1, 1)).view(-1, t)  # (N*C, T)
+        kernel = self.G(pooled).view(n * c, 1, -1, 1)  # (N*C, 1, K, 1)
+        v = self.L(pooled.view(n, c, t)).view(n, c, t, 1, 1)  # (N, C, T, 1, 1)
+        z = xt * v  # (N, C, T, H, W)
+        y = F.conv2d(z.view(1, n * c, t, h * w), kernel, bias=None, stride=(1, 1),
+                     padding=(k // 2, 0), groups=n * c)  # (1, N*C, T, H*W)
+        y = y.view(n, c, t, h, w).permute(0, 2, 1, 3, 4).contiguous()  # (N, T, C, H, W)
+        return y.view(n * t, c, h, w)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c, h, w = self._check(x)
+        k, p = self.kernel_size, self.kernel_size // 2
+        xs = x.reshape(n, t, c, h * w)  # (N, T, C, HW); a view for contiguous input
+        pooled = xs.mean(-1)  # (N, T, C)
+        theta = self.G(pooled.transpose(1, 2).reshape(n * c, t)).view(n, c, k)  # (N, C, K)
+        v = self._local_fast(pooled)  # (N, T, C)
+        # Fold the importance map into the kernel: W[n, t, c, j] = Theta[n, c, j] * V[n, t+j-p, c].
+        v_win = F.pad(v, (0, 0, p, p)).unfold(1, k, 1)  # (N, T, C, K), zero outside the clip
+        weight = v_win * theta.unsqueeze(1)  # (N, T, C, K)
+        if torch.is_grad_enabled() and (xs.requires_grad or weight.requires_grad):
+            y = _BandedTemporalConv.apply(xs, weight)  # (N, T, C, HW)
+        else:
+            y = banded_temporal_conv(xs, weight.to(xs.dtype))  # (N, T, C, HW)
+        return y.view(n * t, c, h, w)
+
+    def _local_fast(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Branch L on (N, T, C) as two matmuls with the Conv1d weights: same maths, no mkldnn
+        overhead on these tiny tensors, and the output already in (N, T, C)."""
+        n, t, c = pooled.shape
+        conv0, bn, _, conv3, _ = self.L
+        q = conv0.kernel_size[0]
+        cols = F.pad(pooled, (0, 0, q // 2, q // 2)).unfold(1, q, 1)  # (N, T, C, q)
+        hid = F.linear(cols.reshape(n * t, c * q), conv0.weight.view(conv0.out_channels, c * q))
+        hid = F.relu(bn(hid))  # (N*T, C/beta); BN over N*T rows == BN1d over (N, T)
+        v = torch.sigmoid(F.linear(hid, conv3.weight.view(c, -1)))  # (N*T, C)
+        return v.view(n, t, c)
+
+
+def banded_temporal_conv(x: torch.Tensor, weight: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """Per-(clip, frame, channel) weighted sum of K neighbouring frames.
+
+    x: (N, T, C, HW); weight: (N, T, C, K). Returns (N, T, C, HW) with
+    y[:, t] = sum_j weight[:, t, :, j] * x[:, t + j - K//2] (zero outside the clip), or with
+    ``transpose=True`` the adjoint: y[:, t + j - K//2] += weight[:, t, :, j] * x[:, t].
+    One fused multiply-add pass per tap, in the native layout.
+    """
+    t, k = x.shape[1], weight.shape[-1]
+    p = k // 2
+    wt = weight.unsqueeze(-1)  # (N, T, C, K, 1)
+    y = x * wt[:, :, :, p]  # centre tap, (N, T, C, HW)
+    for j in range(k):
+        d = j - p  # output frame s reads input frame s + d
+        if d == 0 or abs(d) >= t:
+            continue
+        lo, hi = max(0, -d), t - max(0, d)  # output frames with a valid input frame
+        if transpose:
+            y[:, lo + d:hi + d].addcmul_(x[:, lo:hi], wt[:, lo:hi, :, j])
+        else:
+            y[:, lo:hi].addcmul_(x[:, lo + d:hi + d], wt[:, lo:hi, :, j])
+    return y
+
+
+def banded_gram(gy: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+    """g[n, t, c, j] = <gy[n, t, c, :], x[n, t + j - K//2, c, :]>, zero outside the clip.
+
+    gy, x: (N, T, C, HW) -> (N, T, C, K). One strided batched GEMM per clip over the C channels
+    ((T, HW) @ (HW, T), read in place), then the K diagonals of the (T, T) result.
+    """
+    n, t, c, _ = x.shape
+    p = k // 2
+    out = x.new_zeros(n, t, c, k)
+    for i in range(n):
+        gram = torch.bmm(gy[i].permute(1, 0, 2), x[i].permute(1, 2, 0))  # (C, T, T)
+        for j in range(k):
+            d = j - p
+            if abs(d) >= t:
+                continue
+            lo, hi = max(0, -d), t - max(0, d)
+            out[i, lo:hi, :, j] = torch.diagonal(gram, offset=d, dim1=-2, dim2=-1).t()  # (T-|d|, C)
+    return out
+
+
+class _BandedTemporalConv(torch.autograd.Function):
+    """Autograd for :func:`banded_temporal_conv`: each gradient is one pass or one GEMM."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.to(x.dtype)
+        ctx.save_for_backward(x, w)
+        ctx.weight_dtype = weight.dtype
+        return banded_temporal_conv(x.contiguous(), w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: torch.Tensor):
+        x, w = ctx.saved_tensors
+        gy = gy.contiguous()
+        gx = banded_temporal_conv(gy, w, transpose=True) if ctx.needs_input_grad[0] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            gw = banded_gram(gy, x.contiguous(), w.shape[-1]).to(ctx.weight_dtype)
+        return gx, gw
