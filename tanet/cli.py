@@ -1,0 +1,110 @@
+"""``tanet <command>``: the only module that parses command-line arguments.
+
+Each command is a pair ``_add_<name>(sub)`` (registers its parser, sets ``func``) and
+``_cmd_<name>(args) -> int``. Heavy imports happen inside the command functions so that
+``tanet --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters and FLOPs of a model, TAM share, ratio to TSN",
+                       description="Count parameters and multiply-accumulates (GMACs) of one clip, "
+                                   "with the TAM share, and compare with the TSN baseline.")
+    p.add_argument("model", help="registered model name (see `tanet models`), e.g. tanet_r50")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip T (default: model's)")
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: model's)")
+    p.add_argument("--num-classes", type=int, default=400)
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from tanet.models import create_model, list_models, model_defaults
+    from tanet.models.cost import model_cost
+
+    defaults = model_defaults(args.model)
+    frames = args.frames or defaults["num_segments"]
+    size = args.size or defaults["input_size"][-1]
+    model = create_model(args.model, num_classes=args.num_classes, num_segments=frames)
+    cost = model_cost(model, frames=frames, size=size)
+    rows = [(args.model, cost)]
+    base_name = "tsn_" + args.model.split("_", 1)[1]
+    if base_name != args.model and base_name in list_models():
+        base = create_model(base_name, num_classes=args.num_classes, num_segments=frames)
+        rows.append((base_name, model_cost(base, frames=frames, size=size)))
+    print(f"input: 1 clip x {frames} frames x 3 x {size} x {size}, {args.num_classes} classes\n")
+    header = f"{'model':<14}{'params (M)':>12}{'TAM params (M)':>16}{'GMACs':>10}{'TAM GMACs':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, c in rows:
+        print(f"{name:<14}{c.params / 1e6:>12.2f}{c.tam_params / 1e6:>16.3f}{c.gmacs:>10.2f}"
+              f"{c.tam_macs / 1e9:>11.3f}")
+    if len(rows) == 2:
+        a, b = rows[0][1], rows[1][1]
+        print(f"\nratio {rows[0][0]} / {rows[1][0]}: params {a.params / b.params:.4f}, "
+              f"MACs {a.macs / b.macs:.4f}")
+    if cost.tam_params:
+        print(f"TAM share: {100 * cost.tam_params / cost.params:.2f} % of parameters, "
+              f"{100 * cost.tam_macs / cost.macs:.3f} % of MACs")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'tanet_*'")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from tanet.models import list_models, model_defaults
+
+    for name in list_models(args.pattern):
+        d = model_defaults(name)
+        print(f"{name:<14} frames={d['num_segments']:<3} input={d['input_size'][-1]}px")
+    return 0
+
+
+# Registration order is the order in `tanet --help`.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_info,
+    _add_models,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tanet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tanet", description="Video recognition with TAM / TANet (and TSN / TSM baselines).")
+    parser.add_argument("--version", action="version", version=f"tanet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        if getattr(args, "debug", False):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
