@@ -102,3 +102,74 @@ def load_imagenet(model: nn.Module, path: str | os.PathLike, *, verbose: bool = 
     if verbose:
         print(f"ImageNet init from {path}: {report}")
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# tanet's own checkpoint: one .safetensors file with the model card in its metadata, so the file
+# alone rebuilds the model (predict, export, visualize need nothing else).
+
+CARD_KEY = "tanet.card"
+CONFIG_KEY = "tanet.config"
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, *, config: dict | None = None,
+               extra: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and card atomically to ``path`` (.safetensors)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from tanet.utils import atomic_path
+
+    card = getattr(model, "card", None)
+    if card is None:
+        raise ValueError("model has no card; build it with tanet.create_model")
+    meta = {CARD_KEY: json.dumps(card.to_dict()), "format": "pt"}
+    if config is not None:
+        meta[CONFIG_KEY] = json.dumps(config)
+    meta.update(extra or {})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Card (dict), config (dict or None) and raw metadata of a tanet .safetensors checkpoint."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if CARD_KEY not in meta:
+        raise CheckpointError(f"{path}: no tanet model card in the metadata; for published "
+                              "checkpoints run `tanet convert` first")
+    return {"card": json.loads(meta[CARD_KEY]),
+            "config": json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else None,
+            "raw": meta}
+
+
+def load_model(path: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """Rebuild a recognizer from a tanet checkpoint file alone (eval mode)."""
+    from tanet.models.recognizer import ModelCard
+    from tanet.models.registry import create_model
+
+    card = ModelCard.from_dict(read_metadata(path)["card"])
+    kwargs = dict(card.kwargs)
+    kwargs.update(overrides)
+    model = create_model(card.name, num_classes=card.num_classes, num_segments=card.num_segments,
+                         class_names=card.class_names, **kwargs)
+    model.card = card
+    state = load_state_file(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {card.name}: {e}") from e
+    return model.eval()
