@@ -1,0 +1,335 @@
+"""Run configuration: dataclasses, a YAML file, and ``--set a.b=v`` overrides.
+
+One :class:`Config` holds everything ``tanet train`` / ``tanet test`` need. A YAML recipe sets
+any subset of its keys; ``--set`` overrides them one at a time, parsed as YAML scalars and
+checked against the field's type. An unknown key is an error naming the file and the closest
+known key::
+
+    configs/x.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'?
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "ConfigError",
+           "load_config", "apply_overrides", "config_to_dict", "config_from_dict"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (see ``tanet models``)."""
+
+    name: str = "tanet_r50"
+    num_segments: int = 8  # T, frames per clip
+    pretrained: str | None = None  # ImageNet ResNet state dict (.pth / .safetensors)
+    dropout: float = 0.5
+    partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
+    input_size: int | None = None  # crop size in px; None: the model's default
+
+
+@dataclass
+class DataConfig:
+    """Where the videos and labels are and how clips are sampled and augmented."""
+
+    root: str | None = None  # prefix for relative video paths in the annotation files
+    train: str | None = None  # annotation file (any supported format) or class-per-folder dir
+    val: str | None = None
+    labels: str | None = None  # class names, one a line (optional)
+    format: str = "auto"  # annotation format; "auto" detects it
+    sampling: str = "segment"  # segment (TSN) | dense (fixed stride, Kinetics)
+    flip: bool = True  # random horizontal flip in training
+    flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    short_side: int | None = None  # test-time resize; None: the model's card
+    test_clips: int = 1  # clips per video at test time
+    test_crops: int = 1  # 1 (centre), 3 or 10 crops at test time
+    on_error: str = "skip"  # skip | raise, for videos that fail to decode
+    decode_timeout: float = 30.0  # seconds per video before it counts as failed
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: SGD recipe of TSN/TSM/TANet plus the usual switches."""
+
+    epochs: int = 50
+    batch_size: int = 8  # clips per process per step
+    lr: float = 0.01
+    lr_batch: int | None = None  # if set, lr is for this global batch and scales linearly
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # step | cosine
+    lr_steps: list[int] = field(default_factory=lambda: [20, 40])  # epochs, for step
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    fc_lr_mult: float = 5.0  # lr multiplier of the new classifier
+    clip_grad: float | None = 20.0  # max gradient norm; None: off
+    label_smoothing: float = 0.0
+    accumulate: int = 1  # gradient accumulation steps per optimiser step
+    amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
+    channels_last: bool = False
+    freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    seed: int = 0
+    workers: int = 4  # data-loading processes per training process
+    eval_every: int = 1  # validate every N epochs (and after the last)
+    max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs, benchmarks)
+    tensorboard: bool = False
+    threads: int | None = None  # torch CPU threads; None: torch's default
+
+
+@dataclass
+class TestConfig:
+    """``tanet test`` options (views come from ``data.test_clips`` x ``data.test_crops``)."""
+
+    batch_size: int = 4  # videos per step
+    workers: int = 4
+
+
+@dataclass
+class Config:
+    """A whole run. ``output`` is the run directory (checkpoints, metrics, plots)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output: str = "runs/train"
+
+    def validate(self, source: str = "config") -> "Config":
+        """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+        choices = {"data.sampling": ("segment", "dense"), "data.on_error": ("skip", "raise"),
+                   "train.schedule": ("step", "cosine"), "train.amp": ("off", "bf16", "fp16")}
+        for key, allowed in choices.items():
+            value = _get(self, key)
+            if value not in allowed:
+                raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
+                                  f"got {value!r}")
+        positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
+                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size")
+        for key in positive:
+            if _get(self, key) < 1:
+                raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")
+        if self.data.test_crops not in (1, 3, 10):
+            raise ConfigError(f"{source}: data.test_crops must be 1, 3 or 10; "
+                              f"got {self.data.test_crops}")
+        if self.train.lr <= 0:
+            raise ConfigError(f"{source}: train.lr must be > 0; got {self.train.lr}")
+        if not 0.0 <= self.train.label_smoothing < 1.0:
+            raise ConfigError(f"{source}: train.label_smoothing must be in [0, 1)")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"{source}: model.dropout must be in [0, 1)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+
+def _fields(obj_or_cls: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj_or_cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config, e.g. ``["model.name", ..., "output"]``."""
+    keys = []
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    if not close:  # a misspelt leaf under the right section, e.g. "train.eopchs"
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in all_keys() if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]],
+                                                                    cutoff=0.7)][:1]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{source}: unknown key {key!r}{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{source}: {key} expects {_type_name(tp)}, got {value!r} "
+                      f"({type(value).__name__})")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {_coerce(k, args[0], key, source): _coerce(v, args[1], f"{key}.{k}", source)
+                for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} expects a string, got {value!r} (YAML reads "
+                              f"yes/no/on/off as booleans: quote it)")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. data.labels: 400 would be odd, but a name like 2024 is not
+        raise bad
+    raise ConfigError(f"{source}: {key}: unsupported field type {tp}")
+
+
+def _set(cfg: Any, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
+            raise _unknown(key, source)
+        tp = _hints(type(obj))[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: {key} is a section; set its keys, "
+                                      f"e.g. {key}.{next(iter(_fields(tp)))}=...")
+                for k, v in value.items():
+                    _set(cfg, f"{key}.{k}", v, source)
+            else:
+                if key == "train.amp" and value is False:
+                    value = "off"  # YAML 1.1 reads a bare `off` as false
+                setattr(obj, part, _coerce(value, tp, key, source))
+            return
+        obj = getattr(obj, part)
+
+
+def _get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def config_from_dict(d: dict[str, Any] | None, *, source: str = "config",
+                     base: Config | None = None) -> Config:
+    """Build a :class:`Config` from a nested dict (unknown keys and bad types are errors)."""
+    cfg = base if base is not None else Config()
+    if d is None:
+        return cfg
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(d).__name__}")
+    for k, v in d.items():
+        _set(cfg, str(k), v, source)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Nested plain dict (JSON/YAML-safe) of a config."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply ``["a.b=v", ...]``; ``v`` is parsed as YAML (``1e-3``, ``[1, 2]``, ``null``)."""
+    import yaml
+
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=10")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+        if isinstance(value, str) and _is_floatish(value):
+            value = float(value)  # YAML 1.1 reads "1e-3" as a string
+        _set(cfg, key, value, f"--set {key}")
+    return cfg
+
+
+def _is_floatish(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return s.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file ``path`` (if given), then ``overrides``; validated."""
+    import yaml
+
+    cfg = Config()
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file (recipes live in configs/)")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        data = _floatify(data)
+        cfg = config_from_dict(data, source=source, base=cfg)
+    apply_overrides(cfg, overrides)
+    return cfg.validate(source if not overrides else f"{source} (with --set)")
+
+
+def _floatify(obj: Any) -> Any:
+    """YAML 1.1 leaves ``1e-4`` (no dot) as a string; read such strings as floats."""
+    if isinstance(obj, dict):
+        return {k: _floatify(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_floatify(v) for v in obj]
+    if isinstance(obj, str) and _is_floatish(obj) and any(c in obj for c in "eE."):
+        return float(obj)
+    return obj
+
+
+def dump_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML (atomically), e.g. ``runs/x/config.yaml``."""
+    import yaml
+
+    from tanet.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
