@@ -141,7 +141,7 @@ class TAM(nn.Module):
         n, t, c, h, w = self._check(x)
         k, p = self.kernel_size, self.kernel_size // 2
         xs = x.reshape(n, t, c, h * w)  # (N, T, C, HW); a view for contiguous input
-        pooled = xs.mean(-1)  # (N, T, C)
+        pooled = xs.sum(-1) / (h * w)  # (N, T, C); sum's backward is a free expand, mean's is not
         theta = self.G(pooled.transpose(1, 2).reshape(n * c, t)).view(n, c, k)  # (N, C, K)
         v = self._local_fast(pooled)  # (N, T, C)
         # Fold the importance map into the kernel: W[n, t, c, j] = Theta[n, c, j] * V[n, t+j-p, c].
