@@ -1,0 +1,74 @@
+"""Engine pieces without data: samplers, lr schedule, parameter groups, RNG state round trip."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tanet.config import Config, apply_overrides
+from tanet.engine import (ShardSampler, TrainSampler, build_model, build_optimizer, lr_factor,
+                          parse_views, rng_state, set_rng_state)
+
+
+def test_train_sampler_shards_one_permutation():
+    single = list(TrainSampler(10, seed=3))
+    assert sorted(i for _, i in single) == list(range(10))
+    shards = [list(TrainSampler(10, world_size=3, rank=r, seed=3)) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)  # padded by wrap-around to 12
+    order = [i for _, i in single]
+    for r, s in enumerate(shards):
+        assert [i for _, i in s] == (order + order)[:12][r::3]
+    s = TrainSampler(10, seed=3)
+    s.set_epoch(1)
+    assert [i for _, i in s] != order and all(e == 1 for e, _ in s)
+
+
+def test_shard_sampler_no_duplicates_no_drops():
+    got = [i for r in range(3) for _, i in ShardSampler(10, world_size=3, rank=r)]
+    assert sorted(got) == list(range(10))
+
+
+def test_lr_factor_step_cosine_warmup():
+    cfg = apply_overrides(Config(), ["train.epochs=10", "train.lr_steps=[4, 8]",
+                                     "train.warmup_epochs=1"])
+    spe = 5
+    assert lr_factor(0, spe, cfg) == pytest.approx(0.2)
+    assert lr_factor(4, spe, cfg) == pytest.approx(1.0)
+    assert lr_factor(19, spe, cfg) == 1.0 and lr_factor(20, spe, cfg) == pytest.approx(0.1)
+    assert lr_factor(40, spe, cfg) == pytest.approx(0.01)
+    apply_overrides(cfg, ["train.schedule=cosine"])
+    assert lr_factor(5, spe, cfg) == pytest.approx(1.0)
+    assert lr_factor(5 + 9 * spe // 2, spe, cfg) == pytest.approx(0.5 * (1 + np.cos(np.pi * 22 / 45)))
+    assert lr_factor(50, spe, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_param_groups_fc_lr_and_no_decay():
+    cfg = apply_overrides(Config(), ["model.name=tanet_tiny", "model.num_segments=4"])
+    model = build_model(cfg, ["a", "b", "c"])
+    opt = build_optimizer(model, cfg, lr=0.1)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["fc_w"]["lr"] == pytest.approx(0.5) and groups["fc_b"]["lr"] == pytest.approx(0.5)
+    assert groups["fc_b"]["weight_decay"] == 0 and groups["no_decay"]["weight_decay"] == 0
+    assert groups["decay"]["weight_decay"] == 1e-4
+    n = sum(len(g["params"]) for g in opt.param_groups)
+    assert n == len(list(model.parameters()))
+    assert model.card.class_names == ["a", "b", "c"]
+
+
+def test_rng_state_round_trip_through_weights_only_load(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.standard_normal()  # leave a cached gaussian
+    state = rng_state()
+    torch.save({"rng": [state]}, tmp_path / "s.pt")
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    loaded = torch.load(tmp_path / "s.pt", weights_only=True)["rng"][0]
+    set_rng_state(loaded)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_parse_views():
+    assert parse_views("10x3") == (10, 3) and parse_views("2X1") == (2, 1)
+    for bad in ("3", "2x2", "0x3", "ax3"):
+        with pytest.raises(ValueError, match="--views"):
+            parse_views(bad)
