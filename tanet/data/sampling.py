@@ -1,0 +1,98 @@
+"""Frame-index sampling: pure functions returning 0-based int64 index arrays.
+
+The formulas are those of the authors' ``ops/dataset.py`` (TSN segment sampling, ``uniform-N``
+multi-clip test sampling, I3D-style dense sampling), index for index, with one difference of
+convention: their frame folders are numbered from 1, so their functions return ``offsets + 1``;
+here indices are 0-based (``FrameFolder`` adds the 1 back when it names the file). Random draws
+use a ``numpy.random.Generator`` in the same order and with the same bounds as their
+``np.random.randint`` calls (``new_length`` is 1, RGB).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride"]
+
+
+def _check(num_frames: int, num_segments: int) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_segments < 1:
+        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+
+
+def default_dense_stride(num_segments: int) -> int:
+    """The authors' dense stride: 64 // T (8 for T=8), so a clip spans 64 frames."""
+    return max(1, 64 // num_segments)
+
+
+def segment_indices(num_frames: int, num_segments: int, *, train: bool,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """TSN segment sampling: one frame per each of T equal segments, shape (T,).
+
+    Train (their ``_sample_indices``): ``average_duration = N // T``; if > 0, segment starts
+    plus ``randint(average_duration)`` each; elif N > T, sorted ``randint(N)``; else (a video
+    of at most T frames) all zeros. Val (``_get_val_indices``): segment centres
+    ``int(tick / 2 + tick * i)`` with ``tick = N / T`` when N > T, else zeros.
+    """
+    _check(num_frames, num_segments)
+    n, t = num_frames, num_segments
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        average_duration = n // t
+        if average_duration > 0:
+            offsets = np.arange(t) * average_duration + rng.integers(average_duration, size=t)
+        elif n > t:  # unreachable for new_length=1 (N > T implies N // T > 0); kept as theirs
+            offsets = np.sort(rng.integers(n, size=t))
+        else:
+            offsets = np.zeros(t, dtype=np.int64)
+    else:
+        if n > t:
+            tick = n / float(t)
+            offsets = np.array([int(tick / 2.0 + tick * x) for x in range(t)])
+        else:
+            offsets = np.zeros(t, dtype=np.int64)
+    return offsets.astype(np.int64)
+
+
+def uniform_clips_indices(num_frames: int, num_segments: int, num_clips: int) -> np.ndarray:
+    """Multi-clip test sampling (``uniform-N``), shape (num_clips, T).
+
+    One clip: segment centres (as val). N clips: clip starts ``linspace(0, tick - 1, N)``
+    truncated to int, frames ``int(start + tick * i) % num_frames``, ``tick = num_frames / T``.
+    """
+    _check(num_frames, num_segments)
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    n, t = num_frames, num_segments
+    tick = n / float(t)
+    if num_clips == 1:
+        return np.array([[int(tick / 2.0 + tick * x) for x in range(t)]], dtype=np.int64)
+    starts = np.linspace(0, tick - 1, num=num_clips, dtype=int).tolist()
+    return np.array([[int(s + tick * x) % n for x in range(t)] for s in starts], dtype=np.int64)
+
+
+def dense_indices(num_frames: int, num_segments: int, *, train: bool, stride: int | None = None,
+                  num_clips: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Dense sampling: T frames ``stride`` apart (default 64 // T), wrapping modulo num_frames.
+
+    ``sample_pos = max(1, 1 + N - stride * T)``. Train: start ``randint(0, sample_pos - 1)``
+    (0 when sample_pos == 1; the exclusive bound is theirs). Test: one clip starts at
+    ``sample_pos // 2``; N clips at ``linspace(0, sample_pos - 1, N)``. Returns (T,) when
+    ``train`` or ``num_clips == 1``, else (num_clips, T).
+    """
+    _check(num_frames, num_segments)
+    n, t = num_frames, num_segments
+    stride = default_dense_stride(t) if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"dense stride must be >= 1, got {stride}")
+    sample_pos = max(1, 1 + n - stride * t)
+    steps = np.arange(t) * stride
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        start = 0 if sample_pos == 1 else int(rng.integers(0, sample_pos - 1))
+        return ((steps + start) % n).astype(np.int64)
+    if num_clips == 1:
+        return ((steps + sample_pos // 2) % n).astype(np.int64)
+    starts = np.linspace(0, sample_pos - 1, num=num_clips, dtype=int)
+    return ((steps[None, :] + starts[:, None]) % n).astype(np.int64)  # (num_clips, T)
