@@ -21,26 +21,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class _Entry:
     builder: Callable[..., ResNet]
     defaults: dict[str, Any] = field(default_factory=dict)
+    hidden: bool = False  # buildable by name (checkpoints) but not listed
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_model(name: str, builder: Callable[..., ResNet], **defaults: Any) -> None:
+def register_model(name: str, builder: Callable[..., ResNet], *, hidden: bool = False,
+                   **defaults: Any) -> None:
     """Register ``builder(*, num_segments, **kw) -> backbone`` under ``name``."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     cfg = dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=256,
                num_segments=8)
     cfg.update(defaults)
-    _REGISTRY[name] = _Entry(builder, cfg)
+    _REGISTRY[name] = _Entry(builder, cfg, hidden)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a glob pattern, sorted."""
     import fnmatch
 
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n, e in _REGISTRY.items() if not e.hidden and fnmatch.fnmatch(n, pattern))
 
 
 def model_defaults(name: str) -> dict[str, Any]:
@@ -59,13 +61,15 @@ def _entry(name: str) -> _Entry:
 
 
 def create_model(
-    name: str,
+    name: str | None = None,
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     num_segments: int | None = None,
     dropout: float = 0.5,
     partial_bn: bool = False,
     pretrained: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_source: str = "auto",
     class_names: list[str] | None = None,
     **kwargs: Any,
 ) -> Recognizer:
@@ -79,9 +83,25 @@ def create_model(
         partial_bn: freeze all BatchNorm layers but the first in training (fine-tuning).
         pretrained: path to an ImageNet ResNet state dict (torchvision ``.pth`` or
             ``.safetensors``) loaded into the backbone.
+        checkpoint: a trained video model: tanet's ``.safetensors``, or the authors' or
+            mmaction2's ``.pth`` (renamed on the fly). The architecture, num_classes and
+            num_segments are read from it; ``name`` may be left out. A different
+            ``num_classes`` keeps a fresh classifier (fine-tuning to new classes).
+        checkpoint_source: ``"auto"`` | ``"official"`` | ``"mmaction2"`` | ``"tanet"``.
         class_names: stored in the model card.
         **kwargs: builder arguments, e.g. ``tam_kwargs={"kernel_size": 5}``.
     """
+    if checkpoint is not None:
+        from tanet.models.weights import model_from_checkpoint, read_checkpoint
+
+        if pretrained:
+            raise ValueError("pass either pretrained= (ImageNet backbone) or checkpoint=, not both")
+        ckpt = read_checkpoint(checkpoint, source=checkpoint_source)
+        return model_from_checkpoint(ckpt, name=name, num_classes=num_classes,
+                                     num_segments=num_segments, class_names=class_names,
+                                     dropout=dropout, partial_bn=partial_bn, **kwargs)
+    if name is None or num_classes is None:
+        raise TypeError("create_model needs a model name and num_classes (or checkpoint=PATH)")
     entry = _entry(name)
     t = num_segments if num_segments is not None else entry.defaults["num_segments"]
     backbone = entry.builder(num_segments=t, **kwargs)
@@ -117,6 +137,17 @@ def _tiny(temporal: str | None) -> Callable[..., ResNet]:
     return build
 
 
+def _custom(temporal: str | None) -> Callable[..., ResNet]:
+    """Any bottleneck ResNet shape (``layers``, ``widths``, ``stem_width``): imported checkpoints
+    of non-standard depth or width."""
+    def build(*, num_segments: int, layers=DEPTHS[50], tam_kwargs: dict | None = None,
+              **kw: Any) -> ResNet:
+        return ResNet(tuple(layers), temporal=temporal, num_segments=num_segments,
+                      tam_kwargs=tam_kwargs, **kw)
+
+    return build
+
+
 for _depth in (50, 101, 152):
     register_model(f"tanet_r{_depth}", _resnet(_depth, "tam"))
 for _depth in (50, 101):
@@ -124,3 +155,4 @@ for _depth in (50, 101):
     register_model(f"tsm_r{_depth}", _resnet(_depth, "shift"))
 for _kind, _temporal in (("tanet", "tam"), ("tsn", None), ("tsm", "shift")):
     register_model(f"{_kind}_tiny", _tiny(_temporal), input_size=(3, 64, 64), resize=72)
+    register_model(f"{_kind}_resnet", _custom(_temporal), hidden=True)
