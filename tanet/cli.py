@@ -68,8 +68,38 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="import the authors' or mmaction2's TANet checkpoint",
+                       description="Convert a published checkpoint (the authors' "
+                                   "liu-zhy/temporal-adaptive-module .pth.tar or mmaction2's .pth) "
+                                   "to tanet's .safetensors with a model card. Architecture, "
+                                   "classes and frames are read from the weights.")
+    p.add_argument("src", help="source checkpoint (.pth / .pth.tar / .safetensors)")
+    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("--from", dest="source", default="auto",
+                   choices=("auto", "official", "mmaction2", "tanet"), help="source layout")
+    p.add_argument("--model", default=None,
+                   help="expected model name (checked against the weights), e.g. tanet_r50")
+    p.add_argument("--labels", default=None, help="class names, one per line, stored in the card")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from tanet.models.weights import convert_checkpoint, read_labels, read_metadata
+
+    names = read_labels(args.labels) if args.labels else None
+    out = convert_checkpoint(args.src, args.dst, source=args.source, name=args.model,
+                             class_names=names)
+    card = read_metadata(out)["card"]
+    print(f"{args.src} -> {out}: {card['name']}, {card['num_classes']} classes, "
+          f"T={card['num_segments']}, mean={card['mean']}, std={card['std']}"
+          + (", class names stored" if card.get("class_names") else ", no class names (--labels)"))
+    return 0
+
+
 # Registration order is the order in `tanet --help`.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMANDS: list[Callable[[argparse._SubParsersAction    _add_convert,
+], None]] = [
     _add_info,
     _add_models,
 ]
