@@ -98,10 +98,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 # Registration order is the order in `tanet --help`.
-COMMANDS: list[Callable[[argparse._SubParsersAction    _add_convert,
-], None]] = [
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_models,
+    _add_convert,
 ]
 
 
