@@ -68,6 +68,88 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a recognizer from a YAML recipe",
+                       description="Train per a recipe (configs/*.yaml) with --set overrides. "
+                                   "Multi-process: torchrun --nproc_per_node=N -m tanet train ...")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/synthetic_tanet_tiny.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in `output` from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tanet.config import load_config
+    from tanet.engine import finish_distributed, train
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        summary = train(cfg, resume=args.resume, quiet=args.quiet)
+    finally:
+        finish_distributed()
+    if summary.get("is_main", True):
+        best = summary.get("best_top1")
+        print(f"done: {summary['output']}" + (f" (best val top-1 {best:.4f})" if best is not None else ""))
+    return 0
+
+
+def _add_test(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("test", help="evaluate a checkpoint with multi-view testing",
+                       description="Top-1/top-5/mean class accuracy over clips x crops views; "
+                                   "writes results.json, predictions.csv and confusion.png.")
+    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--config", default=None,
+                   help="YAML recipe (default: the config stored in the checkpoint)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.val=val.txt (repeatable)")
+    p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
+                   help="views per video, e.g. 10x3 (default: data.test_clips x data.test_crops)")
+    p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_cmd_test)
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from tanet.config import load_config
+    from tanet.engine import finish_distributed, test
+
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    try:
+        r = test(args.checkpoint, cfg, overrides=args.overrides, views=args.views, out=args.out,
+                 quiet=args.quiet)
+    finally:
+        finish_distributed()
+    if "out" in r:
+        print(f"top-1 {100 * r['top1']:.2f} %  top-5 {100 * r['top5']:.2f} %  mean class "
+              f"{100 * r['mean_class_acc']:.2f} %  ({r['num_videos']} videos, {r['views']} views, "
+              f"{r['num_skipped']} skipped) -> {r['out']}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="synthetic temporal benchmark: TANet vs TSN, with a report",
+                       description="Generate the synthetic benchmark (if missing), train tanet_tiny "
+                                   "and tsn_tiny from scratch, evaluate both and write report.md.")
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tanet.demo import run_demo
+
+    report = run_demo(args.out, quick=args.quick, quiet=args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import the authors' or mmaction2's TANet checkpoint",
                        description="Convert a published checkpoint (the authors' "
@@ -101,6 +183,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_models,
+    _add_train,
+    _add_test,
+    _add_demo,
     _add_convert,
 ]
 
