@@ -179,6 +179,35 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or a torch.export program",
+                       description="Export for deployment: input clips (N, T, C, H, W) with a "
+                                   "dynamic batch axis N and the checkpoint's fixed T and size; "
+                                   "output logits. ONNX is checked against PyTorch on ONNX Runtime.")
+    p.add_argument("out", help="output file (.onnx or .pt2)")
+    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tanet.export import export_onnx, export_program
+    from tanet.models.weights import load_model
+
+    model = load_model(args.checkpoint)
+    if args.format == "onnx":
+        r = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
+        check = "" if r["max_abs_diff"] is None else \
+            f"; ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e}"
+        print(f"wrote {r['path']} (opset {r['opset']}{check})")
+    else:
+        print(f"wrote {export_program(model, args.out)} (torch.export; load with "
+              "tanet.export.load_program)")
+    return 0
+
+
 # Registration order is the order in `tanet --help`.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -187,6 +216,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_test,
     _add_demo,
     _add_convert,
+    _add_export,
 ]
 
 
