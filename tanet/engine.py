@@ -232,20 +232,6 @@ def _input_geometry(cfg: Config, card: Any) -> tuple[int, int]:
     return size, short
 
 
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names from a labels file: one a line (.txt), or a JSON list / {name: index} map."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such labels file (data.labels)")
-    text = path.read_text()
-    if path.suffix == ".json":
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            return [k for k, _ in sorted(obj.items(), key=lambda kv: int(kv[1]))]
-        return [str(x) for x in obj]
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
 def build_split(cfg: Config, split: str, *, train: bool, size: int, short_side: int,
                 mean: Sequence[float], std: Sequence[float],
                 class_names: list[str] | None = None, clips: int = 1, crops: int = 1) -> _Split:
@@ -264,9 +250,7 @@ def build_split(cfg: Config, split: str, *, train: bool, size: int, short_side: 
         src_path = Path(root) / src
     if not src_path.exists():
         raise FileNotFoundError(f"{src}: data.{split} does not exist")
-    if class_names is None and cfg.data.labels:
-        class_names = read_class_names(cfg.data.labels)
-    records, names = read_annotations(src_path, root=root, labels=class_names,
+    records, names = read_annotations(src_path, root=root, labels=class_names or cfg.data.labels,
                                       format=cfg.data.format)
     names = list(names)
     if train:
@@ -291,13 +275,10 @@ def build_split(cfg: Config, split: str, *, train: bool, size: int, short_side: 
 
 def _loader(split: _Split, sampler: torch.utils.data.Sampler, *, batch_size: int, workers: int,
             seed: int) -> torch.utils.data.DataLoader:
-    from tanet.data.dataset import collate
+    from tanet.data.dataset import build_loader
 
-    items = _SeededItems(split.dataset, seed)
-    return torch.utils.data.DataLoader(
-        items, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=collate, persistent_workers=workers > 0, pin_memory=False,
-        prefetch_factor=4 if workers > 0 else None, drop_last=False)
+    return build_loader(_SeededItems(split.dataset, seed), batch_size=batch_size, workers=workers,
+                        sampler=sampler, seed=seed, prefetch_factor=4 if workers > 0 else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,9 +526,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
     d = model_defaults(cfg.model.name)
     size = cfg.model.input_size or d["input_size"][-1]
     short = cfg.data.short_side or int(round(size * d["resize"] / d["input_size"][-1]))
-    class_names = read_class_names(cfg.data.labels) if cfg.data.labels else None
     train_split = build_split(cfg, "train", train=True, size=size, short_side=short,
-                              mean=d["mean"], std=d["std"], class_names=class_names)
+                              mean=d["mean"], std=d["std"])
     class_names = train_split.class_names
     val_split = (build_split(cfg, "val", train=False, size=size, short_side=short, mean=d["mean"],
                              std=d["std"], class_names=class_names) if cfg.data.val else None)
@@ -830,4 +810,5 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
         with atomic_path(out_dir / "results.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2) + "\n")
         results["out"] = str(out_dir)
+    results["eval"] = res  # scores per video for callers (not written to results.json)
     return results
