@@ -18,7 +18,7 @@ import torch.nn as nn
 from tanet.models.tam import TAM
 
 __all__ = ["TamCapture", "capture_tam", "plot_tam_kernels", "plot_frames", "plot_frame_evidence",
-           "frame_evidence"]
+           "frame_evidence", "visualize_video"]
 
 
 @dataclass
@@ -189,3 +189,27 @@ def plot_frame_evidence(model: nn.Module, clip: torch.Tensor, out_png: str | os.
     ax2.set_title("clip prediction", fontsize=9)
     fig.tight_layout()
     return _savefig(fig, out_png)
+
+
+def visualize_video(video: str | os.PathLike, checkpoint: str | os.PathLike,
+                    out_dir: str | os.PathLike, *, topk: int = 5) -> list[Path]:
+    """``tanet visualize``: sample one clip of ``video`` as ``tanet predict`` does (1x1 view) and
+    write frames.png, tam_kernels.png (TANet only) and evidence.png into ``out_dir``."""
+    from tanet.predict import Predictor
+
+    if Path(checkpoint).suffix == ".onnx":
+        raise ValueError(f"{checkpoint}: visualize needs the PyTorch checkpoint (.safetensors), "
+                         "not an ONNX export")
+    predictor = Predictor(checkpoint, views="1x1", topk=topk)
+    model = predictor.backend.model
+    frames, views, times = predictor.load_views(video)  # (1, T, H, W, 3), (1, T, C, s, s), (1, T)
+    out = Path(out_dir)
+    name = Path(video).name
+    written = [plot_frames(frames[0], out / "frames.png", times=times[0],
+                           title=f"{name}: sampled frames")]
+    if any(isinstance(m, TAM) for m in model.modules()):
+        written.append(plot_tam_kernels(model, views[0], out / "tam_kernels.png",
+                                        title=f"{name}: TAM per stage"))
+    written.append(plot_frame_evidence(model, views[0], out / "evidence.png",
+                                       class_names=predictor.class_names, topk=topk))
+    return written

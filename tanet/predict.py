@@ -1,0 +1,304 @@
+"""Classify videos with a trained model: ``Predictor(checkpoint).predict(path)``.
+
+The checkpoint alone defines the pipeline (its model card): frames T, crop size, test resize,
+mean/std, class names. Per video: decode the sampled frames once, build CLIPS x CROPS views
+(segment centres for one clip, the authors' ``uniform-N`` starts for several, or dense sampling
+when the checkpoint's training config used it), run them as one batch, average the view logits,
+softmax, top-k. Backends: PyTorch eager (optionally bf16 autocast) or ONNX Runtime (a ``.onnx``
+from ``tanet export``). Nothing is kept between videos, so memory does not grow with their number.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tanet.models.recognizer import ModelCard
+
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "find_videos",
+           "VIDEO_SUFFIXES", "write_timeline"]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+def parse_views(views: str | tuple[int, int]) -> tuple[int, int]:
+    """``"10x3"`` -> (clips, crops) = (10, 3); crops must be 1, 3 or 10."""
+    if isinstance(views, tuple):
+        clips, crops = views
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", str(views))
+        if not m:
+            raise ValueError(f"views must look like CLIPSxCROPS, e.g. 1x1 or 10x3; got {views!r}")
+        clips, crops = int(m.group(1)), int(m.group(2))
+    if clips < 1 or crops not in (1, 3, 10):
+        raise ValueError(f"views {clips}x{crops}: need clips >= 1 and crops in 1, 3, 10")
+    return clips, crops
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """Video files under ``root`` (recursive, sorted), by suffix."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+@dataclass
+class Prediction:
+    """Result for one video: ``top`` [(label, prob)], best first; ``error`` if it failed."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    probs: np.ndarray | None = None  # (K,) class probabilities
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path,
+                             "top": [{"label": lab, "score": round(s, 6)} for lab, s in self.top]}
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"{self.path}: error: {self.error}"
+        return f"{self.path}: " + ", ".join(f"{lab} ({s:.3f})" for lab, s in self.top)
+
+
+@dataclass
+class WindowPrediction:
+    """Sliding-window result: per window (start s, end s) and class probabilities (W, K)."""
+
+    path: str
+    starts: np.ndarray  # (W,)
+    ends: np.ndarray  # (W,)
+    probs: np.ndarray  # (W, K)
+    class_names: list[str]
+
+
+class _TorchBackend:
+    def __init__(self, model: torch.nn.Module, *, device: str, amp: str | None) -> None:
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+
+    def __call__(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, K)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
+                                                     enabled=self.amp is not None):
+            return self.model(clips.to(self.device)).float().cpu().numpy()
+
+
+class _OnnxBackend:
+    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
+        from tanet.export import OnnxRecognizer
+
+        self.session = OnnxRecognizer(path, threads=threads)
+        self.card = self.session.card
+
+    def __call__(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, K)
+        return self.session(clips.numpy())
+
+
+class Predictor:
+    """Video classifier built from one file.
+
+    Args:
+        checkpoint: a tanet ``.safetensors`` checkpoint, a published ``.pth`` (authors' or
+            mmaction2's; converted on the fly), or an ``.onnx`` from ``tanet export``.
+        views: ``"CLIPSxCROPS"``, e.g. ``"1x1"`` (default) or ``"10x3"`` (Kinetics protocol).
+        topk: classes reported per video.
+        labels: class names overriding the checkpoint's (a list or a file, one per line).
+        device: torch device for PyTorch checkpoints.
+        amp: ``"bf16"``/``"fp16"`` autocast for PyTorch checkpoints (None: float32).
+        threads: intra-op threads for ONNX Runtime (None: its default).
+        sampling: ``"segment"`` or ``"dense"``; None takes the checkpoint's training config
+            when it has one, else segment sampling.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, *, views: str | tuple[int, int] = "1x1",
+                 topk: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,
+                 device: str = "cpu", amp: str | None = None, threads: int | None = None,
+                 sampling: str | None = None) -> None:
+        from tanet.data.transforms import build_test_transform
+
+        self.checkpoint = Path(checkpoint)
+        self.clips, self.crops = parse_views(views)
+        config = None
+        if self.checkpoint.suffix == ".onnx":
+            backend = _OnnxBackend(self.checkpoint, threads)
+            card = backend.card
+        else:
+            from tanet.models.registry import create_model
+
+            model = create_model(checkpoint=str(self.checkpoint))
+            card = model.card
+            if self.checkpoint.suffix == ".safetensors":
+                from tanet.models.weights import read_metadata
+
+                config = read_metadata(self.checkpoint)["config"]
+            backend = _TorchBackend(model, device=device, amp=amp)
+        self.backend = backend
+        self.card: ModelCard = card
+        self.topk = max(1, min(topk, card.num_classes))
+        self.class_names = self._names(labels, card)
+        data_cfg = (config or {}).get("data") or {}
+        self.sampling = sampling or data_cfg.get("sampling") or "segment"
+        if self.sampling not in ("segment", "dense"):
+            raise ValueError(f"sampling must be 'segment' or 'dense', got {self.sampling!r}")
+        size = card.input_size[-1]
+        self.short_side = int(data_cfg.get("short_side") or card.resize)
+        self.transform = build_test_transform(size=size, mean=card.mean, std=card.std,
+                                              short_side=self.short_side, crops=self.crops)
+
+    @staticmethod
+    def _names(labels, card: ModelCard) -> list[str]:
+        if labels is not None and not isinstance(labels, (list, tuple)):
+            from tanet.models.weights import read_labels
+
+            labels = read_labels(labels)
+        names = list(labels) if labels is not None else card.class_names
+        if names is None:
+            return [f"class_{i}" for i in range(card.num_classes)]
+        if len(names) != card.num_classes:
+            raise ValueError(f"{len(names)} class names for a model with {card.num_classes} "
+                             "classes; check --labels")
+        return [str(n) for n in names]
+
+    # ------------------------------------------------------------------------ sampling
+    def _indices(self, num_frames: int) -> np.ndarray:
+        """Frame indices of the clips, (clips, T)."""
+        from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
+
+        t = self.card.num_segments
+        if self.sampling == "dense":
+            idx = dense_indices(num_frames, t, train=False, num_clips=self.clips)
+            return idx.reshape(-1, t)
+        if self.clips == 1:
+            return segment_indices(num_frames, t, train=False)[None]  # (1, T)
+        return uniform_clips_indices(num_frames, t, self.clips)  # (clips, T)
+
+    def _views(self, frames: np.ndarray, idx: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
+        """frames (F, H, W, 3) at sorted unique indices ``wanted``; idx (clips, T) ->
+        views (clips*crops, T, C, s, s)."""
+        from tanet.data.transforms import clip_from_frames
+
+        pos = np.searchsorted(wanted, idx)  # (clips, T) rows into ``frames``
+        views = []
+        for row in pos:
+            x, _ = self.transform(clip_from_frames(frames[row]))  # (T, C, s, s) or (V, T, C, s, s)
+            views.append(x if x.dim() == 5 else x.unsqueeze(0))
+        return torch.cat(views)  # (clips*crops, T, C, s, s)
+
+    def _scores(self, views: torch.Tensor) -> np.ndarray:
+        logits = self.backend(views)  # (V, K)
+        mean = torch.from_numpy(logits).mean(0)  # (K,): average of the views' scores
+        return mean.softmax(-1).numpy()
+
+    def _top(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        order = np.argsort(-probs)[:self.topk]
+        return [(self.class_names[i], float(probs[i])) for i in order]
+
+    # ------------------------------------------------------------------------ public
+    def load_views(self, path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """Decode and transform one video: the sampled frames (clips, T, H, W, 3) uint8 (after
+        the test resize), the views (clips*crops, T, C, s, s) float, and the frames' times in
+        seconds (clips, T)."""
+        from tanet.data.decode import open_video
+
+        with open_video(path, short_side=self.short_side) as reader:
+            idx = self._indices(reader.info.num_frames)  # (clips, T)
+            wanted = np.unique(idx)
+            frames = reader.get_frames(wanted.tolist())  # (F, H, W, 3) uint8
+            fps = reader.info.fps or 25.0
+        views = self._views(frames, idx, wanted)  # (clips*crops, T, C, s, s)
+        return frames[np.searchsorted(wanted, idx)], views, idx / fps
+
+    def predict(self, path: str | os.PathLike) -> Prediction:
+        """Top-k classes of one video; raises ``VideoDecodeError`` if it cannot be read."""
+        _, views, _ = self.load_views(path)
+        probs = self._scores(views)  # (K,)
+        return Prediction(str(path), self._top(probs), probs)
+
+    def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
+        """Predictions one by one; a video that fails gives a Prediction with ``error`` set."""
+        for p in paths:
+            try:
+                yield self.predict(p)
+            except Exception as e:  # one bad file must not stop a directory run
+                msg = str(e)
+                if not msg.startswith(str(p)):
+                    msg = f"{p}: {type(e).__name__}: {msg}"
+                yield Prediction(str(p), error=msg)
+
+    def predict_windows(self, path: str | os.PathLike, window: float, *,
+                        stride: float | None = None) -> WindowPrediction:
+        """Classify ``window``-second windows every ``stride`` seconds (default: window / 2),
+        each with T segment-centre frames and one centre crop per clip view."""
+        from tanet.data.decode import open_video
+
+        if window <= 0:
+            raise ValueError(f"window must be > 0 seconds, got {window}")
+        stride = stride or window / 2
+        t = self.card.num_segments
+        starts, ends, rows = [], [], []
+        with open_video(path, short_side=self.short_side) as reader:
+            info = reader.info
+            fps = info.fps or 25.0
+            n = info.num_frames
+            win = max(t, int(round(window * fps)))  # frames per window
+            step = max(1, int(round(stride * fps)))
+            first_starts = list(range(0, max(1, n - win + 1), step))
+            if n > win and first_starts[-1] + win < n:  # cover the tail
+                first_starts.append(n - win)
+            for s in first_starts:
+                length = min(win, n - s)
+                tick = length / t
+                idx = np.array([[s + int(tick / 2 + tick * i) for i in range(t)]])  # (1, T)
+                wanted = np.unique(idx)
+                frames = reader.get_frames(wanted.tolist())  # (F, H, W, 3)
+                rows.append(self._scores(self._views(frames, idx, wanted)))  # (K,)
+                starts.append(s / fps)
+                ends.append((s + length) / fps)
+        return WindowPrediction(str(path), np.array(starts), np.array(ends), np.stack(rows),
+                                self.class_names)
+
+
+def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
+                   top: int = 5) -> tuple[Path, Path]:
+    """Write ``<video>.windows.csv`` (start, end, top-1, score, then every class's probability)
+    and ``<video>.timeline.png`` (the probabilities of the ``top`` classes over time)."""
+    import csv
+
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(result.path).stem
+    csv_path, png_path = out_dir / f"{stem}.windows.csv", out_dir / f"{stem}.timeline.png"
+    names = result.class_names
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["start_s", "end_s", "top1", "top1_score", *names])
+        for s, e, p in zip(result.starts, result.ends, result.probs):
+            best = int(p.argmax())
+            w.writerow([f"{s:.3f}", f"{e:.3f}", names[best], f"{p[best]:.6f}",
+                        *(f"{v:.6f}" for v in p)])
+    classes = np.argsort(-result.probs.max(0))[:top]  # classes that peak highest
+    mid = (result.starts + result.ends) / 2
+    fig = Figure(figsize=(10, 3.4))
+    ax = fig.subplots()
+    for c in classes:
+        ax.plot(mid, result.probs[:, c], marker="o", ms=3, label=names[c])
+    ax.set_xlabel("time (s, window centre)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{Path(result.path).name}: sliding-window predictions", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    return csv_path, png_path

@@ -1,0 +1,144 @@
+"""Prediction on real mp4 files written by the tests: top-k, views, JSON lines, bad files,
+directory walk, sliding windows, ONNX Runtime backend."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tanet
+from tanet.data.decode import write_video
+from tanet.models.weights import save_model
+from tanet.predict import Predictor, parse_views
+
+NAMES = ["red", "green", "blue", "grey"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    m = tanet.create_model("tanet_tiny", num_classes=4, num_segments=4, class_names=NAMES)
+    m.card.input_size, m.card.resize = (3, 32, 32), 36
+    with torch.no_grad():
+        m.fc.weight.normal_(0, 0.05)
+    ckpt = save_model(d / "tiny.safetensors", m)
+    vids = d / "videos"
+    rng = np.random.default_rng(0)
+    for i, (n, h, w) in enumerate([(30, 48, 64), (12, 40, 40), (50, 64, 48)]):
+        frames = rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8)
+        write_video(vids / ("sub" if i == 2 else "") / f"v{i}.mp4", frames, fps=10)
+    (vids / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    (vids / "notes.txt").write_text("not a video, ignored by the walk")
+    return {"ckpt": ckpt, "model": m.eval(), "dir": vids, "tmp": d}
+
+
+def _reference_probs(model, views):
+    with torch.no_grad():
+        return model(views).mean(0).softmax(-1).numpy()
+
+
+def test_parse_views():
+    assert parse_views("10x3") == (10, 3) and parse_views("1X1") == (1, 1)
+    with pytest.raises(ValueError, match="CLIPSxCROPS"):
+        parse_views("ten")
+    with pytest.raises(ValueError, match="crops in 1, 3, 10"):
+        parse_views("2x4")
+
+
+@pytest.mark.parametrize("views,n_views", [("1x1", 1), ("2x3", 6)])
+def test_predict_topk_matches_model(files, views, n_views):
+    p = Predictor(files["ckpt"], views=views, topk=3)
+    frames, v, times = p.load_views(files["dir"] / "v0.mp4")
+    clips = int(views[0])
+    assert frames.shape[:2] == (clips, 4) and v.shape == (n_views, 4, 3, 32, 32)
+    assert times.shape == (clips, 4) and np.all(np.diff(times, axis=1) > 0)
+    pred = p.predict(files["dir"] / "v0.mp4")
+    ref = _reference_probs(files["model"], v)
+    assert np.allclose(pred.probs, ref, atol=1e-6) and abs(pred.probs.sum() - 1) < 1e-5
+    assert [lab for lab, _ in pred.top] == [NAMES[i] for i in np.argsort(-ref)[:3]]
+    assert pred.top[0][1] >= pred.top[1][1] >= pred.top[2][1]
+
+
+def test_segment_centres_are_sampled(files):
+    """One clip of T=4 from 30 frames: segment centres 3, 11, 18, 26 (at 10 fps)."""
+    _, _, times = Predictor(files["ckpt"]).load_views(files["dir"] / "v0.mp4")
+    assert np.allclose(times[0], np.array([3, 11, 18, 26]) / 10)
+
+
+def test_cli_directory_json_with_error(files, capsys):
+    from tanet.cli import main
+
+    rc = main(["predict", str(files["dir"]), "--checkpoint", str(files["ckpt"]), "--json",
+               "--topk", "2", "--quiet"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 1  # one video failed
+    rel = [x["path"][len(str(files["dir"])) + 1:] for x in lines]
+    assert rel == ["broken.mp4", "sub/v2.mp4", "v0.mp4", "v1.mp4"]  # sorted, recursive, no .txt
+    bad = lines[0]
+    assert bad["top"] == [] and bad["error"].startswith(str(files["dir"] / "broken.mp4"))
+    for x in lines[1:]:
+        assert "error" not in x and len(x["top"]) == 2 and x["top"][0]["label"] in NAMES
+
+
+def test_cli_labels_override_and_text_output(files, capsys):
+    from tanet.cli import main
+
+    labels = files["tmp"] / "labels.txt"
+    labels.write_text("a\nb\nc\nd\n")
+    assert main(["predict", str(files["dir"] / "v1.mp4"), "--checkpoint", str(files["ckpt"]),
+                 "--labels", str(labels), "--topk", "4"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(str(files["dir"] / "v1.mp4") + ": ") and sorted(
+        part.split(" ")[0] for part in out.split(": ", 1)[1].split(", ")) == ["a", "b", "c", "d"]
+
+
+def test_window_mode_writes_csv_and_png(files):
+    from tanet.cli import main
+
+    out = files["tmp"] / "win"
+    assert main(["predict", str(files["dir"] / "sub" / "v2.mp4"), "--checkpoint",
+                 str(files["ckpt"]), "--window", "2", "--out", str(out), "--quiet"]) == 0
+    rows = (out / "v2.windows.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["start_s", "end_s", "top1", "top1_score"]
+    starts = [float(r.split(",")[0]) for r in rows[1:]]
+    ends = [float(r.split(",")[1]) for r in rows[1:]]
+    assert starts == [0.0, 1.0, 2.0, 3.0] and ends[-1] == 5.0  # 50 frames at 10 fps, 2 s windows
+    probs = np.array([[float(v) for v in r.split(",")[4:]] for r in rows[1:]])
+    assert probs.shape == (4, 4) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert (out / "v2.timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_onnx_backend_same_predictions(files, capsys):
+    pytest.importorskip("onnxruntime")
+    from tanet.cli import main
+
+    onnx_path = files["tmp"] / "tiny.onnx"
+    assert main(["export", "--checkpoint", str(files["ckpt"]), str(onnx_path)]) == 0
+    video = files["dir"] / "v0.mp4"
+    eager = Predictor(files["ckpt"], views="2x1").predict(video)
+    ort = Predictor(onnx_path, views="2x1").predict(video)
+    assert np.abs(eager.probs - ort.probs).max() < 1e-5
+    assert [lab for lab, _ in ort.top] == [lab for lab, _ in eager.top]
+    capsys.readouterr()
+    assert main(["predict", str(video), "--onnx", str(onnx_path), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert [t["label"] for t in line["top"]] == [lab for lab, _ in eager.top][:5]
+
+
+def test_missing_input_and_label_mismatch(files):
+    from tanet.cli import main
+
+    assert main(["predict", str(files["tmp"] / "nope.mp4"), "--checkpoint", str(files["ckpt"])]) == 1
+    with pytest.raises(ValueError, match="3 class names for a model with 4"):
+        Predictor(files["ckpt"], labels=["a", "b", "c"])
+
+
+def test_visualize_cli_writes_pngs(files):
+    from tanet.cli import main
+
+    out = files["tmp"] / "vis"
+    assert main(["visualize", str(files["dir"] / "v0.mp4"), "--checkpoint", str(files["ckpt"]),
+                 "--out", str(out)]) == 0
+    for name in ("frames.png", "tam_kernels.png", "evidence.png"):
+        assert (out / name).stat().st_size > 2000
