@@ -227,6 +227,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
                    help="window step (default: half the window)")
     p.add_argument("--out", default="predictions", help="directory for --window outputs")
+    p.add_argument("--sampling", choices=("segment", "dense"), default=None,
+                   help="frame sampling (default: the checkpoint's training config, else segment; "
+                        "mmaction2's Kinetics TANet used dense)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast (PyTorch only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -248,7 +251,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise FileNotFoundError(f"{inp}: no video files found (looked for .mp4, .avi, .mkv, ...)")
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
-                          labels=args.labels, device=args.device, amp=args.amp)
+                          labels=args.labels, device=args.device, amp=args.amp,
+                          sampling=args.sampling)
     bar = tqdm(paths, desc="predict", unit="video", disable=args.quiet or len(paths) == 1,
                file=sys.stderr, dynamic_ncols=True)
     failed = 0
