@@ -1,1 +1,13 @@
-"""Video data pipeline: decoding, annotations, sampling, transforms, datasets (never imports models)."""
+"""Video data pipeline: decoding, annotations, sampling, transforms, datasets (never imports models).
+
+Modules (import them directly; this package imports nothing so that ``import tanet`` stays cheap):
+
+* :mod:`tanet.data.decode`: ``open_video``, ``read_frames``, ``write_video``, ``VideoDecodeError``
+  (the only module that imports PyAV).
+* :mod:`tanet.data.sampling`: ``segment_indices``, ``uniform_clips_indices``, ``dense_indices``.
+* :mod:`tanet.data.annotations`: ``read_annotations``, ``Record``, class-name files.
+* :mod:`tanet.data.transforms`: ``build_train_transform``, ``build_test_transform`` and the pure
+  functions behind them.
+* :mod:`tanet.data.dataset`: ``VideoDataset``, ``collate``, ``build_loader``.
+* :mod:`tanet.data.synthetic`: ``generate`` (the forward/backward temporal benchmark).
+"""

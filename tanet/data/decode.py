@@ -26,6 +26,7 @@ from typing import Sequence
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 __all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "FrameFolder", "open_video",
            "read_frames", "write_video", "available_codecs"]
@@ -67,6 +68,20 @@ class _Index:
 _INDEX_CACHE: OrderedDict[tuple, _Index] = OrderedDict()
 _INDEX_CACHE_SIZE = 4096
 _CACHE_LOCK = threading.Lock()
+
+
+_LOCAL = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's colour converter: it keeps its swscale context between frames and videos
+    (``VideoFrame.to_ndarray(format=...)`` builds a new one per frame, ~1 ms each). Single
+    threaded: loader workers already fill the cores, and swscale's threads do not survive fork."""
+    pid, ref = getattr(_LOCAL, "reformatter", (None, None))
+    if pid != os.getpid():  # a forked child must not reuse the parent's context
+        ref = VideoReformatter()
+        _LOCAL.reformatter = (os.getpid(), ref)
+    return ref
 
 
 def _resized(w: int, h: int, short_side: int | None) -> tuple[int, int]:
@@ -259,11 +274,13 @@ class VideoReader:
             oh, ow = _resized(h, w, self.short_side)
         else:
             ow, oh = _resized(w, h, self.short_side)
+        ref = _reformatter()
         if (ow, oh) != (w, h):
-            img = frame.to_ndarray(format="rgb24", width=ow, height=oh, interpolation="BILINEAR")
+            rgb = ref.reformat(frame, format="rgb24", width=ow, height=oh,
+                               interpolation="BILINEAR", threads=1)
         else:
-            img = frame.to_ndarray(format="rgb24")
-        return _rotate(img, rotation)  # (H, W, 3)
+            rgb = ref.reformat(frame, format="rgb24", threads=1)
+        return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3).
@@ -424,14 +441,16 @@ def available_codecs() -> set[str]:
 def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
                 codec: str = "libx264", gop: int | None = None, bframes: int = 0,
                 crf: int | None = None, pts: Sequence[int] | None = None,
-                rotation: int = 0, pix_fmt: str | None = None) -> Path:
+                rotation: int = 0, pix_fmt: str | None = None,
+                options: dict[str, str] | None = None) -> Path:
     """Encode uint8 frames (T, H, W, 3) RGB to a video file (container from the suffix).
 
     ``gop``: keyframe interval (None: encoder default; 10**6 for a single keyframe).
     ``pts``: explicit increasing timestamps in 1/90000 s ticks (variable frame rate). ``rotation``: display rotation metadata,
     counter-clockwise degrees. Odd sizes: H.264 4:2:0 needs even sizes, so ``libx264`` uses
     yuv444p for odd sizes unless ``pix_fmt`` is given. ``crf`` None: near-lossless (crf 1 for
-    x264, qscale 2 for mpeg4) so that tests can compare pixels.
+    x264, qscale 2 for mpeg4) so that tests can compare pixels. ``options``: extra encoder
+    options (``x264-params`` entries are appended to those set here).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -457,7 +476,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
         cc.max_b_frames = bframes
         opts = {}
         if codec == "libx264":
-            opts["crf"] = str(1 if crf is None else crf)
+            if "qp" not in (options or {}):  # constant QP replaces the rate factor
+                opts["crf"] = str(1 if crf is None else crf)
             opts["preset"] = "veryfast"
             if gop is not None:
                 opts["x264-params"] = f"keyint={gop}:min-keyint={min(gop, 25)}:scenecut=0"
@@ -471,6 +491,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
             opts["b"] = "0"
             opts["deadline"] = "realtime"
             opts["cpu-used"] = "8"
+        for k, v in (options or {}).items():
+            opts[k] = f"{opts[k]}:{v}" if k == "x264-params" and k in opts else str(v)
         cc.options = opts
         if rotation:
             s.set_display_rotation(rotation)

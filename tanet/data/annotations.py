@@ -1,0 +1,365 @@
+"""Annotation formats: one small reader per format, each returning ``(records, class_names)``.
+
+Formats (``format=`` name, auto-detected by :func:`read_annotations` where unambiguous):
+
+* ``frames``: the authors' / TSN frame list, ``folder num_frames label`` per line.
+* ``videos``: mmaction2 video list, ``relative/path.mp4 label`` per line.
+* ``kinetics``: Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]`` ->
+  ``{youtube_id}_{start:06d}_{end:06d}.mp4`` (inside ``<label>/`` when the videos are laid out
+  in class folders), classes sorted by name.
+* ``sthv2``: Something-Something v2 JSON list of ``{"id", "template", ...}`` plus its labels
+  JSON ``{"class name": "index"}``; the class is the template without brackets; ``{id}.webm``.
+* ``sthv1``: Something-Something v1 CSV ``id;label``; videos are frame folders ``{id}``.
+* ``tree``: a class-per-folder directory ``root/<class>/<video or frame folder>``, classes sorted.
+
+Record paths are as written in the file (relative paths are resolved by the dataset against its
+``root``), except for ``tree``, whose records hold full paths.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "read_video_list",
+           "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv", "read_class_tree",
+           "read_class_names", "write_class_names", "write_video_list", "detect_format",
+           "VIDEO_EXTENSIONS", "FORMATS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
+                    ".ts", ".3gp", ".wmv")
+FORMATS = ("frames", "videos", "kinetics", "sthv2", "sthv1", "tree")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One video: its path, integer label and (frame lists only) its frame count."""
+
+    path: str
+    label: int
+    num_frames: int | None = None
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file and line."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
+        self.path, self.line = str(path), line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+# ------------------------------------------------------------------------------ class names
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names: one a line (.txt/.csv), or JSON (a list, or ``{name: index}`` as sthv2)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(path, None, "class-names file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+        if isinstance(obj, dict):
+            try:
+                pairs = sorted((int(v), str(k)) for k, v in obj.items())
+            except (TypeError, ValueError):
+                raise AnnotationError(path, None, "expected {class name: integer index}") from None
+            if [i for i, _ in pairs] != list(range(len(pairs))):
+                raise AnnotationError(path, None, "class indices must be 0..K-1 without gaps")
+            return [k for _, k in pairs]
+        if isinstance(obj, list):
+            return [str(x) for x in obj]
+        raise AnnotationError(path, None, "expected a JSON list or object of class names")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
+    """Write class names one a line (index = line number - 1)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        if "\n" in n or not n.strip():
+            raise ValueError(f"{path}: class name {n!r} is empty or contains a newline")
+    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return path
+
+
+def write_video_list(path: str | os.PathLike, records: Sequence[Record]) -> Path:
+    """Write an mmaction2 video list (``path label`` per line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{r.path} {r.label}\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _names_for(path: Path, labels, max_label: int) -> list[str]:
+    """Class names for integer-labelled lists: given, a ``classes.txt`` beside, or "0".."K-1"."""
+    if labels is not None:
+        names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    elif (path.parent / "classes.txt").is_file():
+        names = read_class_names(path.parent / "classes.txt")
+    else:
+        names = [str(i) for i in range(max_label + 1)]
+    if max_label >= len(names):
+        raise AnnotationError(path, None, f"label {max_label} out of range for {len(names)} "
+                                          f"class names")
+    return names
+
+
+def _lines(path: Path):
+    """(line number, stripped text) of non-empty, non-comment lines."""
+    with open(path, encoding="utf-8") as f:
+        for no, raw in enumerate(f, 1):
+            s = raw.strip()
+            if s and not s.startswith("#"):
+                yield no, s
+
+
+def _int(path: Path, no: int, text: str, what: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise AnnotationError(path, no, f"{what} must be an integer, got {text!r}") from None
+    if v < 0:
+        raise AnnotationError(path, no, f"{what} must be >= 0, got {v}")
+    return v
+
+
+# ------------------------------------------------------------------------------ readers
+def read_frame_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+    """The authors' frame list: ``folder num_frames label`` per line."""
+    path = Path(path)
+    records = []
+    for no, s in _lines(path):
+        parts = s.rsplit(None, 2)
+        if len(parts) != 3:
+            raise AnnotationError(path, no, f"expected 'folder num_frames label', got {s!r}")
+        records.append(Record(parts[0], _int(path, no, parts[2], "label"),
+                              _int(path, no, parts[1], "num_frames")))
+    if not records:
+        raise AnnotationError(path, None, "no entries")
+    return records, _names_for(path, labels, max(r.label for r in records))
+
+
+def read_video_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+    """mmaction2 video list: ``relative/path.mp4 label`` per line."""
+    path = Path(path)
+    records = []
+    for no, s in _lines(path):
+        parts = s.rsplit(None, 1)
+        if len(parts) != 2:
+            raise AnnotationError(path, no, f"expected 'path label', got {s!r}")
+        records.append(Record(parts[0], _int(path, no, parts[1], "label")))
+    if not records:
+        raise AnnotationError(path, None, "no entries")
+    return records, _names_for(path, labels, max(r.label for r in records))
+
+
+def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
+                      ext: str = ".mp4") -> tuple[list[Record], list[str]]:
+    """Kinetics CSV (``label,youtube_id,time_start,time_end,split``), classes sorted by name.
+
+    A record's path is ``<label>/<id>_<start>_<end>.mp4`` when the first video is found in a
+    class folder under ``root`` (or beside the CSV), else ``<id>_<start>_<end>.mp4``.
+    """
+    path = Path(path)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise AnnotationError(path, 1, "empty file")
+        cols = {c.strip(): i for i, c in enumerate(header)}
+        need = ("label", "youtube_id", "time_start", "time_end")
+        missing = [c for c in need if c not in cols]
+        if missing:
+            raise AnnotationError(path, 1, f"Kinetics CSV header lacks {', '.join(missing)} "
+                                           f"(got {', '.join(header)})")
+        for no, row in enumerate(reader, 2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < len(header):
+                raise AnnotationError(path, no, f"expected {len(header)} fields, got {len(row)}")
+            try:
+                start = int(float(row[cols["time_start"]]))
+                end = int(float(row[cols["time_end"]]))
+            except ValueError:
+                raise AnnotationError(path, no, "time_start/time_end must be numbers") from None
+            label, vid = row[cols["label"]].strip(), row[cols["youtube_id"]].strip()
+            if not label or not vid:
+                raise AnnotationError(path, no, "empty label or youtube_id")
+            rows.append((label, f"{vid}_{start:06d}_{end:06d}{ext}"))
+    if not rows:
+        raise AnnotationError(path, None, "no entries")
+    if labels is not None:
+        names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    else:
+        names = sorted({lab for lab, _ in rows})
+    index = {n: i for i, n in enumerate(names)}
+    base = Path(root) if root else path.parent
+    first_label, first_name = rows[0]
+    in_folders = (not (base / first_name).exists()) and any(
+        (base / d / first_name).exists() for d in (first_label, first_label.replace(" ", "_")))
+    underscore = in_folders and not (base / first_label / first_name).exists()
+    records = []
+    for no, (label, name) in enumerate(rows, 2):
+        if label not in index:
+            raise AnnotationError(path, no, f"label {label!r} is not in the class names")
+        folder = label.replace(" ", "_") if underscore else label
+        records.append(Record(f"{folder}/{name}" if in_folders else name, index[label]))
+    return records, names
+
+
+def _sthv2_class(template: str) -> str:
+    return template.replace("[", "").replace("]", "")
+
+
+def read_sthv2_json(path: str | os.PathLike, *, labels=None,
+                    ext: str = ".webm") -> tuple[list[Record], list[str]]:
+    """Something-Something v2 JSON; class names from ``labels`` (their labels JSON), else the
+    ``something-something-v2-labels.json`` / ``labels.json`` beside the file."""
+    path = Path(path)
+    if labels is None:
+        for cand in ("something-something-v2-labels.json", "labels.json"):
+            if (path.parent / cand).is_file():
+                labels = path.parent / cand
+                break
+        else:
+            raise AnnotationError(path, None, "no labels JSON given or found beside it (pass "
+                                              "labels=something-something-v2-labels.json)")
+    names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    index = {n: i for i, n in enumerate(names)}
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AnnotationError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+    if not isinstance(items, list):
+        raise AnnotationError(path, None, "expected a JSON list of {id, template, ...}")
+    records = []
+    for k, it in enumerate(items):
+        if not isinstance(it, dict) or "id" not in it or "template" not in it:
+            raise AnnotationError(path, None, f"entry {k}: needs 'id' and 'template' (a test "
+                                              f"split without labels cannot be used here)")
+        cls = _sthv2_class(str(it["template"]))
+        if cls not in index:
+            raise AnnotationError(path, None, f"entry {k} (id {it['id']}): class {cls!r} is "
+                                              f"not in the labels")
+        records.append(Record(f"{it['id']}{ext}", index[cls]))
+    if not records:
+        raise AnnotationError(path, None, "no entries")
+    return records, names
+
+
+def read_sthv1_csv(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+    """Something-Something v1 CSV (``id;label``); class names from ``labels``, else the
+    ``something-something-v1-labels.csv`` beside the file, else sorted."""
+    path = Path(path)
+    rows = []
+    for no, s in _lines(path):
+        parts = s.split(";")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise AnnotationError(path, no, f"expected 'id;label', got {s!r}")
+        rows.append((no, parts[0].strip(), parts[1].strip()))
+    if not rows:
+        raise AnnotationError(path, None, "no entries")
+    if labels is None and (path.parent / "something-something-v1-labels.csv").is_file():
+        labels = path.parent / "something-something-v1-labels.csv"
+    if labels is not None:
+        names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    else:
+        names = sorted({lab for _, _, lab in rows})
+    index = {n: i for i, n in enumerate(names)}
+    records = []
+    for no, vid, lab in rows:
+        if lab not in index:
+            raise AnnotationError(path, no, f"label {lab!r} is not in the class names")
+        records.append(Record(vid, index[lab]))
+    return records, names
+
+
+def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+    """``path/<class>/<video file or frame folder>``; classes sorted (or as ``labels``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AnnotationError(path, None, "not a directory")
+    dirs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if labels is not None:
+        names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+        extra = [d for d in dirs if d not in names]
+        if extra:
+            raise AnnotationError(path, None, f"folder {extra[0]!r} is not in the class names")
+    else:
+        names = dirs
+    if not names:
+        raise AnnotationError(path, None, "no class folders (expected root/<class>/<video>)")
+    records = []
+    for i, name in enumerate(names):
+        d = path / name
+        if not d.is_dir():
+            continue
+        for v in sorted(d.iterdir()):
+            if v.name.startswith("."):
+                continue
+            if v.is_dir() or v.suffix.lower() in VIDEO_EXTENSIONS:
+                records.append(Record(str(v), i))
+    if not records:
+        raise AnnotationError(path, None, f"no videos ({', '.join(VIDEO_EXTENSIONS[:4])}, ...) "
+                                          f"in the class folders")
+    return records, names
+
+
+# ------------------------------------------------------------------------------ dispatch
+def detect_format(path: str | os.PathLike) -> str:
+    """Guess the format from the path and its first entry; raises when ambiguous."""
+    path = Path(path)
+    if path.is_dir():
+        return "tree"
+    if not path.is_file():
+        raise AnnotationError(path, None, "annotation file not found")
+    if path.suffix.lower() == ".json":
+        return "sthv2"
+    first = next(_lines(path), None)
+    if first is None:
+        raise AnnotationError(path, None, "empty annotation file")
+    no, s = first
+    if "youtube_id" in s and "," in s:
+        return "kinetics"
+    if ";" in s and len(s.split(";")) == 2:
+        return "sthv1"
+    parts = s.rsplit(None, 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return "frames"
+    if len(parts) >= 2 and parts[-1].isdigit():
+        return "videos"
+    raise AnnotationError(path, no, f"cannot tell the annotation format from {s!r}; pass "
+                                    f"format= one of {', '.join(FORMATS)}")
+
+
+def read_annotations(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                     labels: str | os.PathLike | Sequence[str] | None = None,
+                     format: str = "auto") -> tuple[list[Record], list[str]]:
+    """Read any supported annotation file (or class-per-folder directory).
+
+    ``labels``: class names (a list or a class-names file) fixing the label order; ``root``:
+    where the videos are (used to find Kinetics class folders). Returns (records, class_names).
+    """
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "frames":
+        return read_frame_list(path, labels=labels)
+    if fmt == "videos":
+        return read_video_list(path, labels=labels)
+    if fmt == "kinetics":
+        return read_kinetics_csv(path, root=root, labels=labels)
+    if fmt == "sthv2":
+        return read_sthv2_json(path, labels=labels)
+    if fmt == "sthv1":
+        return read_sthv1_csv(path, labels=labels)
+    if fmt == "tree":
+        return read_class_tree(path, labels=labels)
+    raise ValueError(f"unknown annotation format {format!r}; choose one of auto, "
+                     f"{', '.join(FORMATS)}")

@@ -1,0 +1,269 @@
+"""Dataset and loader: annotations + sampling + decoding + transforms.
+
+``VideoDataset[i]`` returns ``{"video", "label", "index", "path"}`` with ``video`` float
+(T, C, H, W), or (V, T, C, H, W) when clips x crops > 1; a video that fails to decode (or takes
+longer than ``decode_timeout``) gives a :class:`SkippedVideo` under ``on_error="skip"``.
+:func:`collate` drops those and reports them in the batch (``num_skipped``, ``skipped_paths``,
+``skipped_errors``), so the main process sees every skip even when worker processes did the
+decoding; the loader of :func:`build_loader` also lists them in ``loader.skipped`` per epoch.
+
+Randomness (sampling offsets, augmentation) is drawn from numpy's and torch's global RNGs, which
+DataLoader seeds per worker and an engine may seed per item for exact reproducibility.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tanet.data.annotations import Record
+from tanet.data.decode import VideoDecodeError, open_video
+from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
+from tanet.data.transforms import clip_from_frames
+
+__all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "collate", "build_loader",
+           "VideoLoader", "call_with_timeout"]
+
+
+class DecodeTimeout(VideoDecodeError):
+    """Decoding took longer than the dataset's ``decode_timeout``."""
+
+
+@dataclass(frozen=True)
+class SkippedVideo:
+    """Placeholder item for a video that failed under ``on_error="skip"``."""
+
+    index: int
+    path: str
+    error: str
+
+
+class _DeadlineThread:
+    """Runs calls on a daemon helper thread and waits at most ``timeout`` seconds.
+
+    PyAV releases the GIL while demuxing and decoding, so the caller's wait is a real deadline.
+    A call that overruns is abandoned: its thread stays blocked (a daemon, it never delays the
+    process's exit) and the next call gets a fresh thread. One per process (forks included).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._q: queue.SimpleQueue | None = None
+        self._pid = -1
+
+    @staticmethod
+    def _serve(q: queue.SimpleQueue) -> None:
+        while True:
+            job = q.get()
+            if job is None:
+                return
+            fn, box, done = job
+            try:
+                box["out"] = fn()
+            except BaseException as e:  # handed back to the caller
+                box["err"] = e
+            done.set()
+
+    def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        with self._lock:
+            if self._q is None or self._pid != os.getpid():
+                self._q, self._pid = queue.SimpleQueue(), os.getpid()
+                threading.Thread(target=self._serve, args=(self._q,), daemon=True,
+                                 name="tanet-decode").start()
+            q = self._q
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        q.put((fn, box, done))
+        if not done.wait(timeout):
+            with self._lock:
+                if self._q is q:
+                    self._q = None
+            q.put(None)  # the stuck thread exits if its call ever returns
+            raise TimeoutError
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+
+
+_RUNNER = _DeadlineThread()
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
+    """``fn()``, or ``TimeoutError`` after ``timeout`` seconds (None or <= 0: no limit)."""
+    if timeout is None or timeout <= 0:
+        return fn()
+    return _RUNNER.run(fn, timeout)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Videos (files or frame folders) as sampled, augmented clips.
+
+    Args:
+        records: from :func:`tanet.data.annotations.read_annotations`.
+        root: prefix for relative record paths.
+        num_segments: frames per clip T.
+        sampling: ``"segment"`` (TSN) or ``"dense"`` (fixed ``dense_stride``, default 64 // T).
+        train: random offsets (train) or deterministic centres / evenly spaced clips (test).
+        transform: ``(clip uint8 (T, C, H, W), label) -> (float tensor, label)``, e.g. from
+            :func:`~tanet.data.transforms.build_train_transform`.
+        clips: clips per video at test time (``uniform-N`` / ``dense-N``).
+        on_error: ``"skip"`` (return :class:`SkippedVideo`) or ``"raise"``.
+        decode_timeout: seconds allowed to open + decode one video (None: no limit).
+        frame_template: file names inside frame folders (numbered from 1).
+        short_side: optional resize of the short side while decoding (saves work downstream).
+    """
+
+    def __init__(self, records: Sequence[Record], *, root: str | os.PathLike | None = None,
+                 num_segments: int, sampling: str = "segment", train: bool,
+                 transform: Callable | None = None, clips: int = 1,
+                 dense_stride: int | None = None, on_error: str = "skip",
+                 decode_timeout: float | None = 30.0, frame_template: str = "img_{:05d}.jpg",
+                 short_side: int | None = None):
+        if sampling not in ("segment", "dense"):
+            raise ValueError(f"sampling must be 'segment' or 'dense', got {sampling!r}")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if num_segments < 1 or clips < 1:
+            raise ValueError("num_segments and clips must be >= 1")
+        self.records = list(records)
+        self.root = None if root is None else str(root)
+        self.num_segments, self.sampling, self.train = num_segments, sampling, train
+        self.transform, self.clips, self.dense_stride = transform, clips, dense_stride
+        self.on_error, self.decode_timeout = on_error, decode_timeout
+        self.frame_template, self.short_side = frame_template, short_side
+        self.skipped: list[tuple[str, str]] = []  # (path, error) seen by this process
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def path_of(self, i: int) -> str:
+        p = self.records[i].path
+        return os.path.join(self.root, p) if self.root and not os.path.isabs(p) else p
+
+    def sample_indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        """Frame indices (clips, T) for a video of ``num_frames`` frames."""
+        t = self.num_segments
+        if self.train:
+            if self.sampling == "dense":
+                rows = [dense_indices(num_frames, t, train=True, stride=self.dense_stride, rng=rng)
+                        for _ in range(self.clips)]
+            else:
+                rows = [segment_indices(num_frames, t, train=True, rng=rng)
+                        for _ in range(self.clips)]
+            return np.stack(rows)  # (clips, T)
+        if self.sampling == "dense":
+            idx = dense_indices(num_frames, t, train=False, stride=self.dense_stride,
+                                num_clips=self.clips)
+            return idx.reshape(self.clips, t)
+        if self.clips == 1:
+            return segment_indices(num_frames, t, train=False)[None]  # (1, T)
+        return uniform_clips_indices(num_frames, t, self.clips)  # (clips, T)
+
+    def _decode(self, path: str, rng: np.random.Generator) -> np.ndarray:
+        with open_video(path, short_side=self.short_side, template=self.frame_template) as r:
+            idx = self.sample_indices(r.info.num_frames, rng)  # (clips, T)
+            frames = r.get_frames(idx.reshape(-1))  # (clips*T, H, W, 3)
+        return frames.reshape(idx.shape + frames.shape[1:])  # (clips, T, H, W, 3)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | SkippedVideo:
+        rec, path = self.records[i], self.path_of(i)
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))  # from the seeded global
+        try:
+            try:
+                frames = call_with_timeout(lambda: self._decode(path, rng), self.decode_timeout)
+            except TimeoutError:
+                raise DecodeTimeout(path, f"decoding took longer than {self.decode_timeout:g} s "
+                                          f"(data.decode_timeout)") from None
+        except VideoDecodeError as e:
+            if self.on_error == "raise":
+                raise
+            self.skipped.append((path, str(e)))
+            return SkippedVideo(i, path, str(e))
+        views, label = [], rec.label
+        for c in range(frames.shape[0]):
+            clip = clip_from_frames(frames[c])  # (T, C, H, W) uint8
+            if self.transform is not None:
+                out, label = self.transform(clip, rec.label)
+            else:
+                out = clip.contiguous()
+            views.append(out if out.dim() == 5 else out[None])  # (V, T, C, H, W)
+        video = torch.cat(views) if len(views) > 1 else views[0]
+        if video.shape[0] == 1:
+            video = video[0]  # (T, C, H, W)
+        return {"video": video, "label": int(label), "index": i, "path": path}
+
+    def __repr__(self) -> str:
+        return (f"VideoDataset({len(self)} videos, T={self.num_segments}, {self.sampling}, "
+                f"{'train' if self.train else 'test'}, clips={self.clips}, "
+                f"on_error={self.on_error})")
+
+
+def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
+    """Stack good items; drop skipped ones and report them.
+
+    Returns ``video`` (B, T, C, H, W) or (B, V, T, C, H, W) (None when every item was skipped),
+    ``label`` (B,) long, ``index`` (B,) long, ``path`` list, ``num_skipped``,
+    ``skipped_paths`` and ``skipped_errors``.
+    """
+    good = [b for b in batch if isinstance(b, dict)]
+    bad = [b for b in batch if not isinstance(b, dict)]
+    out: dict[str, Any] = {
+        "video": torch.stack([b["video"] for b in good]) if good else None,
+        "label": torch.tensor([b["label"] for b in good], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in good], dtype=torch.long),
+        "path": [b["path"] for b in good],
+        "num_skipped": len(bad),
+        "skipped_paths": [b.path for b in bad if b is not None],
+        "skipped_errors": [b.error for b in bad if b is not None],
+    }
+    return out
+
+
+class VideoLoader(torch.utils.data.DataLoader):
+    """DataLoader that lists the videos skipped during the current pass in ``self.skipped``."""
+
+    skipped: list[tuple[str, str]]
+
+    def __iter__(self) -> Iterator[Any]:
+        self.skipped = []
+        for batch in super().__iter__():
+            if isinstance(batch, dict) and batch.get("num_skipped"):
+                self.skipped += list(zip(batch["skipped_paths"], batch["skipped_errors"]))
+            yield batch
+
+    def skip_report(self) -> str:
+        """One line per skipped video of the last pass ('' when none)."""
+        if not getattr(self, "skipped", None):
+            return ""
+        lines = [f"{len(self.skipped)} video(s) skipped:"]
+        lines += [f"  {err}" for _, err in self.skipped]
+        return "\n".join(lines)
+
+
+def build_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int = 0,
+                 shuffle: bool = False, sampler: torch.utils.data.Sampler | None = None,
+                 drop_last: bool = False, pin_memory: bool | None = None,
+                 persistent_workers: bool | None = None, seed: int | None = None,
+                 prefetch_factor: int | None = None) -> VideoLoader:
+    """A :class:`VideoLoader` with :func:`collate`.
+
+    ``pin_memory`` None: on when CUDA is available; ``persistent_workers`` None: on when
+    ``workers > 0``; ``seed``: fixes the shuffle order and the workers' RNGs.
+    """
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    if persistent_workers is None:
+        persistent_workers = workers > 0
+    extra = {}
+    if workers > 0:
+        extra["prefetch_factor"] = prefetch_factor or 2
+        extra["persistent_workers"] = persistent_workers
+    return VideoLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                       sampler=sampler, num_workers=workers, collate_fn=collate,
+                       pin_memory=pin_memory, drop_last=drop_last, generator=generator, **extra)
