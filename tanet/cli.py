@@ -208,6 +208,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write the synthetic temporal benchmark (forward/backward pairs)",
+                       description="Write small H.264 videos whose classes come in pairs of the "
+                                   "same motion played forwards and backwards (move right/left, "
+                                   "grow/shrink, appear/disappear, rotate, ...), with train.txt, "
+                                   "val.txt (mmaction2 list format) and classes.txt. Order-blind "
+                                   "models are at chance within each pair. Idempotent.")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--classes", type=int, default=8, help="number of classes, even, <= 12 (default 8)")
+    p.add_argument("--videos-per-class", type=int, default=80,
+                   help="training videos per class (default 80)")
+    p.add_argument("--val-per-class", type=int, default=None,
+                   help="validation videos per class (default: a quarter of --videos-per-class)")
+    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels, even (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tanet.data.synthetic import generate
+
+    with tqdm(total=None, desc="synth", unit="pair", disable=args.quiet, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        s = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
+                     val_per_class=args.val_per_class, frames=args.frames, size=args.size,
+                     seed=args.seed, workers=args.workers, progress=progress)
+    state = "already complete, kept" if s["reused"] else f"written in {s['seconds']:.1f} s"
+    print(f"{s['out_dir']}: {s['train_videos']} train + {s['val_videos']} val videos, "
+          f"{len(s['classes'])} classes ({state}); lists {s['train_list']}, {s['val_list']}")
+    return 0
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify a video or every video in a directory",
                        description="Top-k classes per video from a checkpoint alone (its model "
@@ -298,6 +338,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_models,
+    _add_synth,
     _add_train,
     _add_test,
     _add_demo,
