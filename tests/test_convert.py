@@ -283,3 +283,31 @@ def test_refuses_unsafe_and_unknown(tmp_path):
     torch.save({"state_dict": {"encoder.w": torch.zeros(1)}}, odd)
     with pytest.raises(ValueError, match="unrecognised checkpoint layout"):
         read_checkpoint(odd)
+
+
+@pytest.mark.parametrize("layout", ["official", "mmaction2"])
+def test_tsm_checkpoints_are_recognised(tmp_path, layout):
+    """TSM wraps conv1 as ``conv1.net``: both layouts import as a TSM model (no TAM tensors)."""
+    model = tanet.create_model("tsm_tiny", num_classes=3, num_segments=4)
+    state = {}
+    for k, v in model.state_dict().items():
+        if layout == "official":
+            k = "module." + k.replace("backbone.", "base_model.").replace("fc.", "new_fc.", 1) \
+                if k.startswith("fc.") else "module." + k.replace("backbone.", "base_model.")
+            k = k.replace(".conv1.weight", ".conv1.net.weight") if "layer" in k else k
+        else:
+            k = "cls_head.fc_cls." + k[3:] if k.startswith("fc.") else k
+            k = re.sub(r"\.(conv\d)\.weight$", r".\1.conv.weight", k)
+            k = re.sub(r"\.bn(\d)\.", r".conv\1.bn.", k)
+            k = k.replace("backbone.bn1.", "backbone.conv1.bn.").replace(".downsample.0.", ".downsample.conv.")
+            k = k.replace(".downsample.1.", ".downsample.bn.")
+            k = re.sub(r"(layer\d\.\d)\.conv1\.conv\.", r"\1.conv1.net.conv.", k)
+        state[k] = v
+    src = tmp_path / "tsm.pth"
+    torch.save({"state_dict": state}, src)
+    ck = read_checkpoint(src, source=layout)
+    assert ck.name == "tsm_resnet" and ck.num_classes == 3 and ck.kwargs["layers"] == [1, 1, 1, 1]
+    loaded = tanet.create_model(checkpoint=src, num_segments=4).eval()
+    x = torch.randn(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
