@@ -39,10 +39,11 @@ _IO_TIMEOUT = 30.0
 class VideoDecodeError(RuntimeError):
     """A video could not be read; the message starts with the file path and states the cause."""
 
-    def __init__(self, path: str | os.PathLike, cause: str):
-        self.path = str(path)
-        self.cause = cause
-        super().__init__(f"{self.path}: {cause}")
+    def __init__(self, path: str | os.PathLike, cause: str | None = None):
+        # one argument: an already formatted message (as DataLoader re-raises worker errors)
+        self.path = str(path) if cause is not None else str(path).split(": ", 1)[0]
+        self.cause = cause if cause is not None else str(path).split(": ", 1)[-1]
+        super().__init__(f"{self.path}: {cause}" if cause is not None else str(path))
 
 
 @dataclass(frozen=True)
