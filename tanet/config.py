@@ -55,7 +55,7 @@ class DataConfig:
     test_clips: int = 1  # clips per video at test time
     test_crops: int = 1  # 1 (centre), 3 or 10 crops at test time
     on_error: str = "skip"  # skip | raise, for videos that fail to decode
-    decode_timeout: float = 30.0  # seconds per video before it counts as failed
+    decode_timeout: float | None = 30.0  # seconds per video before it fails; None: no limit
 
 
 @dataclass

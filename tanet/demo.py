@@ -25,7 +25,7 @@ MODELS = (("tanet", "configs/synthetic_tanet_tiny.yaml"), ("tsn", "configs/synth
 
 
 # the benchmark the demo generates (tanet.data.synthetic.generate arguments)
-DATA = dict(classes=12, videos_per_class=80, val_per_class=20, frames=16, size=64, seed=0)
+DATA = dict(classes=6, videos_per_class=200, val_per_class=40, frames=16, size=64, seed=0)
 QUICK_DATA = dict(classes=4, videos_per_class=8, val_per_class=4, frames=16, size=64, seed=0)
 
 
@@ -106,7 +106,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
     common = [f"data.root={data}", f"data.train={data / 'train.txt'}",
               f"data.val={data / 'val.txt'}", f"data.labels={data / 'classes.txt'}"]
     if quick:
-        common += ["train.epochs=2"]
+        common += ["train.epochs=1", "model.input_size=32", "data.short_side=36",
+                   "train.workers=0", "test.workers=0"]
     rows: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
     class_names: list[str] = []
