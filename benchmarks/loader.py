@@ -2,7 +2,7 @@
 step consumes, on this machine, measured one after the other in one run.
 
 Pipeline: VideoDataset (TSN segment sampling, 8 frames) on generated 340x256 H.264 videos
-(x264 defaults: B-frames, keyframe every 250 frames), multi-scale crop + flip to 224, normalise,
+(x264 defaults: B-frames, keyint 250 plus scene-cut keyframes), multi-scale crop + flip to 224, normalise,
 collate, ``build_loader`` with 2 workers. Model: ``create_model("tanet_r50", num_classes=400,
 num_segments=8)``, SGD step on (B, 8, 3, 224, 224) batches, with all CPU threads.
 The loader must not be the bottleneck: ratio = loader clips/s / model clips/s > 1.
