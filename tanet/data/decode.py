@@ -448,8 +448,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
 
     ``gop``: keyframe interval (None: encoder default, x264: 250 + scene cuts; 10**6 for one
     keyframe). ``pts``: explicit increasing timestamps in 1/90000 s ticks (variable frame
-    rate). ``rotation``: display rotation metadata, counter-clockwise degrees. Odd sizes: H.264 4:2:0 needs even sizes, so ``libx264`` uses
-    yuv444p for odd sizes unless ``pix_fmt`` is given. ``crf`` None: near-lossless (crf 1 for
+    rate). ``rotation``: display rotation metadata, counter-clockwise degrees. Odd sizes:
+    H.264 4:2:0 needs even sizes, so ``libx264`` uses yuv444p for odd sizes unless ``pix_fmt``
+    is given. ``crf`` None: near-lossless (crf 1 for
     x264, qscale 2 for mpeg4) so that tests can compare pixels. ``options``: extra encoder
     options (``x264-params`` entries are appended to those set here).
     """
