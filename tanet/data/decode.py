@@ -132,6 +132,9 @@ class VideoReader:
                 kinds = sorted({s.type for s in self._container.streams}) or ["none"]
                 raise VideoDecodeError(self.path, f"no video stream (streams: {', '.join(kinds)})")
             self._stream = self._container.streams.video[0]
+            if self._stream.codec_context is None:  # e.g. a damaged sample description
+                raise VideoDecodeError(self.path, "video stream has an unknown codec "
+                                                  "(no decoder for it)")
             self._stream.thread_type = "AUTO" if threads != 1 else "SLICE"
             self._stream.codec_context.thread_count = threads
             key = (os.path.abspath(self.path), st.st_size, st.st_mtime_ns)
@@ -149,6 +152,9 @@ class VideoReader:
             self._pos_of_pts = {int(t): i for i, t in enumerate(index.pts)}
             self._wanted: set[int] = {0}  # frames get_frames needs; others may be skipped
             self.info = self._make_info()
+        except av.FFmpegError as e:
+            self._container.close()
+            raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
         except BaseException:
             self._container.close()
             raise
@@ -197,7 +203,8 @@ class VideoReader:
         else:
             duration = float(s.duration * tb) if s.duration and tb else (n / fps if fps else 0.0)
         rotation = self._probe_rotation()
-        w, h = s.codec_context.width, s.codec_context.height
+        w, h = self._pending[1].width, self._pending[1].height  # of the first decoded frame
+        self._coded_size = (w, h)
         if rotation % 180:
             w, h = h, w
         return VideoInfo(num_frames=n, fps=fps, duration=duration, width=w, height=h,
@@ -210,7 +217,10 @@ class VideoReader:
         if item is None:
             raise VideoDecodeError(self.path, "no decodable video frame")
         self._pending = item
-        rotation = int(round(getattr(item[1], "rotation", 0) or 0)) % 360
+        raw = float(getattr(item[1], "rotation", 0) or 0)
+        if not -360 <= raw <= 360:  # a degenerate display matrix (NaN read as INT_MIN): ignore
+            return 0
+        rotation = int(round(raw)) % 360
         return rotation - rotation % 90
 
     # ----------------------------------------------------------------------------- decode
@@ -227,7 +237,14 @@ class VideoReader:
         """Decoded frames; a corrupt packet is dropped and decoding goes on."""
         dec = self._stream.codec_context
         skipping = False
-        for packet in self._container.demux(self._stream):
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError:  # unreadable rest of the file (corrupt index): stream ends
+                break
             # A frame nobody wants that no other frame references (a disposable B-frame) need
             # not be decoded at all: outputs of the other frames are unchanged.
             t = packet.pts
@@ -237,7 +254,7 @@ class VideoReader:
                 skipping = skip
             try:
                 frames = dec.decode(packet)
-            except av.InvalidDataError:
+            except av.FFmpegError:  # a corrupt packet: drop it, the next keyframe recovers
                 continue
             yield from frames
         try:
@@ -270,13 +287,15 @@ class VideoReader:
         self._pending = item
 
     def _convert(self, frame, rotation: int) -> np.ndarray:
-        w, h = frame.width, frame.height
+        """RGB (H, W, 3) at the first frame's size: a stream whose resolution changes midway
+        (or a corrupt header that claims so) still gives frames of one shape."""
+        w, h = self._coded_size
         if rotation % 180:
             oh, ow = _resized(h, w, self.short_side)
         else:
             ow, oh = _resized(w, h, self.short_side)
         ref = _reformatter()
-        if (ow, oh) != (w, h):
+        if (ow, oh) != (frame.width, frame.height):
             rgb = ref.reformat(frame, format="rgb24", width=ow, height=oh,
                                interpolation="BILINEAR", threads=1)
         else:
