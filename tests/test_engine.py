@@ -123,3 +123,20 @@ def test_state_file_always_loadable_under_sigkill(data, tmp_path):
         leftovers = [f.name for f in out.iterdir() if f.name.endswith(".tmp")]
         # a kill mid-write may leave a temp file, never a torn checkpoint
         assert all(f.startswith(".last.") for f in leftovers)
+
+
+def test_switches_bf16_accumulate_channels_last_partial_bn(data, tmp_path):
+    """AMP bf16 on CPU, gradient accumulation, channels-last, partial BN, label smoothing and a
+    step schedule with warm-up train without error and give finite, changed weights."""
+    out = tmp_path / "sw"
+    cfg = cfg_for(data, out, "train.amp=bf16", "train.accumulate=2", "train.batch_size=2",
+                  "train.channels_last=true", "model.partial_bn=true",
+                  "train.label_smoothing=0.1", "train.warmup_epochs=1", "train.epochs=1",
+                  "data.val=null")
+    train(cfg, quiet=True)
+    rec = json.loads((out / "metrics.jsonl").read_text())
+    assert rec["step"] == 3  # 12 clips / (2 per micro-batch x 2 accumulated)
+    w = load_state_file(out / "last.safetensors")
+    assert all(torch.isfinite(v.float()).all() for v in w.values())
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train(cfg_for(data, tmp_path / "fp16", "train.amp=fp16", "data.val=null"), quiet=True)
