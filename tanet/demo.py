@@ -62,12 +62,15 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     from tanet.utils import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, recs in runs.items():
+    for i, (name, recs) in enumerate(runs.items()):
+        color = f"C{i}"  # one colour per model in both panels
         ep = [r["epoch"] for r in recs]
-        a.plot(ep, [r["train_loss"] for r in recs], marker="o", ms=3, label=name)
+        a.plot(ep, [r["train_loss"] for r in recs], marker="o", ms=3, color=color, label=name)
         val = [(r["epoch"], r["val_top1"]) for r in recs if "val_top1" in r]
-        b.plot([e for e, _ in val], [100 * v for _, v in val], marker="o", ms=3, label=f"{name} val")
-        b.plot(ep, [100 * r["train_top1"] for r in recs], ls="--", alpha=0.6, label=f"{name} train")
+        b.plot([e for e, _ in val], [100 * v for _, v in val], marker="o", ms=3, color=color,
+               label=f"{name} val")
+        b.plot(ep, [100 * r["train_top1"] for r in recs], ls="--", alpha=0.6, color=color,
+               label=f"{name} train")
     a.set_xlabel("epoch"), a.set_ylabel("training loss"), a.set_title("loss")
     b.set_xlabel("epoch"), b.set_ylabel("top-1 (%)"), b.set_title("accuracy"), b.set_ylim(0, 101)
     a.legend(), b.legend(fontsize=8)
