@@ -9,9 +9,12 @@ known key::
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import math
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -156,7 +159,8 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown(key: str, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    sections = [n for n, tp in _hints(Config).items() if dataclasses.is_dataclass(tp)]
+    close = difflib.get_close_matches(key, all_keys() + sections, n=1, cutoff=0.5)
     if not close:  # a misspelt leaf under the right section, e.g. "train.eopchs"
         leaf = key.rsplit(".", 1)[-1]
         close = [k for k in all_keys() if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]],
@@ -169,11 +173,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_REPR = reprlib.Repr()  # values in messages: short, even for huge or self-referencing YAML
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 80, 80
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    bad = ConfigError(f"{source}: {key} expects {_type_name(tp)}, got {value!r} "
+    bad = ConfigError(f"{source}: {key} expects {_type_name(tp)}, got {_REPR.repr(value)} "
                       f"({type(value).__name__})")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -205,6 +213,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):
+                raise ConfigError(f"{source}: {key} expects a number, got NaN")
             return float(value)
         raise bad
     if tp is str:
@@ -277,7 +287,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
         key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, ValueError, RecursionError) as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
         if isinstance(value, str) and _is_floatish(value):
             value = float(value)  # YAML 1.1 reads "1e-3" as a string
@@ -305,21 +315,45 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file (recipes live in configs/)")
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
+            data = _floatify(yaml.safe_load(_read_text(path)))
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of > 4300 digits
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        data = _floatify(data)
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply") from None
         cfg = config_from_dict(data, source=source, base=cfg)
     apply_overrides(cfg, overrides)
     return cfg.validate(source if not overrides else f"{source} (with --set)")
 
 
-def _floatify(obj: Any) -> Any:
-    """YAML 1.1 leaves ``1e-4`` (no dot) as a string; read such strings as floats."""
-    if isinstance(obj, dict):
-        return {k: _floatify(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_floatify(v) for v in obj]
+def _read_text(path: Path) -> str:
+    """A config file's text: UTF-8 (optional BOM), or UTF-16 with a BOM."""
+    data = path.read_bytes()
+    enc = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return data.decode(enc)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].decode(enc, errors="replace").count("\n") + 1
+        raise ConfigError(f"{path}:{line}: not {'UTF-16' if enc == 'utf-16' else 'UTF-8'} text "
+                          f"(byte 0x{data[e.start]:02x} at offset {e.start}); save it as "
+                          f"UTF-8") from None
+
+
+def _floatify(obj: Any, memo: dict[int, Any] | None = None) -> Any:
+    """YAML 1.1 leaves ``1e-4`` (no dot) as a string; read such strings as floats.
+
+    Each list or mapping is converted once (``memo``): YAML aliases share objects, and walking
+    them expanded would take exponential time on a hostile file ("billion laughs")."""
+    memo = {} if memo is None else memo
+    if isinstance(obj, (dict, list)):
+        if id(obj) in memo:
+            return memo[id(obj)]
+        if isinstance(obj, dict):
+            out = memo[id(obj)] = {}
+            out.update({k: _floatify(v, memo) for k, v in obj.items()})
+        else:
+            out = memo[id(obj)] = []
+            out.extend(_floatify(v, memo) for v in obj)
+        return out
     if isinstance(obj, str) and _is_floatish(obj) and any(c in obj for c in "eE."):
         return float(obj)
     return obj

@@ -367,3 +367,14 @@ def test_fuzz_degenerate_display_matrix_is_ignored(tmp_path):
             assert r.info.rotation == 0 and (r.info.width, r.info.height) == (48, 32)
             x = r.get_frames([0])
         assert np.abs(x[0].astype(int) - ref[0]).mean() < 8  # upright, not turned over
+
+
+def test_fuzz_failed_write_video_keeps_the_previous_file(tmp_path):
+    """write_video encodes to a temporary name: an encoder error midway (x264 refuses 4:2:0 at
+    an odd size) leaves the previous file as it was, and no debris."""
+    path = write_video(tmp_path / "v.mp4", _content(4, 32, 48))
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        write_video(path, _content(4, 33, 47), pix_fmt="yuv420p")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]

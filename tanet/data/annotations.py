@@ -17,7 +17,9 @@ Record paths are as written in the file (relative paths are resolved by the data
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ __all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
                     ".ts", ".3gp", ".wmv")
 FORMATS = ("frames", "videos", "kinetics", "sthv2", "sthv1", "tree")
+MAX_CLASSES = 1_000_000  # integer labels above this are a broken file, not a class count
 
 
 @dataclass(frozen=True)
@@ -58,16 +61,13 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(path, None, "class-names file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if path.suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+        obj = _json(path, text)
         if isinstance(obj, dict):
             try:
                 pairs = sorted((int(v), str(k)) for k, v in obj.items())
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise AnnotationError(path, None, "expected {class name: integer index}") from None
             if [i for i, _ in pairs] != list(range(len(pairs))):
                 raise AnnotationError(path, None, "class indices must be 0..K-1 without gaps")
@@ -78,46 +78,100 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
-    """Write class names one a line (index = line number - 1)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        if "\n" in n or not n.strip():
-            raise ValueError(f"{path}: class name {n!r} is empty or contains a newline")
-    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+def _write_atomic(path: Path, text: str) -> Path:
+    from tanet.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
+    """Write class names one a line (index = line number - 1), atomically."""
+    path = Path(path)
+    for n in names:
+        if "\n" in n or "\r" in n or not n.strip():
+            raise ValueError(f"{path}: class name {n!r} is empty or contains a newline")
+    return _write_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def write_video_list(path: str | os.PathLike, records: Sequence[Record]) -> Path:
-    """Write an mmaction2 video list (``path label`` per line)."""
+    """Write an mmaction2 video list (``path label`` per line), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{r.path} {r.label}\n" for r in records), encoding="utf-8")
-    return path
+    for r in records:
+        if "\n" in r.path or "\r" in r.path or not r.path.strip():
+            raise ValueError(f"{path}: video path {r.path!r} is empty or contains a newline")
+    return _write_atomic(path, "".join(f"{r.path} {r.label}\n" for r in records))
 
 
-def _names_for(path: Path, labels, max_label: int) -> list[str]:
-    """Class names for integer-labelled lists: given, a ``classes.txt`` beside, or "0".."K-1"."""
+def _names_for(path: Path, labels, max_label: int, line: int | None = None) -> list[str]:
+    """Class names for integer-labelled lists: given, a ``classes.txt`` beside, or "0".."K-1".
+    ``line``: where ``max_label`` was read (for the error)."""
     if labels is not None:
         names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     elif (path.parent / "classes.txt").is_file():
         names = read_class_names(path.parent / "classes.txt")
+    elif max_label >= MAX_CLASSES:
+        raise AnnotationError(path, line, f"label {max_label} would mean {max_label + 1} classes; "
+                                          f"labels are 0..K-1 (or pass class names)")
     else:
         names = [str(i) for i in range(max_label + 1)]
     if max_label >= len(names):
-        raise AnnotationError(path, None, f"label {max_label} out of range for {len(names)} "
+        raise AnnotationError(path, line, f"label {max_label} out of range for {len(names)} "
                                           f"class names")
     return names
 
 
+def _read_text(path: Path) -> str:
+    """A text file as str with newlines as "\\n": UTF-8 (optional BOM) or UTF-16 with a BOM.
+    Other bytes, and NUL bytes, are an :class:`AnnotationError` naming the line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AnnotationError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(path, None, "is a directory, not an annotation file") from None
+    except OSError as e:
+        raise AnnotationError(path, None, f"cannot read ({e.strerror or e})") from None
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    enc = "utf-16" if utf16 else "utf-8-sig"
+    try:
+        text = data.decode(enc)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].decode(enc, errors="replace").count("\n") + 1
+        raise AnnotationError(path, line, f"not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
+                                          f"0x{data[e.start]:02x} at offset {e.start}); save the "
+                                          f"file as UTF-8") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        raise AnnotationError(path, text.count("\n", 0, text.index("\x00")) + 1,
+                              "NUL byte in the text (a binary file?)")
+    return text
+
+
+def _json(path: Path, text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise AnnotationError(path, None, "invalid JSON (nested too deeply)") from None
+
+
 def _lines(path: Path):
     """(line number, stripped text) of non-empty, non-comment lines."""
-    with open(path, encoding="utf-8") as f:
-        for no, raw in enumerate(f, 1):
-            s = raw.strip()
-            if s and not s.startswith("#"):
-                yield no, s
+    for no, raw in enumerate(_read_text(path).split("\n"), 1):
+        s = raw.strip()
+        if s and not s.startswith("#"):
+            yield no, s
+
+
+def _exists(p: Path) -> bool:
+    """``p.exists()``, False for names the OS refuses (too long, ...) as well."""
+    try:
+        return p.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _int(path: Path, no: int, text: str, what: str) -> int:
@@ -134,30 +188,35 @@ def _int(path: Path, no: int, text: str, what: str) -> int:
 def read_frame_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
     """The authors' frame list: ``folder num_frames label`` per line."""
     path = Path(path)
-    records = []
+    records, nos = [], []
     for no, s in _lines(path):
         parts = s.rsplit(None, 2)
         if len(parts) != 3:
             raise AnnotationError(path, no, f"expected 'folder num_frames label', got {s!r}")
         records.append(Record(parts[0], _int(path, no, parts[2], "label"),
                               _int(path, no, parts[1], "num_frames")))
-    if not records:
-        raise AnnotationError(path, None, "no entries")
-    return records, _names_for(path, labels, max(r.label for r in records))
+        nos.append(no)
+    return records, _names_of_records(path, labels, records, nos)
 
 
 def read_video_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
     """mmaction2 video list: ``relative/path.mp4 label`` per line."""
     path = Path(path)
-    records = []
+    records, nos = [], []
     for no, s in _lines(path):
         parts = s.rsplit(None, 1)
         if len(parts) != 2:
             raise AnnotationError(path, no, f"expected 'path label', got {s!r}")
         records.append(Record(parts[0], _int(path, no, parts[1], "label")))
+        nos.append(no)
+    return records, _names_of_records(path, labels, records, nos)
+
+
+def _names_of_records(path: Path, labels, records: list[Record], nos: list[int]) -> list[str]:
     if not records:
         raise AnnotationError(path, None, "no entries")
-    return records, _names_for(path, labels, max(r.label for r in records))
+    k = max(range(len(records)), key=lambda i: records[i].label)
+    return _names_for(path, labels, records[k].label, nos[k])
 
 
 def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
@@ -169,8 +228,8 @@ def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
     """
     path = Path(path)
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
         header = next(reader, None)
         if header is None:
             raise AnnotationError(path, 1, "empty file")
@@ -180,7 +239,8 @@ def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
         if missing:
             raise AnnotationError(path, 1, f"Kinetics CSV header lacks {', '.join(missing)} "
                                            f"(got {', '.join(header)})")
-        for no, row in enumerate(reader, 2):
+        for row in reader:
+            no = reader.line_num
             if not row or not "".join(row).strip():
                 continue
             if len(row) < len(header):
@@ -188,26 +248,28 @@ def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
             try:
                 start = int(float(row[cols["time_start"]]))
                 end = int(float(row[cols["time_end"]]))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise AnnotationError(path, no, "time_start/time_end must be numbers") from None
             label, vid = row[cols["label"]].strip(), row[cols["youtube_id"]].strip()
             if not label or not vid:
                 raise AnnotationError(path, no, "empty label or youtube_id")
-            rows.append((label, f"{vid}_{start:06d}_{end:06d}{ext}"))
+            rows.append((no, label, f"{vid}_{start:06d}_{end:06d}{ext}"))
+    except csv.Error as e:
+        raise AnnotationError(path, reader.line_num, f"malformed CSV ({e})") from None
     if not rows:
         raise AnnotationError(path, None, "no entries")
     if labels is not None:
         names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     else:
-        names = sorted({lab for lab, _ in rows})
+        names = sorted({lab for _, lab, _ in rows})
     index = {n: i for i, n in enumerate(names)}
     base = Path(root) if root else path.parent
-    first_label, first_name = rows[0]
-    in_folders = (not (base / first_name).exists()) and any(
-        (base / d / first_name).exists() for d in (first_label, first_label.replace(" ", "_")))
-    underscore = in_folders and not (base / first_label / first_name).exists()
+    _, first_label, first_name = rows[0]
+    in_folders = (not _exists(base / first_name)) and any(
+        _exists(base / d / first_name) for d in (first_label, first_label.replace(" ", "_")))
+    underscore = in_folders and not _exists(base / first_label / first_name)
     records = []
-    for no, (label, name) in enumerate(rows, 2):
+    for no, label, name in rows:
         if label not in index:
             raise AnnotationError(path, no, f"label {label!r} is not in the class names")
         folder = label.replace(" ", "_") if underscore else label
@@ -234,10 +296,7 @@ def read_sthv2_json(path: str | os.PathLike, *, labels=None,
                                               "labels=something-something-v2-labels.json)")
     names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     index = {n: i for i, n in enumerate(names)}
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AnnotationError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+    items = _json(path, _read_text(path))
     if not isinstance(items, list):
         raise AnnotationError(path, None, "expected a JSON list of {id, template, ...}")
     records = []

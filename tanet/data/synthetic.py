@@ -161,6 +161,13 @@ def _write_pair(job: tuple) -> int:
     return total
 
 
+def _write_text(path: Path, text: str) -> None:
+    from tanet.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def generate(out_dir: str | os.PathLike, *, classes: int = 8, videos_per_class: int = 80,
              val_per_class: int | None = None, frames: int = 16, size: int = 64, seed: int = 0,
              workers: int | None = None,
@@ -216,12 +223,12 @@ def generate(out_dir: str | os.PathLike, *, classes: int = 8, videos_per_class: 
     for split, n in (("train", videos_per_class), ("val", val_per_class)):
         lines = [f"videos/{split}_{names[c]}_{k:04d}.mp4 {c}"
                  for k in range(n) for c in range(classes)]
-        lists[split].write_text("\n".join(lines) + "\n")
-    (out / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+        _write_text(lists[split], "\n".join(lines) + "\n")
+    _write_text(out / "classes.txt", "".join(f"{n}\n" for n in names))
     summary = {"params": params, "classes": names, "train_videos": videos_per_class * classes,
                "val_videos": val_per_class * classes, "bytes": nbytes,
                "train_list": str(lists["train"]), "val_list": str(lists["val"]),
                "classes_file": str(out / "classes.txt")}
-    manifest.write_text(json.dumps(summary, indent=1))
+    _write_text(manifest, json.dumps(summary, indent=1))
     return {**summary, "out_dir": str(out), "reused": False,
             "seconds": time.perf_counter() - t_start}
