@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,12 +28,16 @@ from tanet.data.decode import VideoDecodeError, open_video
 from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
 from tanet.data.transforms import clip_from_frames
 
-__all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "collate", "build_loader",
-           "VideoLoader", "call_with_timeout"]
+__all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "LoaderWorkerError", "collate",
+           "build_loader", "VideoLoader", "call_with_timeout"]
 
 
 class DecodeTimeout(VideoDecodeError):
     """Decoding took longer than the dataset's ``decode_timeout``."""
+
+
+class LoaderWorkerError(RuntimeError):
+    """A data-loader worker process died (or, with a loader ``timeout``, stopped answering)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,20 @@ class VideoLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         self.skipped = []
-        for batch in super().__iter__():
+        it = None
+        while True:
+            try:
+                if it is None:
+                    it = super().__iter__()  # persistent workers: may wait on a dead one
+                batch = next(it)
+            except StopIteration:
+                return
+            except (RuntimeError, OSError, EOFError) as e:  # OSError: a dead worker's socket
+                workers = getattr(it or getattr(self, "_iterator", None), "_workers", ())
+                err = _worker_error(e, workers)
+                if err is e:
+                    raise
+                raise err from e
             if isinstance(batch, dict) and batch.get("num_skipped"):
                 self.skipped += list(zip(batch["skipped_paths"], batch["skipped_errors"]))
             yield batch
@@ -245,15 +264,48 @@ class VideoLoader(torch.utils.data.DataLoader):
         return "\n".join(lines)
 
 
+def _worker_error(e: BaseException, workers: Sequence[Any]) -> BaseException:
+    """torch's worker-death and timeout errors (or the broken pipe a dying worker leaves) as a
+    :class:`LoaderWorkerError` with how each worker ended, the likely cause and what to do."""
+    msg = str(e)
+    dead: list[str] = []
+    deadline = time.monotonic() + (2.0 if workers else 0.0)
+    while True:  # a worker killed a moment ago may not have been reaped yet
+        for w in workers:
+            code = getattr(w, "exitcode", None)
+            if code:  # None: running, 0: finished normally
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0 and
+                       -code in signal.valid_signals() else f"exit code {code}")
+                dead.append(f"pid {w.pid}: {how}")
+        if dead or time.monotonic() >= deadline or isinstance(e, RuntimeError):
+            break
+        time.sleep(0.05)
+    if dead or ("DataLoader worker" in msg and ("killed by signal" in msg
+                                                 or "exited unexpectedly" in msg)):
+        return LoaderWorkerError(
+            f"{msg.strip() or type(e).__name__}{' (' + '; '.join(dead) + ')' if dead else ''}. "
+            f"A data-loader worker process died: most often the out-of-memory killer (see "
+            f"`dmesg`; lower train.batch_size or train.workers), else a crash in the decoder "
+            f"(rerun with train.workers=0 to see which video).")
+    if "DataLoader timed out" in msg:
+        return LoaderWorkerError(
+            f"{msg.strip()}: no batch came from the data-loader workers in that time (a worker "
+            f"is stuck or stopped; decoding alone is bounded by data.decode_timeout).")
+    return e
+
+
 def build_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int = 0,
                  shuffle: bool = False, sampler: torch.utils.data.Sampler | None = None,
                  drop_last: bool = False, pin_memory: bool | None = None,
                  persistent_workers: bool | None = None, seed: int | None = None,
-                 prefetch_factor: int | None = None) -> VideoLoader:
+                 prefetch_factor: int | None = None, timeout: float = 0) -> VideoLoader:
     """A :class:`VideoLoader` with :func:`collate`.
 
     ``pin_memory`` None: on when CUDA is available; ``persistent_workers`` None: on when
-    ``workers > 0``; ``seed``: fixes the shuffle order and the workers' RNGs.
+    ``workers > 0``; ``seed``: fixes the shuffle order and the workers' RNGs. A worker that
+    dies (SIGKILL, out-of-memory killer, segfault) is a :class:`LoaderWorkerError` within
+    seconds; ``timeout`` (seconds, 0: none) also bounds the wait for one batch from the workers,
+    for workers that hang outside decoding (which ``decode_timeout`` already bounds).
     """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     if pin_memory is None:
@@ -264,6 +316,7 @@ def build_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers:
     if workers > 0:
         extra["prefetch_factor"] = prefetch_factor or 2
         extra["persistent_workers"] = persistent_workers
+        extra["timeout"] = timeout
     return VideoLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
                        sampler=sampler, num_workers=workers, collate_fn=collate,
                        pin_memory=pin_memory, drop_last=drop_last, generator=generator, **extra)
