@@ -372,7 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except Exception as e:
+        if getattr(e, "exit_code", None) is not None:  # engine.TrainingInterrupted: saved
+            print(f"interrupted: {e}", file=sys.stderr)
+            return int(e.exit_code)  # type: ignore[attr-defined]
+        if not isinstance(e, (KeyError, ValueError, FileNotFoundError, RuntimeError,
+                              FloatingPointError)):  # FloatingPointError: NonFiniteLossError
+            raise
         if getattr(args, "debug", False):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

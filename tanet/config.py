@@ -68,6 +68,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 8  # clips per process per step
     lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (the authors' recipe, with momentum) | adamw
     lr_batch: int | None = None  # if set, lr is for this global batch and scales linearly
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -87,6 +88,8 @@ class TrainConfig:
     workers: int = 4  # data-loading processes per training process
     eval_every: int = 1  # validate every N epochs (and after the last)
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs, benchmarks)
+    checkpoint_every: int | None = None  # also save `last` every N optimiser steps (mid-epoch)
+    on_nonfinite: str = "stop"  # stop | skip: a NaN/Inf loss stops the run or skips the batch
     tensorboard: bool = False
     threads: int | None = None  # torch CPU threads; None: torch's default
 
@@ -112,7 +115,9 @@ class Config:
     def validate(self, source: str = "config") -> "Config":
         """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
         choices = {"data.sampling": ("segment", "dense"), "data.on_error": ("skip", "raise"),
-                   "train.schedule": ("step", "cosine"), "train.amp": ("off", "bf16", "fp16")}
+                   "train.schedule": ("step", "cosine"),
+                   "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
+                   "train.amp": ("off", "bf16", "fp16")}
         for key, allowed in choices.items():
             value = _get(self, key)
             if value not in allowed:
@@ -123,6 +128,9 @@ class Config:
         for key in positive:
             if _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")
+        for key in ("train.checkpoint_every", "train.max_steps_per_epoch"):
+            if _get(self, key) is not None and _get(self, key) < 1:
+                raise ConfigError(f"{source}: {key} must be >= 1 or null; got {_get(self, key)}")
         if self.data.test_crops not in (1, 3, 10):
             raise ConfigError(f"{source}: data.test_crops must be 1, 3 or 10; "
                               f"got {self.data.test_crops}")

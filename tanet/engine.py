@@ -37,9 +37,10 @@ from tanet.config import Config, config_from_dict, config_to_dict, dump_config
 from tanet.metrics import (confusion_matrix, mean_class_accuracy, plot_confusion_matrix,
                            topk_accuracy)
 
-__all__ = ["train", "test", "evaluate", "DistInfo", "init_distributed", "finish_distributed", "lr_factor",
-           "build_model", "build_optimizer", "TrainSampler", "ShardSampler", "save_checkpoint",
-           "load_train_state", "parse_views"]
+__all__ = ["train", "test", "evaluate", "DistInfo", "init_distributed", "finish_distributed",
+           "lr_factor", "build_model", "build_optimizer", "TrainSampler", "ShardSampler",
+           "save_checkpoint", "load_train_state", "parse_views", "TrainingInterrupted",
+           "NonFiniteLossError"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,14 +113,16 @@ class TrainSampler(torch.utils.data.Sampler):
     def __init__(self, n: int, *, world_size: int = 1, rank: int = 0, seed: int = 0,
                  shuffle: bool = True) -> None:
         self.n, self.world_size, self.rank = n, world_size, rank
-        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        self.seed, self.shuffle, self.epoch, self.start = seed, shuffle, 0, 0
         self.per_rank = math.ceil(n / world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use epoch ``epoch``'s permutation from this rank's item ``start`` on (a resume in
+        the middle of an epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.per_rank
+        return max(self.per_rank - self.start, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -129,7 +132,8 @@ class TrainSampler(torch.utils.data.Sampler):
             order = list(range(self.n))
         total = self.per_rank * self.world_size
         order = (order * math.ceil(total / max(self.n, 1)))[:total]
-        return iter([(self.epoch, i) for i in order[self.rank::self.world_size]])
+        mine = order[self.rank::self.world_size][self.start:]
+        return iter([(self.epoch, i) for i in mine])
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -305,9 +309,10 @@ def _is_classifier(name: str) -> bool:
     return name.startswith("fc.")
 
 
-def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:
-    """SGD with momentum; four groups: backbone weights (decay), backbone biases and norms
-    (no decay), classifier weight and bias at ``fc_lr_mult`` x lr (bias without decay)."""
+def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum (or AdamW, ``train.optimizer``); four groups: backbone weights (decay),
+    backbone biases and norms (no decay), classifier weight and bias at ``fc_lr_mult`` x lr
+    (bias without decay)."""
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "fc_w": [], "fc_b": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -321,6 +326,8 @@ def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD
             "fc_w": (t.fc_lr_mult, t.weight_decay), "fc_b": (t.fc_lr_mult, 0.0)}
     param_groups = [{"params": ps, "lr": lr * spec[k][0], "weight_decay": spec[k][1], "name": k}
                     for k, ps in groups.items() if ps]
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr)
     return torch.optim.SGD(param_groups, lr=lr, momentum=t.momentum)
 
 
@@ -362,29 +369,44 @@ def _autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMa
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
                     state: dict[str, Any] | None = None) -> Path:
     """``<out>/<tag>.safetensors`` (weights + card + config, atomic) and, given ``state``,
-    ``<out>/<tag>.state.pt`` (optimiser, scheduler, epoch, step, RNG, best; atomic)."""
+    ``<out>/<tag>.state.pt`` (atomic): optimiser, scheduler, position (epoch, step, micro-step
+    within the epoch), RNG states, best top-1 and a copy of the weights.
+
+    The state file is written first and is self-contained, so a kill between the two writes
+    leaves a state that resumes exactly (the weights file is only the user-facing model)."""
     from tanet.models.weights import save_model
     from tanet.utils import atomic_path
 
-    epoch = str(state["epoch"]) if state is not None else ""
-    path = save_model(out / f"{tag}.safetensors", model, config=config_to_dict(cfg),
-                      extra={"tanet.epoch": epoch} if epoch else None)
+    extra = None
     if state is not None:
+        full = {**state, "model": {k: v.detach().cpu().clone()
+                                   for k, v in _unwrap(model).state_dict().items()}}
         with atomic_path(out / f"{tag}.state.pt") as tmp:
-            torch.save(state, tmp)
-    return path
+            torch.save(full, tmp)
+        extra = {"tanet.epoch": str(state["epoch"]), "tanet.step": str(state["step"])}
+    return save_model(out / f"{tag}.safetensors", model, config=config_to_dict(cfg), extra=extra)
 
 
 def load_train_state(out: Path, tag: str = "last") -> tuple[dict[str, torch.Tensor], dict]:
-    """Weights and training state of ``<out>/<tag>``, checked to belong to the same epoch."""
+    """Weights and training state of ``<out>/<tag>`` to resume from.
+
+    The weights come from the state file (older runs without them there: from the weights file,
+    checked to be of the same epoch)."""
     from tanet.models.weights import CheckpointError, load_state_file, read_metadata
 
     weights_path, state_path = out / f"{tag}.safetensors", out / f"{tag}.state.pt"
-    for p in (weights_path, state_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: nothing to resume from (train without --resume, or "
-                                    f"point output at the run directory)")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if not state_path.is_file():
+        raise FileNotFoundError(f"{state_path}: nothing to resume from (train without --resume, "
+                                f"or point output at the run directory)")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{state_path}: unreadable training state ({type(e).__name__}: "
+                              f"{e})") from e
+    if "model" in state:
+        return state.pop("model"), state
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path}: nothing to resume from")
     w_epoch = read_metadata(weights_path)["raw"].get("tanet.epoch")
     if w_epoch != str(state["epoch"]):
         raise CheckpointError(f"{out}: {weights_path.name} is from epoch {w_epoch} but "
@@ -498,13 +520,107 @@ def _truncate_metrics(path: Path, epoch: int) -> None:
         tmp.write_text("".join(ln + "\n" for ln in keep))
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped :func:`train` after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int | None, out: Path, epoch: int, micro: int, step: int) -> None:
+        import signal
+
+        self.signum = signum or signal.SIGINT
+        name = signal.Signals(self.signum).name
+        where = f"epoch {epoch}" + (f" + {micro} batches" if micro else "")
+        super().__init__(f"{name}: stopped at {where} (step {step}); checkpoint saved in "
+                         f"{out}; continue with --resume")
+        self.exit_code = 128 + int(self.signum)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN/Inf loss or gradient with ``train.on_nonfinite=stop``; names the step and videos."""
+
+
+class _StopRequest:
+    """While active, the first SIGINT/SIGTERM only sets ``requested`` (the loop saves and
+    stops at the next step boundary); the previous handler is back for a second signal."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.signum = signum
+        for s, h in self._saved.items():
+            signal.signal(s, h)
+        os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint at the next step, "
+                    f"then stopping (signal again to stop at once)\n".encode())
+
+    def __enter__(self) -> "_StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._saved[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for s, h in self._saved.items():
+            signal.signal(s, h)
+
+
+def _any_rank(info: DistInfo, flag: bool) -> bool:
+    return _all_sum(info, [float(flag)])[0] > 0 if info.distributed else flag
+
+
+def _flush_paths(info: DistInfo, out: Path, name: str, epoch: int, paths: list[str]) -> None:
+    """Append ``epoch<TAB>path`` lines of every rank to ``<out>/<name>`` (collective)."""
+    if info.distributed:
+        gathered: list = [None] * info.world_size
+        dist.all_gather_object(gathered, paths)
+        paths = [p for g in gathered for p in g]
+    if paths and info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / name, "a") as f:
+            f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
+
+
+def _nonfinite(info: DistInfo, out: Path, cfg: Config, epoch: int, step: int, value: float,
+               paths: list[str]) -> None:
+    """Report a non-finite loss/gradient: raise (``on_nonfinite=stop``) or warn (``skip``)."""
+    what = f"loss {value}" if paths else "gradient norm (loss finite on this rank)"
+    where = f"epoch {epoch + 1}, step {step + 1}"
+    videos = ", ".join(paths) if paths else "(the batch of another process)"
+    if cfg.train.on_nonfinite == "stop":
+        raise NonFiniteLossError(
+            f"non-finite {what} at {where}; the batch's videos: {videos}. Nothing of this step "
+            f"was applied; the last checkpoint is {out / 'last.safetensors'} (continue with "
+            f"--resume). Lower train.lr, set train.clip_grad, or set train.on_nonfinite=skip "
+            f"to skip such batches.")
+    if paths or info.main:
+        print(f"warning: skipped a batch with non-finite {what} at {where}: {videos} "
+              f"(listed in {out / 'nonfinite.txt'})", file=sys.stderr, flush=True)
+
+
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
           info: DistInfo | None = None) -> dict[str, Any]:
     """Train per ``cfg``; returns the final summary (best and last validation metrics).
 
     Files under ``cfg.output``: ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
     ``last.safetensors`` + ``last.state.pt``, ``best.safetensors`` (by validation top-1),
-    ``skipped.txt`` (videos that failed to decode) and ``tb/`` (TensorBoard, optional).
+    ``skipped.txt`` (videos that failed to decode), ``nonfinite.txt`` (videos of batches with a
+    NaN/Inf loss, ``train.on_nonfinite=skip``) and ``tb/`` (TensorBoard, optional).
+
+    ``last`` is saved after every epoch and every ``train.checkpoint_every`` steps; the first
+    SIGINT/SIGTERM saves it at the next step and raises :class:`TrainingInterrupted`. Resuming
+    from any of these, even after a SIGKILL, gives the weights of the uninterrupted run.
     """
     from tqdm import tqdm
 
@@ -560,7 +676,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
     scaler = torch.amp.GradScaler(info.device.type, enabled=t.amp == "fp16")
 
     # --- resume
-    start_epoch, step, best = 0, 0, -1.0
+    start_epoch, start_micro, step, best = 0, 0, 0, -1.0
+    carried: dict[str, float] = {}  # running sums of an epoch interrupted mid-way
     metrics_path = out / "metrics.jsonl"
     if resume:
         weights, state = load_train_state(out)
@@ -570,10 +687,17 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         start_epoch, step, best = int(state["epoch"]), int(state["step"]), float(state["best"])
+        start_micro = int(state.get("micro", 0))
+        carried = dict(state.get("running", {}))
+        saved_world = int(state.get("world_size", 1))
+        if start_micro and saved_world != info.world_size:
+            raise ValueError(f"{out}: saved mid-epoch by {saved_world} process(es); resume it "
+                             f"with the same number ({info.world_size} now), or from an "
+                             f"epoch-end checkpoint")
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"])
                       else state["rng"][0])
-        _log(info, f"resumed {out} at epoch {start_epoch} (step {step}, best top-1 "
-                   f"{best:.4f})", quiet)
+        where = f"epoch {start_epoch}" + (f" + {start_micro} batches" if start_micro else "")
+        _log(info, f"resumed {out} at {where} (step {step}, best top-1 {best:.4f})", quiet)
         if start_epoch >= t.epochs:
             _warn(info, f"{out}: already trained {start_epoch} epochs (train.epochs={t.epochs})")
     elif info.main and (out / "last.state.pt").exists():
@@ -600,116 +724,19 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                f"T={cfg.model.num_segments} {size}px; {info.world_size} process(es) x batch "
                f"{t.batch_size} x accumulate {t.accumulate} = {global_batch}; lr {lr:g}", quiet)
 
-    summary: dict[str, Any] = {"best_top1": best if best >= 0 else None}
-    for epoch in range(start_epoch, t.epochs):
-        sampler.set_epoch(epoch)
-        ddp_model.train()
-        _set_bn_mode(model, cfg)
-        loss_sum = correct = seen = 0.0
-        skipped, skipped_paths = 0, []
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   disable=quiet or not info.main, dynamic_ncols=True, leave=False)
-        it = iter(loader)
-        for micro in range(micro_per_epoch):
-            batch = next(it)
-            skipped += int(batch.get("num_skipped", 0))
-            skipped_paths += list(batch.get("skipped_paths", []))
-            video = batch.get("video")
-            n_local = 0 if video is None else int(video.shape[0])
-            last_micro = (micro + 1) % t.accumulate == 0 or micro + 1 == micro_per_epoch
-            # every rank must take part in each gradient all-reduce: skip a step everywhere
-            # if any rank's batch came back empty (all its videos failed to decode)
-            if info.distributed:
-                empty = _all_sum(info, [float(n_local == 0)])[0]
-            else:
-                empty = float(n_local == 0)
-            if empty:
-                if last_micro:
-                    optimizer.zero_grad(set_to_none=True)
-                continue
-            video = video.to(info.device, non_blocking=True)  # (B, T, C, H, W)
-            label = batch["label"].to(info.device)
-            sync = contextlib.nullcontext()
-            if info.distributed and not last_micro:
-                sync = ddp_model.no_sync()
-            with sync:
-                with _autocast(cfg, info.device):
-                    logits = ddp_model(video)  # (B, K)
-                    loss = F.cross_entropy(logits.float(), label,
-                                           label_smoothing=t.label_smoothing)
-                scaler.scale(loss / t.accumulate).backward()
-            loss_sum += loss.item() * n_local
-            correct += (logits.argmax(1) == label).sum().item()
-            seen += n_local
-            if last_micro:
-                if t.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                bar.update(1)
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}",
-                                acc=f"{correct / max(seen, 1):.3f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                                clips_s=f"{seen * info.world_size / max(elapsed, 1e-9):.1f}")
-        bar.close()
-        epoch_time = time.perf_counter() - t0
-        tot = _all_sum(info, [loss_sum, correct, seen, skipped])
-        record: dict[str, Any] = {
-            "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": tot[0] / max(tot[2], 1), "train_top1": tot[1] / max(tot[2], 1),
-            "clips_per_s": tot[2] / max(epoch_time, 1e-9), "epoch_time": epoch_time,
-            "skipped": int(tot[3])}
-        if skipped_paths and info.distributed:
-            gathered: list = [None] * info.world_size
-            dist.all_gather_object(gathered, skipped_paths)
-            skipped_paths = [p for g in gathered for p in g]
-        if int(tot[3]):
-            _warn(info, f"epoch {epoch + 1}: skipped {int(tot[3])} video(s) that failed to "
-                        f"decode (listed in {out / 'skipped.txt'})")
-            if info.main:
-                with open(out / "skipped.txt", "a") as f:
-                    f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in skipped_paths)
-        is_last = epoch + 1 == t.epochs
-        improved = False
-        if val_loader is not None and ((epoch + 1) % t.eval_every == 0 or is_last):
-            # the bare model: DDP's buffer broadcast would hang on uneven evaluation shards
-            res = evaluate(model, val_loader, info, cfg=cfg, desc="val", quiet=quiet)
-            m = res.metrics(len(class_names))
-            record.update({f"val_{k}": v for k, v in m.items()})
-            improved = m["top1"] > best
-            best = max(best, m["top1"])
-            summary.update({f"val_{k}": v for k, v in m.items()})
-        record["best_top1"] = best if best >= 0 else None
-        summary["best_top1"] = record["best_top1"]
-        summary["epoch"] = epoch + 1
-        msg = (f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.4f} acc "
-               f"{record['train_top1']:.4f} lr {record['lr']:.2e} "
-               f"{record['clips_per_s']:.1f} clips/s")
-        if "val_top1" in record:
-            msg += (f" | val top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} "
-                    f"mean-class {record['val_mean_class_acc']:.4f}")
-        _log(info, msg, quiet)
-        if info.main:
-            _write_metrics_line(metrics_path, record)
-            if writer is not None:
-                for k, v in record.items():
-                    if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                        writer.add_scalar(k, v, epoch + 1)
-                writer.flush()
+    def checkpoint(epoch_done: int, micro: int, running: dict[str, float],
+                   improved: bool = False) -> None:
+        """Save ``last`` (and ``best``) at a position: ``epoch_done`` whole epochs plus
+        ``micro`` micro-batches of the next one. Collective: every rank calls it."""
         rngs: list = [rng_state()]
         if info.distributed:
             rngs = [None] * info.world_size
             dist.all_gather_object(rngs, rng_state())
         if info.main:
-            state = {"epoch": epoch + 1, "step": step, "best": best,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rngs, "world_size": info.world_size}
+            state = {"epoch": epoch_done, "micro": micro, "step": step, "best": best,
+                     "running": running, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rngs,
+                     "world_size": info.world_size}
             if scaler.is_enabled():
                 state["scaler"] = scaler.state_dict()
             if improved:
@@ -717,6 +744,157 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
             save_checkpoint(out, "last", model, cfg, state=state)
         if info.distributed:
             dist.barrier()
+
+    summary: dict[str, Any] = {"best_top1": best if best >= 0 else None}
+    with _StopRequest() as stop:
+        for epoch in range(start_epoch, t.epochs):
+            first_micro = start_micro if epoch == start_epoch else 0
+            sampler.set_epoch(epoch, start=first_micro * t.batch_size)
+            ddp_model.train()
+            _set_bn_mode(model, cfg)
+            run = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0, "nonfinite": 0.0,
+                   "time": 0.0}
+            if first_micro:
+                run.update(carried)
+            skipped_paths: list[str] = []
+            bad_paths: list[str] = []  # videos of batches whose loss was not finite
+            window_bad: list[str] = []  # ... in the current accumulation window
+            window_nonfinite = 0.0
+            t0 = time.perf_counter() - run["time"]
+            bar = tqdm(total=steps_per_epoch, initial=first_micro // t.accumulate,
+                       desc=f"epoch {epoch + 1}/{t.epochs}", disable=quiet or not info.main,
+                       dynamic_ncols=True, leave=False)
+            it = iter(loader)
+            for micro in range(first_micro, micro_per_epoch):
+                batch = next(it)
+                run["skipped"] += int(batch.get("num_skipped", 0))
+                skipped_paths += list(batch.get("skipped_paths", []))
+                video = batch.get("video")
+                n_local = 0 if video is None else int(video.shape[0])
+                last_micro = (micro + 1) % t.accumulate == 0 or micro + 1 == micro_per_epoch
+                # every rank must take part in each gradient all-reduce: skip a step everywhere
+                # if any rank's batch came back empty (all its videos failed to decode); the
+                # same reduction agrees on a stop request (SIGINT/SIGTERM on any rank)
+                flags = [float(n_local == 0), float(stop.requested)]
+                if info.distributed:
+                    flags = _all_sum(info, flags)
+                empty, stopping = flags[0] > 0, flags[1] > 0
+                if not empty:
+                    video = video.to(info.device, non_blocking=True)  # (B, T, C, H, W)
+                    label = batch["label"].to(info.device)
+                    sync = contextlib.nullcontext()
+                    if info.distributed and not last_micro:
+                        sync = ddp_model.no_sync()
+                    with sync:
+                        with _autocast(cfg, info.device):
+                            logits = ddp_model(video)  # (B, K)
+                            loss = F.cross_entropy(logits.float(), label,
+                                                   label_smoothing=t.label_smoothing)
+                        scaler.scale(loss / t.accumulate).backward()
+                    loss_value = loss.item()
+                    if math.isfinite(loss_value):
+                        run["loss"] += loss_value * n_local
+                        run["correct"] += (logits.argmax(1) == label).sum().item()
+                        run["seen"] += n_local
+                    else:
+                        window_nonfinite = loss_value
+                        window_bad += [str(p) for p in batch["path"]]
+                if not last_micro:
+                    continue
+                if empty:  # the window's gradients were not all-reduced: drop them everywhere
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    grad_norm = None
+                    if t.clip_grad:
+                        scaler.unscale_(optimizer)
+                        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                                   t.clip_grad)
+                    # non-finite loss on any rank (or gradient, without fp16 loss scaling,
+                    # which handles its own overflows): agree, then stop or skip everywhere
+                    bad = float(bool(window_bad))
+                    if grad_norm is not None and t.amp != "fp16":
+                        bad = max(bad, float(not math.isfinite(grad_norm.item())))
+                    if info.distributed:
+                        bad = _all_sum(info, [bad])[0]
+                    if bad:
+                        _nonfinite(info, out, cfg, epoch, step, window_nonfinite, window_bad)
+                        run["nonfinite"] += 1
+                        bad_paths += window_bad
+                        optimizer.zero_grad(set_to_none=True)
+                        if scaler.is_enabled():  # fp16: count it as an overflow
+                            if not t.clip_grad:
+                                scaler.unscale_(optimizer)
+                            scaler.update()
+                    else:
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                step += 1
+                window_bad, window_nonfinite = [], 0.0
+                bar.update(1)
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{run['loss'] / max(run['seen'], 1):.3f}",
+                                acc=f"{run['correct'] / max(run['seen'], 1):.3f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                clips_s=f"{run['seen'] * info.world_size / max(elapsed, 1e-9):.1f}")
+                mid_epoch = micro + 1 < micro_per_epoch
+                if mid_epoch and (stopping or (t.checkpoint_every
+                                               and step % t.checkpoint_every == 0)):
+                    run["time"] = time.perf_counter() - t0
+                    _flush_paths(info, out, "skipped.txt", epoch, skipped_paths)
+                    _flush_paths(info, out, "nonfinite.txt", epoch, bad_paths)
+                    skipped_paths, bad_paths = [], []
+                    checkpoint(epoch, micro + 1, dict(run))
+                    if stopping:
+                        bar.close()
+                        raise TrainingInterrupted(stop.signum, out, epoch, micro + 1, step)
+            bar.close()
+            epoch_time = time.perf_counter() - t0
+            tot = _all_sum(info, [run["loss"], run["correct"], run["seen"], run["skipped"],
+                                  run["nonfinite"]])
+            record: dict[str, Any] = {
+                "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": tot[0] / max(tot[2], 1), "train_top1": tot[1] / max(tot[2], 1),
+                "clips_per_s": tot[2] / max(epoch_time, 1e-9), "epoch_time": epoch_time,
+                "skipped": int(tot[3])}
+            if int(tot[4]):
+                record["nonfinite_batches"] = int(tot[4])
+            _flush_paths(info, out, "skipped.txt", epoch, skipped_paths)
+            _flush_paths(info, out, "nonfinite.txt", epoch, bad_paths)
+            if int(tot[3]):
+                _warn(info, f"epoch {epoch + 1}: skipped {int(tot[3])} video(s) that failed to "
+                            f"decode (listed in {out / 'skipped.txt'})")
+            is_last = epoch + 1 == t.epochs
+            improved = False
+            if val_loader is not None and ((epoch + 1) % t.eval_every == 0 or is_last):
+                # the bare model: DDP's buffer broadcast would hang on uneven evaluation shards
+                res = evaluate(model, val_loader, info, cfg=cfg, desc="val", quiet=quiet)
+                m = res.metrics(len(class_names))
+                record.update({f"val_{k}": v for k, v in m.items()})
+                improved = m["top1"] > best
+                best = max(best, m["top1"])
+                summary.update({f"val_{k}": v for k, v in m.items()})
+            record["best_top1"] = best if best >= 0 else None
+            summary["best_top1"] = record["best_top1"]
+            summary["epoch"] = epoch + 1
+            msg = (f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.4f} acc "
+                   f"{record['train_top1']:.4f} lr {record['lr']:.2e} "
+                   f"{record['clips_per_s']:.1f} clips/s")
+            if "val_top1" in record:
+                msg += (f" | val top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} "
+                        f"mean-class {record['val_mean_class_acc']:.4f}")
+            _log(info, msg, quiet)
+            if info.main:
+                _write_metrics_line(metrics_path, record)
+                if writer is not None:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                            writer.add_scalar(k, v, epoch + 1)
+                    writer.flush()
+            checkpoint(epoch + 1, 0, {}, improved)
+            if not is_last and _any_rank(info, stop.requested):
+                raise TrainingInterrupted(stop.signum, out, epoch + 1, 0, step)
     if writer is not None:
         writer.close()
     summary["output"] = str(out)

@@ -79,6 +79,23 @@ class WindowPrediction:
     class_names: list[str]
 
 
+def _trim_heap() -> None:
+    """Return free heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 class _TorchBackend:
     def __init__(self, model: torch.nn.Module, *, device: str, amp: str | None) -> None:
         self.model = model.eval().to(device)
@@ -225,8 +242,13 @@ class Predictor:
         return Prediction(str(path), self._top(probs), probs)
 
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
-        """Predictions one by one; a video that fails gives a Prediction with ``error`` set."""
-        for p in paths:
+        """Predictions one by one; a video that fails gives a Prediction with ``error`` set.
+
+        Every 32 videos freed heap memory goes back to the system: opening and closing decoders
+        makes glibc raise its mmap threshold, after which their buffers come from the heap and
+        fragment it, and resident memory crept up by ~30 MB per 1,000 videos before it
+        levelled off."""
+        for k, p in enumerate(paths, 1):
             try:
                 yield self.predict(p)
             except Exception as e:  # one bad file must not stop a directory run
@@ -234,6 +256,8 @@ class Predictor:
                 if not msg.startswith(str(p)):
                     msg = f"{p}: {type(e).__name__}: {msg}"
                 yield Prediction(str(p), error=msg)
+            if k % 32 == 0:
+                _trim_heap()
 
     def predict_windows(self, path: str | os.PathLike, window: float, *,
                         stride: float | None = None) -> WindowPrediction:

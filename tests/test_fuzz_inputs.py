@@ -79,7 +79,9 @@ def render(fmt, names, rows, beside) -> tuple[str, str | None, str | None, list,
         w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
         for v, lab, _, s, e in rows:
             w.writerow([names[lab], v, s, e, "train"])
-        recs = [Record(f"{v}_{s:06d}_{e:06d}.mp4", index[names[lab]]) for v, lab, _, s, e in rows]
+        used_index = {n: i for i, n in enumerate(used)}  # no class-names file for Kinetics
+        recs = [Record(f"{v}_{s:06d}_{e:06d}.mp4", used_index[names[lab]])
+                for v, lab, _, s, e in rows]
         return buf.getvalue(), None, None, recs, used
     if fmt == "sthv1":
         text = "".join(f"{v};{names[lab]}\n" for v, lab, *_ in rows)

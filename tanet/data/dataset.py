@@ -294,6 +294,12 @@ def _worker_error(e: BaseException, workers: Sequence[Any]) -> BaseException:
     return e
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: a worker leaves the stop to the main process
+    (which saves a checkpoint and shuts the workers down) instead of dying mid-batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int = 0,
                  shuffle: bool = False, sampler: torch.utils.data.Sampler | None = None,
                  drop_last: bool = False, pin_memory: bool | None = None,
@@ -312,8 +318,9 @@ def build_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers:
         pin_memory = torch.cuda.is_available()
     if persistent_workers is None:
         persistent_workers = workers > 0
-    extra = {}
+    extra: dict[str, Any] = {}
     if workers > 0:
+        extra["worker_init_fn"] = _ignore_sigint
         extra["prefetch_factor"] = prefetch_factor or 2
         extra["persistent_workers"] = persistent_workers
         extra["timeout"] = timeout

@@ -43,7 +43,7 @@ FAMILIES: list[tuple[str, str]] = [
     ("move_down", "move_up"),
     ("brighten", "darken"),
 ]
-_VERSION = 1
+_VERSION = 2
 
 # generate() arguments of the demo (`tanet demo`) and of its quick smoke-test variant
 DEMO = {"classes": 8, "videos_per_class": 80, "frames": 16, "size": 64, "seed": 0}
@@ -72,7 +72,7 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     g = (g - g.min()) / max(np.ptp(g), 1e-6)
     bg = c0 + (c1 - c0) * g[..., None]
     k = rng.integers(2, 6)
-    tex = rng.normal(0, 12, (k, k, 3)).repeat(math.ceil(s / k), 0).repeat(math.ceil(s / k), 1)
+    tex = rng.normal(0, 6, (k, k, 3)).repeat(math.ceil(s / k), 0).repeat(math.ceil(s / k), 1)
     return bg + tex[:s, :s]
 
 
@@ -100,23 +100,23 @@ def render_sequence(family: int, rng: np.random.Generator, *, frames: int = 16,
     while np.abs(colour - bg.mean((0, 1))).max() < 90:  # keep the object visible
         colour = rng.uniform(0, 255, 3)
     kind = int(rng.integers(0, 4))
-    r = rng.uniform(0.12, 0.2) * s
+    r = rng.uniform(0.14, 0.22) * s
     # progress 0 -> 1 between a random start and stop frame (random speed), clamped outside
-    t0, t1 = rng.uniform(0, 0.3) * (f - 1), rng.uniform(0.7, 1.0) * (f - 1)
+    t0, t1 = rng.uniform(0, 0.2) * (f - 1), rng.uniform(0.8, 1.0) * (f - 1)
     prog = np.clip((np.arange(f) - t0) / max(t1 - t0, 1e-6), 0, 1)
     cy, cx = rng.uniform(0.3, 0.7, 2) * s
     angle0 = rng.uniform(0, 2 * math.pi)
-    n_dis = int(rng.integers(1, 3))
+    n_dis = int(rng.integers(0, 2))
     dis_pos = rng.uniform(0, s, (n_dis, 2))
-    dis_vel = rng.normal(0, 0.04 * s, (n_dis, 2))
+    dis_vel = rng.normal(0, 0.02 * s, (n_dis, 2))
     dis_col = rng.uniform(0, 255, (n_dis, 3))
-    dis_r = rng.uniform(0.04, 0.08, n_dis) * s
-    travel = rng.uniform(0.45, 0.7) * s
+    dis_r = rng.uniform(0.03, 0.06, n_dis) * s
+    travel = rng.uniform(0.55, 0.72) * s
     start = rng.uniform(0.12 * s, s - 0.12 * s - travel)  # left/top end of the path
     appear_at = rng.uniform(0.3, 0.7) * (f - 1)
     turn = rng.uniform(0.5, 1.0) * math.pi  # total rotation (90-180 degrees)
     gain0, gain1 = rng.uniform(0.35, 0.55), rng.uniform(1.0, 1.25)
-    noise = rng.uniform(2, 8)
+    noise = rng.uniform(1, 4)
     out = np.empty((f, s, s, 3), np.uint8)
     for i in range(f):
         img = bg.copy()
