@@ -599,11 +599,12 @@ def _nonfinite(info: DistInfo, out: Path, cfg: Config, epoch: int, step: int, va
     where = f"epoch {epoch + 1}, step {step + 1}"
     videos = ", ".join(paths) if paths else "(the batch of another process)"
     if cfg.train.on_nonfinite == "stop":
+        last = (f"the last checkpoint is {out / 'last.safetensors'} (continue with --resume)"
+                if (out / "last.state.pt").is_file() else "no checkpoint was saved yet")
         raise NonFiniteLossError(
             f"non-finite {what} at {where}; the batch's videos: {videos}. Nothing of this step "
-            f"was applied; the last checkpoint is {out / 'last.safetensors'} (continue with "
-            f"--resume). Lower train.lr, set train.clip_grad, or set train.on_nonfinite=skip "
-            f"to skip such batches.")
+            f"was applied; {last}. Lower train.lr, set train.clip_grad, or set "
+            f"train.on_nonfinite=skip to skip such batches.")
     if paths or info.main:
         print(f"warning: skipped a batch with non-finite {what} at {where}: {videos} "
               f"(listed in {out / 'nonfinite.txt'})", file=sys.stderr, flush=True)
@@ -711,6 +712,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
     writer = None
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # temp files of writes cut short by a kill
+            stale.unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
         if resume:
             _truncate_metrics(metrics_path, start_epoch)
@@ -773,12 +776,10 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                 n_local = 0 if video is None else int(video.shape[0])
                 last_micro = (micro + 1) % t.accumulate == 0 or micro + 1 == micro_per_epoch
                 # every rank must take part in each gradient all-reduce: skip a step everywhere
-                # if any rank's batch came back empty (all its videos failed to decode); the
-                # same reduction agrees on a stop request (SIGINT/SIGTERM on any rank)
-                flags = [float(n_local == 0), float(stop.requested)]
+                # if any rank's batch came back empty (all its videos failed to decode)
+                empty = float(n_local == 0)
                 if info.distributed:
-                    flags = _all_sum(info, flags)
-                empty, stopping = flags[0] > 0, flags[1] > 0
+                    empty = _all_sum(info, [empty])[0]
                 if not empty:
                     video = video.to(info.device, non_blocking=True)  # (B, T, C, H, W)
                     label = batch["label"].to(info.device)
@@ -801,34 +802,35 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                         window_bad += [str(p) for p in batch["path"]]
                 if not last_micro:
                     continue
+                grad_norm = None
+                if not empty and t.clip_grad:
+                    scaler.unscale_(optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+                # a non-finite loss on any rank (or gradient, without fp16 loss scaling, which
+                # handles its own overflows) and a stop request (SIGINT/SIGTERM on any rank):
+                # agreed by all ranks at the step boundary
+                bad = float(bool(window_bad) and not empty)
+                if grad_norm is not None and t.amp != "fp16":
+                    bad = max(bad, float(not math.isfinite(grad_norm.item())))
+                agreed = [bad, float(stop.requested)]
+                if info.distributed:
+                    agreed = _all_sum(info, agreed)
+                stopping = agreed[1] > 0
                 if empty:  # the window's gradients were not all-reduced: drop them everywhere
                     optimizer.zero_grad(set_to_none=True)
-                else:
-                    grad_norm = None
-                    if t.clip_grad:
-                        scaler.unscale_(optimizer)
-                        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                                   t.clip_grad)
-                    # non-finite loss on any rank (or gradient, without fp16 loss scaling,
-                    # which handles its own overflows): agree, then stop or skip everywhere
-                    bad = float(bool(window_bad))
-                    if grad_norm is not None and t.amp != "fp16":
-                        bad = max(bad, float(not math.isfinite(grad_norm.item())))
-                    if info.distributed:
-                        bad = _all_sum(info, [bad])[0]
-                    if bad:
-                        _nonfinite(info, out, cfg, epoch, step, window_nonfinite, window_bad)
-                        run["nonfinite"] += 1
-                        bad_paths += window_bad
-                        optimizer.zero_grad(set_to_none=True)
-                        if scaler.is_enabled():  # fp16: count it as an overflow
-                            if not t.clip_grad:
-                                scaler.unscale_(optimizer)
-                            scaler.update()
-                    else:
-                        scaler.step(optimizer)
+                elif agreed[0] > 0:
+                    _nonfinite(info, out, cfg, epoch, step, window_nonfinite, window_bad)
+                    run["nonfinite"] += 1
+                    bad_paths += window_bad
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler.is_enabled():  # fp16: count it as an overflow
+                        if grad_norm is None:
+                            scaler.unscale_(optimizer)
                         scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 step += 1
                 window_bad, window_nonfinite = [], 0.0
