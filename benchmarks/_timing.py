@@ -1,5 +1,6 @@
-"""Side-by-side timing: candidates are run interleaved, round after round, and the median of
-each is reported, so background load hits every candidate alike."""
+"""Side-by-side timing: candidates are run interleaved, round after round, so background load
+hits every candidate alike. The median is the default statistic; the minimum (the run least
+disturbed by other processes) is the steadier one on a shared, noisy machine."""
 from __future__ import annotations
 
 import statistics
@@ -7,9 +8,10 @@ import time
 from typing import Callable
 
 
-def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 10, warmup: int = 2,
-                sync: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median seconds per call of each function, measured interleaved."""
+def interleaved_samples(fns: dict[str, Callable[[], object]], *, rounds: int = 10,
+                        warmup: int = 2,
+                        sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds of every call of each function, measured interleaved."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -21,4 +23,12 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 10, warmu
             f()
             sync()
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 10, warmup: int = 2,
+                sync: Callable[[], None] = lambda: None, stat: str = "median") -> dict[str, float]:
+    """Median (or ``stat="min"``) seconds per call of each function, measured interleaved."""
+    pick = {"median": statistics.median, "min": min}[stat]
+    samples = interleaved_samples(fns, rounds=rounds, warmup=warmup, sync=sync)
+    return {k: pick(v) for k, v in samples.items()}

@@ -237,6 +237,11 @@ class VideoLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         self.skipped = []
+        # torch's iterator enters record_function, whose first use imports a module; torch's
+        # SIGCHLD handler raises a worker's death as an exception, and one raised inside that
+        # import is logged and swallowed. Do the import now, before any worker can die.
+        with torch.autograd.profiler.record_function("tanet.VideoLoader"):
+            pass
         it = None
         while True:
             try:
