@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from tanet.data.synthetic import reversal_pairs
+
 __all__ = ["run_demo", "reversal_pairs", "pair_accuracy"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -27,14 +29,6 @@ MODELS = (("tanet", "configs/synthetic_tanet_tiny.yaml"), ("tsn", "configs/synth
 # the benchmark the demo generates (tanet.data.synthetic.generate arguments)
 DATA = dict(classes=6, videos_per_class=200, val_per_class=40, frames=16, size=64, seed=0)
 QUICK_DATA = dict(classes=4, videos_per_class=8, val_per_class=4, frames=16, size=64, seed=0)
-
-
-def reversal_pairs(class_names: list[str]) -> list[tuple[int, int]]:
-    """Index pairs (forward, backward) of classes that differ only in temporal order."""
-    from tanet.data.synthetic import FAMILIES
-
-    index = {n: i for i, n in enumerate(class_names)}
-    return [(index[a], index[b]) for a, b in FAMILIES if a in index and b in index]
 
 
 def pair_accuracy(scores: torch.Tensor, labels: torch.Tensor,

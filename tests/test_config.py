@@ -97,3 +97,11 @@ def test_authors_recipes():
     for cfg in (k400, sth1):
         assert cfg.train.lr == 0.01 and cfg.train.lr_batch == 8 and cfg.train.clip_grad == 20
         assert cfg.train.fc_lr_mult == 5 and cfg.model.dropout == 0.5
+
+
+def test_cli_set_takes_several_pairs_and_repeats():
+    from tanet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--config", "c.yaml", "--set", "train.lr=0.1",
+                                      "train.epochs=3", "--set", "output=x", "--resume"])
+    assert args.overrides == ["train.lr=0.1", "train.epochs=3", "output=x"] and args.resume

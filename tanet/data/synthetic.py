@@ -31,8 +31,7 @@ import numpy as np
 
 from tanet.data.decode import write_video
 
-__all__ = ["FAMILIES", "DEMO", "QUICK", "class_names", "reversal_pairs", "render_sequence",
-           "generate"]
+__all__ = ["FAMILIES", "class_names", "reversal_pairs", "render_sequence", "generate"]
 
 # (forward class, backward class) per motion family; class 2j is family j forward.
 FAMILIES: list[tuple[str, str]] = [
@@ -44,10 +43,6 @@ FAMILIES: list[tuple[str, str]] = [
     ("brighten", "darken"),
 ]
 _VERSION = 2
-
-# generate() arguments of the demo (`tanet demo`) and of its quick smoke-test variant
-DEMO = {"classes": 8, "videos_per_class": 80, "frames": 16, "size": 64, "seed": 0}
-QUICK = {"classes": 4, "videos_per_class": 12, "frames": 16, "size": 64, "seed": 0}
 
 
 def class_names(classes: int) -> list[str]:
