@@ -55,6 +55,7 @@ class DataConfig:
     flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
     scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
     short_side: int | None = None  # test-time resize; None: the model's card
+    frame_template: str = "img_{:05d}.jpg"  # file names in frame folders, numbered from 1
     test_clips: int = 1  # clips per video at test time
     test_crops: int = 1  # 1 (centre), 3 or 10 crops at test time
     on_error: str = "skip"  # skip | raise, for videos that fail to decode
@@ -131,6 +132,14 @@ class Config:
         for key in ("train.checkpoint_every", "train.max_steps_per_epoch"):
             if _get(self, key) is not None and _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1 or null; got {_get(self, key)}")
+        try:
+            name = self.data.frame_template.format(1)
+        except (IndexError, KeyError, ValueError) as e:
+            raise ConfigError(f"{source}: data.frame_template {self.data.frame_template!r} must "
+                              f"format a frame number, e.g. 'img_{{:05d}}.jpg' ({e})") from None
+        if name == self.data.frame_template.format(2):
+            raise ConfigError(f"{source}: data.frame_template {self.data.frame_template!r} has "
+                              f"no frame-number field, e.g. 'img_{{:05d}}.jpg'")
         if self.data.test_crops not in (1, 3, 10):
             raise ConfigError(f"{source}: data.test_crops must be 1, 3 or 10; "
                               f"got {self.data.test_crops}")
@@ -259,6 +268,16 @@ def _set(cfg: Any, key: str, value: Any, source: str) -> None:
         obj = getattr(obj, part)
 
 
+def _leaf_type(cfg: Any, key: str) -> Any:
+    """The annotation of config key ``key`` (None for an unknown key or a section)."""
+    obj: Any = type(cfg)
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
+            return None
+        obj = _hints(obj)[part]
+    return None if dataclasses.is_dataclass(obj) else obj
+
+
 def _get(cfg: Any, key: str) -> Any:
     obj = cfg
     for part in key.split("."):
@@ -293,10 +312,15 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=10")
         key, raw = item.split("=", 1)
         key = key.strip()
+        text_field = _leaf_type(cfg, key) in (str, str | None)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except (yaml.YAMLError, ValueError, RecursionError) as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+            if not text_field:
+                raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+            value = raw.strip()
+        if text_field and value is not None and not isinstance(value, str):
+            value = raw.strip()  # a path or template, e.g. {:05d}.jpg, is text as written
         if isinstance(value, str) and _is_floatish(value):
             value = float(value)  # YAML 1.1 reads "1e-3" as a string
         _set(cfg, key, value, f"--set {key}")

@@ -273,7 +273,8 @@ def build_split(cfg: Config, split: str, *, train: bool, size: int, short_side: 
     ds = VideoDataset(records, root=root, num_segments=cfg.model.num_segments,
                       sampling=cfg.data.sampling, train=train, transform=transform,
                       clips=clips, on_error=cfg.data.on_error,
-                      decode_timeout=cfg.data.decode_timeout)
+                      decode_timeout=cfg.data.decode_timeout,
+                      frame_template=cfg.data.frame_template)
     return _Split(ds, names, str(src_path))
 
 

@@ -105,3 +105,13 @@ def test_cli_set_takes_several_pairs_and_repeats():
     args = build_parser().parse_args(["train", "--config", "c.yaml", "--set", "train.lr=0.1",
                                       "train.epochs=3", "--set", "output=x", "--resume"])
     assert args.overrides == ["train.lr=0.1", "train.epochs=3", "output=x"] and args.resume
+
+
+def test_frame_template_is_checked():
+    from tanet.config import Config, ConfigError, apply_overrides
+
+    cfg = apply_overrides(Config(), ["data.frame_template={:05d}.jpg"]).validate("x")
+    assert cfg.data.frame_template.format(3) == "00003.jpg"
+    for bad in ("img.jpg", "img_{name}.jpg", "img_{:05d"):
+        with pytest.raises(ConfigError, match="data.frame_template"):
+            apply_overrides(Config(), [f"data.frame_template={bad}"]).validate("x")
