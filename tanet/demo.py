@@ -53,7 +53,7 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tanet.utils import atomic_path
+    from tanet.utils import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (name, recs) in enumerate(runs.items()):
@@ -69,8 +69,7 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("top-1 (%)"), b.set_title("accuracy"), b.set_ylim(0, 101)
     a.legend(), b.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

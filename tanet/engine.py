@@ -987,7 +987,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
         plot_confusion_matrix(cm, out_dir / "confusion.png", class_names=names,
                               title=f"{card.name}: top-1 {100 * m['top1']:.1f} %")
         if res.skipped_paths:
-            (out_dir / "skipped.txt").write_text("".join(p + "\n" for p in res.skipped_paths))
+            with atomic_path(out_dir / "skipped.txt") as tmp:
+                tmp.write_text("".join(p + "\n" for p in res.skipped_paths))
         with atomic_path(out_dir / "results.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2) + "\n")
         results["out"] = str(out_dir)

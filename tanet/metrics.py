@@ -55,7 +55,7 @@ def plot_confusion_matrix(cm: torch.Tensor, path: str | os.PathLike, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tanet.utils import atomic_path
+    from tanet.utils import save_figure
 
     k = cm.shape[0]
     norm = cm.double() / cm.sum(dim=1, keepdim=True).clamp(min=1)  # (K, K) row-normalised
@@ -76,6 +76,5 @@ def plot_confusion_matrix(cm: torch.Tensor, path: str | os.PathLike, *,
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)

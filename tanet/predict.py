@@ -300,12 +300,14 @@ def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
 
     from matplotlib.figure import Figure
 
+    from tanet.utils import atomic_path, save_figure
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(result.path).stem
     csv_path, png_path = out_dir / f"{stem}.windows.csv", out_dir / f"{stem}.timeline.png"
     names = result.class_names
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["start_s", "end_s", "top1", "top1_score", *names])
         for s, e, p in zip(result.starts, result.ends, result.probs):
@@ -324,5 +326,5 @@ def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
     ax.set_title(f"{Path(result.path).name}: sliding-window predictions", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    save_figure(fig, png_path)
     return csv_path, png_path

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes (files and figures)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -37,3 +37,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110, tight: bool = False) -> Path:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half an image)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    return Path(path)

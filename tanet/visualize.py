@@ -71,10 +71,9 @@ def capture_tam(model: nn.Module, clip: torch.Tensor) -> list[TamCapture]:
 
 
 def _savefig(fig, out_png: str | os.PathLike) -> Path:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    return out
+    from tanet.utils import save_figure
+
+    return save_figure(fig, out_png, tight=True)
 
 
 def plot_tam_kernels(model: nn.Module, clip: torch.Tensor, out_png: str | os.PathLike, *,
