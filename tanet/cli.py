@@ -68,14 +68,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE",
+                   help=f"override config keys, e.g. --set {example} (repeatable)")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a recognizer from a YAML recipe",
                        description="Train per a recipe (configs/*.yaml) with --set overrides. "
                                    "Multi-process: torchrun --nproc_per_node=N -m tanet train ...")
     p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/synthetic_tanet_tiny.yaml")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                   metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.epochs=10 train.lr=0.02 (repeatable)")
+    _add_overrides(p, "train.epochs=10 train.lr=0.02")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in `output` from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -105,9 +109,7 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
     p.add_argument("--config", default=None,
                    help="YAML recipe (default: the config stored in the checkpoint)")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                   metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set data.val=val.txt test.workers=2 (repeatable)")
+    _add_overrides(p, "data.val=val.txt test.workers=2")
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="views per video, e.g. 10x3 (default: data.test_clips x data.test_crops)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/test)")

@@ -10,6 +10,8 @@ import pytest
 from tanet.data.decode import (FrameFolder, VideoDecodeError, VideoReader, open_video,
                                read_frames, write_video)
 
+from _media import write_audio_only
+
 
 def _content(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     """Frames that differ from each other (a moving block on a smooth, changing background)."""
@@ -192,17 +194,7 @@ def test_text_file_named_mp4(tmp_path):
 
 
 def test_audio_only(tmp_path):
-    p = tmp_path / "audio.mp4"
-    with av.open(str(p), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        for i in range(20):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    p = write_audio_only(tmp_path / "audio.mp4")
     with pytest.raises(VideoDecodeError, match=r"audio\.mp4: no video stream \(streams: audio\)"):
         open_video(p)
 

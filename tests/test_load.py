@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from tanet.data.decode import write_video
+
+from _media import write_audio_only
 
 N_VIDEOS = 1000
 N_DISTINCT = 12  # distinct good videos; the rest are hard links to them (a fast fixture)
@@ -32,23 +33,9 @@ def _frames(seed: int, t: int = 12, size: int = 32) -> np.ndarray:
     return x
 
 
-def _audio_only(path: Path) -> None:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        for i in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
-
-
 def _bad_makers(src: bytes, avi: bytes, tmp: Path):
     """Ten ways a file named like a video is not one (each decodes to VideoDecodeError)."""
-    audio = tmp / "audio.mp4"
-    _audio_only(audio)
+    audio = write_audio_only(tmp / "audio.mp4", frames=10)
     rng = np.random.default_rng(0)
     return {
         "empty": lambda k: b"",

@@ -310,13 +310,8 @@ class VideoReader:
         (corrupt packet, stream cut short) is replaced by the nearest earlier decoded frame,
         else the next one; a video with no decodable frame raises :class:`VideoDecodeError`.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = _checked_indices(self.path, indices, self.info.num_frames)
         n = self.info.num_frames
-        if idx.size == 0:
-            raise ValueError(f"{self.path}: no frame indices requested")
-        if idx.min() < 0 or idx.max() >= n:
-            raise IndexError(f"{self.path}: frame index out of range [0, {n}): "
-                             f"{idx.min()}..{idx.max()}")
         keyframes, rot = self._index.keyframes, self.info.rotation
         self._wanted = set(idx.tolist())
         got: dict[int, np.ndarray] = {}
@@ -371,6 +366,17 @@ class VideoReader:
         return f"VideoReader({self.path!r}, {self.info})"
 
 
+def _checked_indices(path: str | os.PathLike, indices: Sequence[int], n: int) -> np.ndarray:
+    """``indices`` as a flat int64 array, each in [0, n), or a ValueError/IndexError naming
+    the file."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError(f"{path}: no frame indices requested")
+    if idx.min() < 0 or idx.max() >= n:
+        raise IndexError(f"{path}: frame index out of range [0, {n}): {idx.min()}..{idx.max()}")
+    return idx
+
+
 def _why(e: BaseException) -> str:
     msg = getattr(e, "strerror", None) or str(e)
     return msg.split(": '", 1)[0] if isinstance(msg, str) else str(e)
@@ -419,13 +425,7 @@ class FrameFolder:
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (0-based; any order, repeats allowed) as uint8 (T, H, W, 3)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = self.info.num_frames
-        if idx.size == 0:
-            raise ValueError(f"{self.path}: no frame indices requested")
-        if idx.min() < 0 or idx.max() >= n:
-            raise IndexError(f"{self.path}: frame index out of range [0, {n}): "
-                             f"{idx.min()}..{idx.max()}")
+        idx = _checked_indices(self.path, indices, self.info.num_frames)
         cache = {int(i): self._load(int(i)) for i in np.unique(idx)}
         return np.stack([cache[int(i)] for i in idx])  # (T, H, W, 3)
 
