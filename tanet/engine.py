@@ -692,9 +692,13 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
         start_micro = int(state.get("micro", 0))
         carried = dict(state.get("running", {}))
         saved_world = int(state.get("world_size", 1))
-        if start_micro and saved_world != info.world_size:
-            raise ValueError(f"{out}: saved mid-epoch by {saved_world} process(es); resume it "
-                             f"with the same number ({info.world_size} now), or from an "
+        saved_batch = (saved_world, int(state.get("batch_size", t.batch_size)),
+                       int(state.get("accumulate", t.accumulate)))
+        if start_micro and saved_batch != (info.world_size, t.batch_size, t.accumulate):
+            raise ValueError(f"{out}: saved in the middle of an epoch with {saved_batch[0]} "
+                             f"process(es) x train.batch_size={saved_batch[1]} x "
+                             f"train.accumulate={saved_batch[2]}; resume with the same (now "
+                             f"{info.world_size} x {t.batch_size} x {t.accumulate}), or from an "
                              f"epoch-end checkpoint")
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"])
                       else state["rng"][0])
@@ -740,7 +744,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
             state = {"epoch": epoch_done, "micro": micro, "step": step, "best": best,
                      "running": running, "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "rng": rngs,
-                     "world_size": info.world_size}
+                     "world_size": info.world_size, "batch_size": t.batch_size,
+                     "accumulate": t.accumulate}
             if scaler.is_enabled():
                 state["scaler"] = scaler.state_dict()
             if improved:

@@ -210,6 +210,9 @@ def test_signal_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(
     state = torch.load(out / "last.state.pt", weights_only=True)
     assert (state["epoch"], state["micro"], state["step"]) == (0, micro, micro // accumulate)
     assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="middle of an epoch.*train.batch_size=1"):
+        train(_cfg(data, out, f"train.accumulate={accumulate}", "train.batch_size=2"),
+              resume=True, quiet=True)
     train(_cfg(data, out, *extra), resume=True, quiet=True)
     _same_run(straight, out)
 
