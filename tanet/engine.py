@@ -380,7 +380,7 @@ def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
 
     extra = None
     if state is not None:
-        full = {**state, "model": {k: v.detach().cpu().clone()
+        full = {**state, "model": {k: v.detach().cpu()  # serialised at once: no copy needed
                                    for k, v in _unwrap(model).state_dict().items()}}
         with atomic_path(out / f"{tag}.state.pt") as tmp:
             torch.save(full, tmp)
@@ -581,16 +581,21 @@ def _any_rank(info: DistInfo, flag: bool) -> bool:
     return _all_sum(info, [float(flag)])[0] > 0 if info.distributed else flag
 
 
-def _flush_paths(info: DistInfo, out: Path, name: str, epoch: int, paths: list[str]) -> None:
-    """Append ``epoch<TAB>path`` lines of every rank to ``<out>/<name>`` (collective)."""
+def _flush_paths(info: DistInfo, out: Path, epoch: int, lists: dict[str, list[str]]) -> None:
+    """Append ``epoch<TAB>path`` lines of every rank to ``<out>/<name>`` for each
+    ``name: paths`` of ``lists`` (collective: one gather for all of them); empties the lists."""
+    gathered: list = [lists]
     if info.distributed:
-        gathered: list = [None] * info.world_size
-        dist.all_gather_object(gathered, paths)
-        paths = [p for g in gathered for p in g]
-    if paths and info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / name, "a") as f:
-            f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
+        gathered = [None] * info.world_size
+        dist.all_gather_object(gathered, lists)
+    for name in lists:
+        paths = [p for g in gathered for p in g[name]]
+        if paths and info.main:
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / name, "a") as f:
+                f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
+    for paths in lists.values():
+        paths.clear()
 
 
 def _nonfinite(info: DistInfo, out: Path, cfg: Config, epoch: int, step: int, value: float,
@@ -767,6 +772,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                 run.update(carried)
             skipped_paths: list[str] = []
             bad_paths: list[str] = []  # videos of batches whose loss was not finite
+            lists = {"skipped.txt": skipped_paths, "nonfinite.txt": bad_paths}
             window_bad: list[str] = []  # ... in the current accumulation window
             window_nonfinite = 0.0
             t0 = time.perf_counter() - run["time"]
@@ -850,9 +856,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                 if mid_epoch and (stopping or (t.checkpoint_every
                                                and step % t.checkpoint_every == 0)):
                     run["time"] = time.perf_counter() - t0
-                    _flush_paths(info, out, "skipped.txt", epoch, skipped_paths)
-                    _flush_paths(info, out, "nonfinite.txt", epoch, bad_paths)
-                    skipped_paths, bad_paths = [], []
+                    _flush_paths(info, out, epoch, lists)
                     checkpoint(epoch, micro + 1, dict(run))
                     if stopping:
                         bar.close()
@@ -868,8 +872,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                 "skipped": int(tot[3])}
             if int(tot[4]):
                 record["nonfinite_batches"] = int(tot[4])
-            _flush_paths(info, out, "skipped.txt", epoch, skipped_paths)
-            _flush_paths(info, out, "nonfinite.txt", epoch, bad_paths)
+            _flush_paths(info, out, epoch, lists)
             if int(tot[3]):
                 _warn(info, f"epoch {epoch + 1}: skipped {int(tot[3])} video(s) that failed to "
                             f"decode (listed in {out / 'skipped.txt'})")

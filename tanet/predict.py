@@ -9,6 +9,7 @@ from ``tanet export``). Nothing is kept between videos, so memory does not grow 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -79,21 +80,22 @@ class WindowPrediction:
     class_names: list[str]
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where there is no glibc."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _trim_heap() -> None:
     """Return free heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _TorchBackend:
