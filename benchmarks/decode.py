@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from tanet.data import decode as D
+from tanet.data.encode import write_video
 from tanet.data.sampling import segment_indices
 
 
@@ -40,7 +41,7 @@ def make_video(path: Path, gop: int) -> Path:
             img[(yy[:, :w] - cy) ** 2 + (xx[:, :w] - cx) ** 2 < 400] = col
         img += rng.normal(0, 3, img.shape)
         frames[t] = np.clip(img, 0, 255)
-    return D.write_video(path, frames, fps=25, gop=gop, bframes=3, crf=23)
+    return write_video(path, frames, fps=25, gop=gop, bframes=3, crf=23)
 
 
 def ours(path, idx):

@@ -21,7 +21,7 @@ import torch
 
 from tanet.data.annotations import Record
 from tanet.data.dataset import VideoDataset, build_loader
-from tanet.data.decode import write_video
+from tanet.data.encode import write_video
 from tanet.data.transforms import build_train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -53,7 +53,7 @@ def loader_rate(root: Path, recs: list[Record], clips: int, workers: int, batch:
     next(it)  # warm-up: workers started, first batches in flight
     n, t0 = 0, time.perf_counter()
     for b in it:
-        assert b["video"].shape[1:] == (8, 3, 224, 224) and b["num_skipped"] == 0
+        assert b["video"].shape[1:] == (8, 3, 224, 224) and not b["skipped"]
         n += b["video"].shape[0]
         if n >= clips:
             break

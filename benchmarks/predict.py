@@ -26,7 +26,7 @@ from _timing import interleaved  # noqa: E402
 
 def make_video(path: Path, *, seconds: float = 10, fps: int = 25, w: int = 340, h: int = 256) -> Path:
     """A moving gradient with a bouncing square: real motion, cheap to generate."""
-    from tanet.data.decode import write_video
+    from tanet.data.encode import write_video
 
     n = int(seconds * fps)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -47,9 +47,9 @@ def main() -> int:
     args = ap.parse_args()
 
     import tanet
-    from tanet.export import export_onnx
-    from tanet.models.weights import save_model
-    from tanet.predict import Predictor
+    from tanet.apps.export import export_onnx
+    from tanet.models.checkpoint import save_model
+    from tanet.apps.predict import Predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 
 def write_videos(root: Path, *, classes: int, per_class: int, frames: int, h: int, w: int) -> None:
-    from tanet.data.decode import write_video
+    from tanet.data.encode import write_video
 
     rng = np.random.default_rng(0)
     for c in range(classes):

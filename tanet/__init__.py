@@ -9,7 +9,7 @@ __all__ = ["TAM", "Recognizer", "ModelCard", "create_model", "list_models", "mod
 def __getattr__(name: str):
     """Lazy ``tanet.Predictor`` (it pulls in the video decoder only when used)."""
     if name == "Predictor":
-        from tanet.predict import Predictor
+        from tanet.apps.predict import Predictor
 
         return Predictor
     raise AttributeError(f"module 'tanet' has no attribute {name!r}")

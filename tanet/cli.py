@@ -68,6 +68,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recipes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipes", help="list the training recipes shipped with tanet",
+                       description="Recipe names for `--config NAME`; --show NAME prints one.")
+    p.add_argument("--show", metavar="NAME", default=None, help="print this recipe's YAML")
+    p.set_defaults(func=_cmd_recipes)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from tanet.config import find_config, list_recipes
+
+    if args.show:
+        print(find_config(args.show).read_text(encoding="utf-8"), end="")
+        return 0
+    for name in list_recipes():
+        first = find_config(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        print(f"{name:<30} {first}")
+    return 0
+
+
 def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                    metavar="KEY=VALUE",
@@ -78,12 +97,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a recognizer from a YAML recipe",
                        description="Train per a recipe (configs/*.yaml) with --set overrides. "
                                    "Multi-process: torchrun --nproc_per_node=N -m tanet train ...")
-    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/synthetic_tanet_tiny.yaml")
+    p.add_argument("--config", required=True,
+                   help="YAML file or shipped recipe name (`tanet recipes`), e.g. "
+                        "synthetic_tanet_tiny")
     _add_overrides(p, "train.epochs=10 train.lr=0.02")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in `output` from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_cmd_train)
 
 
@@ -108,13 +127,11 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
                                    "writes results.json, predictions.csv and confusion.png.")
     p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
     p.add_argument("--config", default=None,
-                   help="YAML recipe (default: the config stored in the checkpoint)")
+                   help="YAML file or recipe name (default: the config stored in the checkpoint)")
     _add_overrides(p, "data.val=val.txt test.workers=2")
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="views per video, e.g. 10x3 (default: data.test_clips x data.test_crops)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/test)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_cmd_test)
 
 
@@ -141,13 +158,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                                    "and tsn_tiny from scratch, evaluate both and write report.md.")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tanet.demo import run_demo
+    from tanet.apps.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, quiet=args.quiet)
     print(f"report: {report}")
@@ -171,9 +186,11 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from tanet.models.weights import convert_checkpoint, read_labels, read_metadata
+    from tanet.models.checkpoint import read_metadata
+    from tanet.io import read_class_names
+    from tanet.models.factory import convert_checkpoint
 
-    names = read_labels(args.labels) if args.labels else None
+    names = read_class_names(args.labels) if args.labels else None
     out = convert_checkpoint(args.src, args.dst, source=args.source, name=args.model,
                              class_names=names)
     card = read_metadata(out)["card"]
@@ -197,8 +214,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from tanet.export import export_onnx, export_program
-    from tanet.models.weights import load_model
+    from tanet.apps.export import export_onnx, export_program
+    from tanet.models.factory import load_model
 
     model = load_model(args.checkpoint)
     if args.format == "onnx":
@@ -208,7 +225,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {r['path']} (opset {r['opset']}{check})")
     else:
         print(f"wrote {export_program(model, args.out)} (torch.export; load with "
-              "tanet.export.load_program)")
+              "tanet.apps.export.load_program)")
     return 0
 
 
@@ -229,7 +246,6 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, even (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 4)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -276,7 +292,6 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "mmaction2's Kinetics TANet used dense)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast (PyTorch only)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -286,7 +301,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from tanet.predict import Predictor, find_videos, write_timeline
+    from tanet.apps.predict import Predictor, find_videos, write_timeline
 
     inp = Path(args.input)
     if not inp.exists():
@@ -331,7 +346,7 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    from tanet.visualize import visualize_video
+    from tanet.apps.visualize import visualize_video
 
     for path in visualize_video(args.video, args.checkpoint, args.out, topk=args.topk):
         print(path)
@@ -342,6 +357,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_models,
+    _add_recipes,
     _add_synth,
     _add_train,
     _add_test,
@@ -353,13 +369,25 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--quiet", action="store_true", default=default,
+                        help="no progress bars or per-epoch lines")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks instead of one-line errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tanet import __version__
 
     parser = argparse.ArgumentParser(
         prog="tanet", description="Video recognition with TAM / TANet (and TSN / TSM baselines).")
     parser.add_argument("--version", action="version", version=f"tanet {__version__}")
+    _common_options(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)  # `tanet --quiet CMD` and `tanet CMD --quiet`
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)  # type: ignore
     for add in COMMANDS:
         add(sub)
     return parser
@@ -383,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(e, (KeyError, ValueError, FileNotFoundError, RuntimeError,
                               FloatingPointError)):  # FloatingPointError: NonFiniteLossError
             raise
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

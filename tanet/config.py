@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Union
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "ConfigError",
-           "load_config", "apply_overrides", "config_to_dict", "config_from_dict"]
+           "load_config", "find_config", "list_recipes", "apply_overrides", "config_to_dict",
+           "config_from_dict", "dump_config"]
 
 
 class ConfigError(ValueError):
@@ -50,7 +51,7 @@ class DataConfig:
     val: str | None = None
     labels: str | None = None  # class names, one a line (optional)
     format: str = "auto"  # annotation format; "auto" detects it
-    sampling: str = "segment"  # segment (TSN) | dense (fixed stride, Kinetics)
+    sampling: str | None = None  # segment (TSN) | dense (fixed stride, Kinetics); None: the model card's
     flip: bool = True  # random horizontal flip in training
     flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
     scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
@@ -121,7 +122,7 @@ class Config:
                    "train.amp": ("off", "bf16", "fp16")}
         for key, allowed in choices.items():
             value = _get(self, key)
-            if value not in allowed:
+            if value not in allowed and not (key == "data.sampling" and value is None):
                 raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
                                   f"got {value!r}")
         positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
@@ -335,17 +336,42 @@ def _is_floatish(s: str) -> bool:
     return s.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``tanet/configs`` (usable as ``--config NAME``)."""
+    from importlib.resources import files
+
+    return sorted(p.name.removesuffix(".yaml") for p in files("tanet.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def find_config(path_or_name: str | os.PathLike) -> Path:
+    """A config file: ``path_or_name`` itself if it exists, else the shipped recipe of that name
+    (``synthetic_tanet_tiny``, ``synthetic_tanet_tiny.yaml`` or ``configs/...yaml``)."""
+    from importlib.resources import as_file, files
+
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if name in list_recipes():
+        with as_file(files("tanet.configs") / f"{name}.yaml") as found:
+            return Path(found)
+    close = difflib.get_close_matches(name, list_recipes(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{path}: no such config file or recipe{hint} (recipes: "
+                      f"{', '.join(list_recipes())})")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file ``path`` (if given), then ``overrides``; validated."""
+    """Defaults, then the YAML file or shipped recipe ``path`` (if given), then ``overrides``;
+    validated."""
     import yaml
 
     cfg = Config()
     source = "config"
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file (recipes live in configs/)")
         try:
             data = _floatify(yaml.safe_load(_read_text(path)))
         except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of > 4300 digits
@@ -395,7 +421,7 @@ def dump_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (atomically), e.g. ``runs/x/config.yaml``."""
     import yaml
 
-    from tanet.utils import atomic_path
+    from tanet.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -55,7 +55,7 @@ def plot_confusion_matrix(cm: torch.Tensor, path: str | os.PathLike, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tanet.utils import save_figure
+    from tanet.io import save_figure
 
     k = cm.shape[0]
     norm = cm.double() / cm.sum(dim=1, keepdim=True).clamp(min=1)  # (K, K) row-normalised

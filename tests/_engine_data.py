@@ -21,7 +21,7 @@ def _clip(direction: int, rng: np.random.Generator, frames: int = 12, size: int 
 def make_videos(root: Path, *, per_class: int = 4, val_per_class: int = 2, seed: int = 0) -> Path:
     """``root/train/<class>/*.mp4`` (class-per-folder), ``root/val.txt`` (video list) and
     ``root/classes.txt``; returns ``root``."""
-    from tanet.data.decode import write_video
+    from tanet.data.encode import write_video
 
     rng = np.random.default_rng(seed)
     lines = []

@@ -6,13 +6,14 @@ import textwrap
 import torch
 
 from tanet.models import create_model
-from tanet.models.weights import load_model, save_model
+from tanet.models.checkpoint import save_model
+from tanet.models.factory import load_model
 
 _SAVE_UNDER_LIMIT = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
     from tanet.models import create_model
-    from tanet.models.weights import save_model
+    from tanet.models.checkpoint import save_model
     model = create_model("tanet_tiny", num_classes=50)
     limit = int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # the disk is "full" past limit
@@ -48,7 +49,7 @@ def test_sigkill_during_repeated_saves_never_leaves_a_broken_file(tmp_path):
     loop = textwrap.dedent(f"""
         import sys
         from tanet.models import create_model
-        from tanet.models.weights import save_model
+        from tanet.models.checkpoint import save_model
         m = create_model("tanet_tiny", num_classes=50)
         print("ready", flush=True)
         while True:

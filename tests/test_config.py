@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from tanet.config import (Config, ConfigError, all_keys, apply_overrides, config_from_dict,
-                          config_to_dict, dump_config, load_config)
+                          config_to_dict, dump_config, list_recipes, load_config)
 
 REPO = Path(__file__).resolve().parents[1]
 STABLE = ["model.name", "model.num_segments", "model.pretrained", "data.root", "data.train",
@@ -80,19 +80,33 @@ def test_validate_choices(tmp_path):
         config_from_dict([1, 2], source="x.yaml")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_recipes_are_shipped_in_the_package():
+    assert {"synthetic_tanet_tiny", "synthetic_tsn_tiny", "kinetics400_tanet_r50_8f"} <= set(
+        list_recipes())
+    assert not (REPO / "configs").exists()  # one place for recipes: tanet/configs
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "tanet" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
 def test_recipes_load(recipe):
     cfg = load_config(recipe)
     from tanet.models import list_models
 
     assert cfg.model.name in list_models()
+    by_name = load_config(recipe.stem)  # --config NAME finds the shipped recipe
+    assert config_to_dict(by_name) == config_to_dict(cfg)
+
+
+def test_unknown_recipe_name_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'synthetic_tanet_tiny'"):
+        load_config("synthetic_tanet_tnyi")
 
 
 def test_authors_recipes():
-    k400 = load_config(REPO / "configs/kinetics400_tanet_r50_8f.yaml")
+    k400 = load_config("kinetics400_tanet_r50_8f")
     assert k400.data.sampling == "dense" and k400.data.flip
     assert k400.train.epochs == 100 and k400.train.lr_steps == [50, 75, 90]
-    sth1 = load_config(REPO / "configs/sthv1_tanet_r50_8f.yaml")
+    sth1 = load_config("configs/sthv1_tanet_r50_8f.yaml")  # an old path finds the recipe too
     assert sth1.data.sampling == "segment" and not sth1.data.flip and sth1.train.epochs == 50
     for cfg in (k400, sth1):
         assert cfg.train.lr == 0.01 and cfg.train.lr_batch == 8 and cfg.train.clip_grad == 20

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 import tanet
 from tanet.models.tam import TAM
-from tanet.models.weights import (CheckpointError, UnsafeCheckpointError, convert_checkpoint,
-                                  read_checkpoint, read_metadata, load_model)
+from tanet.models.checkpoint import CheckpointError, UnsafeCheckpointError, read_metadata
+from tanet.models.factory import convert_checkpoint, load_model
+from tanet.models.convert import read_checkpoint
 
 T, SIZE = 4, 32
 LAYERS, WIDTHS, STEM = (2, 1, 1, 1), (8, 16, 16, 32), 8
@@ -191,10 +192,10 @@ def test_official_parity_and_inference(tmp_path, clip):
     torch.save({"epoch": 42, "arch": "resnet50", "best_prec1": 71.5,
                 "state_dict": DataParallelLike(ref).state_dict()}, src)
     ck = read_checkpoint(src)
-    assert ck.source == "official" and ck.name == "tanet_resnet"
-    assert (ck.num_classes, ck.num_segments) == (7, T)
-    assert ck.kwargs["layers"] == list(LAYERS) and ck.kwargs["widths"] == list(WIDTHS)
-    assert ck.kwargs["tam_kwargs"] == dict(alpha=2, beta=4, kernel_size=3, local_kernel_size=3)
+    assert ck.source == "official" and ck.card.name == "tanet_resnet"
+    assert (ck.card.num_classes, ck.card.num_segments) == (7, T)
+    assert ck.card.kwargs["layers"] == list(LAYERS) and ck.card.kwargs["widths"] == list(WIDTHS)
+    assert ck.card.kwargs["tam_kwargs"] == dict(alpha=2, beta=4, kernel_size=3, local_kernel_size=3)
     assert ck.info["epoch"] == 42 and ck.info["best_prec1"] == 71.5
 
     model = tanet.create_model(checkpoint=src).eval()
@@ -217,10 +218,10 @@ def test_mmaction2_parity_and_normalisation(tmp_path, clip):
     src = tmp_path / "tanet_mm.pth"
     torch.save({"meta": {"epoch": 100}, "state_dict": ref.state_dict()}, src)
     ck = read_checkpoint(src, source="mmaction2")
-    assert ck.source == "mmaction2" and (ck.num_classes, ck.num_segments) == (5, T)
+    assert ck.source == "mmaction2" and (ck.card.num_classes, ck.card.num_segments) == (5, T)
     # mmaction2 normalises 0-255 pixels: (x*255 - 123.675)/58.395 == (x - 0.485)/0.229
-    assert ck.mean == pytest.approx((0.485, 0.456, 0.406), abs=1e-6)
-    assert ck.std == pytest.approx((0.229, 0.224, 0.225), abs=1e-6)
+    assert ck.card.mean == pytest.approx((0.485, 0.456, 0.406), abs=1e-6)
+    assert ck.card.std == pytest.approx((0.229, 0.224, 0.225), abs=1e-6)
     model = tanet.create_model(checkpoint=src).eval()
     with torch.no_grad():
         diff = (model(clip) - ref(clip)).abs().max().item()
@@ -246,7 +247,7 @@ def test_standard_depth_r50_structure(tmp_path):
     src = tmp_path / "r50.pth"
     torch.save({"state_dict": state}, src)
     ck = read_checkpoint(src)
-    assert (ck.name, ck.num_classes, ck.num_segments, ck.kwargs) == (
+    assert (ck.card.name, ck.card.num_classes, ck.card.num_segments, ck.card.kwargs) == (
         "tanet_r50", 11, 16, {"tam_kwargs": dict(alpha=2, beta=4, kernel_size=3, local_kernel_size=3)})
     loaded = tanet.create_model(checkpoint=src)
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
@@ -306,7 +307,7 @@ def test_tsm_checkpoints_are_recognised(tmp_path, layout):
     src = tmp_path / "tsm.pth"
     torch.save({"state_dict": state}, src)
     ck = read_checkpoint(src, source=layout)
-    assert ck.name == "tsm_resnet" and ck.num_classes == 3 and ck.kwargs["layers"] == [1, 1, 1, 1]
+    assert ck.card.name == "tsm_resnet" and ck.card.num_classes == 3 and ck.card.kwargs["layers"] == [1, 1, 1, 1]
     loaded = tanet.create_model(checkpoint=src, num_segments=4).eval()
     x = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():

@@ -10,7 +10,8 @@ import torch
 
 from tanet.data.annotations import Record
 from tanet.data.dataset import SkippedVideo, VideoDataset, build_loader, collate
-from tanet.data.decode import VideoDecodeError, write_video
+from tanet.data.decode import VideoDecodeError
+from tanet.data.encode import write_video
 from tanet.data.transforms import build_test_transform, build_train_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -86,20 +87,19 @@ def test_skip_policy_counts_every_bad_video_with_workers(tree):
     names = good + bad
     ds = _dataset(d, names)
     loader = build_loader(ds, batch_size=3, workers=2, shuffle=True, seed=0)
-    seen, skipped = [], 0
+    seen, skipped = [], []
     for batch in loader:
-        skipped += batch["num_skipped"]
+        skipped += batch["skipped"]
         seen += batch["index"].tolist()
         if batch["video"] is not None:
             assert batch["video"].shape[1:] == (8, 3, 32, 32)
             assert batch["video"].shape[0] == len(batch["label"]) == len(batch["path"])
     assert sorted(seen) == list(range(len(good)))
-    assert skipped == len(bad)
-    assert sorted(os.path.basename(p) for p, _ in loader.skipped) == sorted(bad)
-    causes = dict(loader.skipped)
+    assert len(skipped) == len(bad)
+    assert sorted(os.path.basename(s.path) for s in skipped) == sorted(bad)
+    causes = {s.path: s.error for s in skipped}
     assert causes[str(d / "missing.mp4")].endswith("missing.mp4: file not found")
     assert "empty file" in causes[str(d / "empty.mp4")]
-    assert "skipped" in loader.skip_report()
 
 
 def test_raise_policy(tree):
@@ -116,9 +116,9 @@ def test_collate_drops_skipped():
     item = {"video": torch.zeros(8, 3, 4, 4), "label": 2, "index": 5, "path": "a.mp4"}
     b = collate([item, SkippedVideo(1, "b.mp4", "b.mp4: boom"), None, item])
     assert b["video"].shape == (2, 8, 3, 4, 4) and b["label"].tolist() == [2, 2]
-    assert b["num_skipped"] == 2 and b["skipped_paths"] == ["b.mp4"]
+    assert [s.path for s in b["skipped"]] == ["b.mp4"] and b["path"] == ["a.mp4", "a.mp4"]
     empty = collate([SkippedVideo(1, "b.mp4", "b.mp4: boom")])
-    assert empty["video"] is None and empty["label"].numel() == 0 and empty["num_skipped"] == 1
+    assert empty["video"] is None and empty["label"].numel() == 0 and len(empty["skipped"]) == 1
 
 
 @pytest.mark.timeout(60)
@@ -146,12 +146,10 @@ def test_hanging_decode_is_cut_by_the_timeout(tree, tmp_path, workers):
         batches = list(build_loader(ds, batch_size=3, workers=workers))
         elapsed = time.perf_counter() - t0
         assert elapsed < 20
-        assert sum(b["num_skipped"] for b in batches) == 1
+        skipped = [s for b in batches for s in b["skipped"]]
+        assert len(skipped) == 1 and skipped[0].path == str(fifo)
         assert sum(len(b["label"]) for b in batches) == 2
-        err = [e for b in batches for e in b["skipped_errors"]][0]
-        assert err.startswith(str(fifo)) and "longer than 1 s" in err
-        if workers == 0:
-            assert ds.skipped and ds.skipped[0][0] == str(fifo)
+        assert skipped[0].error.startswith(str(fifo)) and "longer than 1 s" in skipped[0].error
     finally:  # release the abandoned reader thread (it is blocked in open())
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)

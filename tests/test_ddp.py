@@ -20,7 +20,7 @@ import yaml
 
 from tanet.config import Config, apply_overrides, config_to_dict
 from tanet.engine import train
-from tanet.models.weights import load_state_file
+from tanet.models.checkpoint import load_state_file
 
 from _engine_data import make_videos, overrides
 

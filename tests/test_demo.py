@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from tanet.demo import pair_accuracy, reversal_pairs
+from tanet.apps.demo import pair_accuracy, reversal_pairs
 
 
 def test_pair_accuracy_hand_case():

@@ -8,8 +8,9 @@ import torch
 
 from tanet.config import Config, apply_overrides
 from tanet.engine import test as run_test
-from tanet.engine import train
-from tanet.models.weights import load_model, load_state_file
+from tanet.engine import load_train_state, train
+from tanet.models.checkpoint import load_state_file
+from tanet.models.factory import load_model
 
 from _engine_data import CLASSES, make_videos, overrides
 
@@ -79,15 +80,24 @@ def test_resume_equals_uninterrupted_run(data, tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_errors(data, tmp_path):
+def test_resume_starts_a_new_run_and_refuses_a_different_one(data, tmp_path, capsys):
+    """--resume on a directory with nothing saved starts the run (one job script for the first
+    start and every restart); a saved run with other defining settings is refused."""
+    out = tmp_path / "fresh"
+    train(cfg_for(data, out, "train.epochs=1", "data.val=null"), resume=True)
+    assert "nothing saved yet; starting the run" in capsys.readouterr().err
+    assert (out / "last.state.pt").is_file()
+    with pytest.raises(ValueError, match="different run.*train.seed"):
+        train(cfg_for(data, out, "train.epochs=2", "data.val=null", "train.seed=7"),
+              resume=True, quiet=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume from"):
-        train(cfg_for(data, tmp_path / "none"), resume=True, quiet=True)
+        load_train_state(tmp_path / "none")
 
 
 _KILLED_RUN = """
 import sys
 from tanet.config import Config, apply_overrides
-from tanet.engine import train
+from tanet.engine import load_train_state, train
 sys.path.insert(0, sys.argv[1])
 from _engine_data import overrides
 from pathlib import Path

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tanet
-from tanet.models.weights import save_model
+from tanet.models.checkpoint import save_model
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -38,7 +38,7 @@ def onnx_file(model, tmp_path_factory):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_runtime_parity_dynamic_batch(model, onnx_file, batch):
-    from tanet.export import OnnxRecognizer
+    from tanet.apps.export import OnnxRecognizer
 
     sess = OnnxRecognizer(onnx_file)
     x = torch.randn(batch, 4, 3, 32, 32)
@@ -52,7 +52,7 @@ def test_onnx_runtime_parity_dynamic_batch(model, onnx_file, batch):
 
 
 def test_onnx_fixed_time_axis(onnx_file):
-    from tanet.export import OnnxRecognizer
+    from tanet.apps.export import OnnxRecognizer
 
     with pytest.raises(Exception):
         OnnxRecognizer(onnx_file)(np.zeros((1, 5, 3, 32, 32), np.float32))
@@ -60,7 +60,7 @@ def test_onnx_fixed_time_axis(onnx_file):
 
 def test_torch_export_program_via_cli(model, tmp_path):
     from tanet.cli import main
-    from tanet.export import load_program
+    from tanet.apps.export import load_program
 
     ckpt = save_model(tmp_path / "m.safetensors", model)
     out = tmp_path / "m.pt2"
@@ -74,7 +74,7 @@ def test_torch_export_program_via_cli(model, tmp_path):
 
 
 def test_export_needs_a_card(tmp_path):
-    from tanet.export import export_onnx
+    from tanet.apps.export import export_onnx
 
     m = tanet.create_model("tanet_tiny", num_classes=2, num_segments=4)
     m.card = None

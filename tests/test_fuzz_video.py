@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tanet.data.decode import available_codecs, write_video
+from tanet.data.encode import available_codecs, write_video
 
 TOTAL_EXAMPLES = int(os.environ.get("TANET_FUZZ_EXAMPLES", "100"))
 CASE_DEADLINE = 20.0  # seconds per decode; the unmutated files decode in milliseconds

@@ -22,7 +22,8 @@ import torch
 from tanet.config import Config, apply_overrides
 from tanet.engine import NonFiniteLossError, TrainingInterrupted, load_train_state, train
 from tanet.models.recognizer import Recognizer
-from tanet.models.weights import load_model, load_state_file
+from tanet.models.checkpoint import load_state_file
+from tanet.models.factory import load_model
 
 from _engine_data import make_videos, overrides
 

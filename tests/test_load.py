@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tanet.data.decode import write_video
+from tanet.data.encode import write_video
 
 from _media import write_audio_only
 
@@ -54,7 +54,7 @@ def _bad_makers(src: bytes, avi: bytes, tmp: Path):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     from tanet.models import create_model
-    from tanet.models.weights import save_model
+    from tanet.models.checkpoint import save_model
 
     root = tmp_path_factory.mktemp("load")
     ckpt = root / "tiny.safetensors"

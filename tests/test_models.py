@@ -9,7 +9,8 @@ from tanet.models import create_model, list_models, model_defaults
 from tanet.models.cost import model_cost
 from tanet.models.resnet import DEPTHS, ResNet, temporal_shift
 from tanet.models.tam import TAM
-from tanet.models.weights import CheckpointError, load_imagenet, load_model, save_model
+from tanet.models.checkpoint import CheckpointError, load_imagenet, save_model
+from tanet.models.factory import load_model
 
 
 def _torchvision_resnet_keys(layers):

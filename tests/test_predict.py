@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import tanet
-from tanet.data.decode import write_video
-from tanet.models.weights import save_model
-from tanet.predict import Predictor, parse_views
+from tanet.data.encode import write_video
+from tanet.models.checkpoint import save_model
+from tanet.apps.predict import Predictor, parse_views
 
 NAMES = ["red", "green", "blue", "grey"]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tanet.models import create_model
-from tanet.models.weights import (CheckpointError, UnsafeCheckpointError, load_imagenet,
-                                  load_model, load_state_file, save_model)
+from tanet.models.checkpoint import CheckpointError, UnsafeCheckpointError, load_imagenet, load_state_file, save_model
+from tanet.models.factory import load_model
 
 
 class _Evil:

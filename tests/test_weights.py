@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 import tanet
 from tanet.models.resnet import DEPTHS, ResNet
-from tanet.models.weights import CheckpointError, load_imagenet
+from tanet.models.checkpoint import CheckpointError, load_imagenet
 
 
 @pytest.fixture(scope="module")

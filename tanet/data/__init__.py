@@ -2,8 +2,9 @@
 
 Modules (import them directly; this package imports nothing so that ``import tanet`` stays cheap):
 
-* :mod:`tanet.data.decode`: ``open_video``, ``read_frames``, ``write_video``, ``VideoDecodeError``
-  (the only module that imports PyAV).
+* :mod:`tanet.data.decode`: ``open_video``, ``read_frames``, ``VideoDecodeError`` (reading videos;
+  with :mod:`tanet.data.encode`, the only modules that import PyAV).
+* :mod:`tanet.data.encode`: ``write_video`` (tests, the synthetic benchmark).
 * :mod:`tanet.data.sampling`: ``segment_indices``, ``uniform_clips_indices``, ``dense_indices``.
 * :mod:`tanet.data.annotations`: ``read_annotations``, ``Record``, class-name files.
 * :mod:`tanet.data.transforms`: ``build_train_transform``, ``build_test_transform`` and the pure

@@ -17,7 +17,6 @@ Record paths are as written in the file (relative paths are resolved by the data
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -25,6 +24,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from tanet import io as _io
+from tanet.io import TextFileError
 
 __all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "read_video_list",
            "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv", "read_class_tree",
@@ -46,44 +48,15 @@ class Record:
     num_frames: int | None = None
 
 
-class AnnotationError(ValueError):
+class AnnotationError(TextFileError):
     """A malformed annotation file; the message names the file and line."""
-
-    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
-        self.path, self.line = str(path), line
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
 
 
 # ------------------------------------------------------------------------------ class names
 def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names: one a line (.txt/.csv), or JSON (a list, or ``{name: index}`` as sthv2)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(path, None, "class-names file not found")
-    text = _read_text(path)
-    if path.suffix == ".json":
-        obj = _json(path, text)
-        if isinstance(obj, dict):
-            try:
-                pairs = sorted((int(v), str(k)) for k, v in obj.items())
-            except (TypeError, ValueError, OverflowError):
-                raise AnnotationError(path, None, "expected {class name: integer index}") from None
-            if [i for i, _ in pairs] != list(range(len(pairs))):
-                raise AnnotationError(path, None, "class indices must be 0..K-1 without gaps")
-            return [k for _, k in pairs]
-        if isinstance(obj, list):
-            return [str(x) for x in obj]
-        raise AnnotationError(path, None, "expected a JSON list or object of class names")
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    from tanet.utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    """Class names (see :func:`tanet.io.read_class_names`, the one reader); errors are
+    :class:`AnnotationError`."""
+    return _io.read_class_names(path, error=AnnotationError)
 
 
 def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
@@ -92,7 +65,7 @@ def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
     for n in names:
         if "\n" in n or "\r" in n or not n.strip():
             raise ValueError(f"{path}: class name {n!r} is empty or contains a newline")
-    return _write_atomic(path, "".join(f"{n}\n" for n in names))
+    return _io.atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 
 def write_video_list(path: str | os.PathLike, records: Sequence[Record]) -> Path:
@@ -101,7 +74,7 @@ def write_video_list(path: str | os.PathLike, records: Sequence[Record]) -> Path
     for r in records:
         if "\n" in r.path or "\r" in r.path or not r.path.strip():
             raise ValueError(f"{path}: video path {r.path!r} is empty or contains a newline")
-    return _write_atomic(path, "".join(f"{r.path} {r.label}\n" for r in records))
+    return _io.atomic_write_text(path, "".join(f"{r.path} {r.label}\n" for r in records))
 
 
 def _names_for(path: Path, labels, max_label: int, line: int | None = None) -> list[str]:
@@ -123,30 +96,7 @@ def _names_for(path: Path, labels, max_label: int, line: int | None = None) -> l
 
 
 def _read_text(path: Path) -> str:
-    """A text file as str with newlines as "\\n": UTF-8 (optional BOM) or UTF-16 with a BOM.
-    Other bytes, and NUL bytes, are an :class:`AnnotationError` naming the line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AnnotationError(path, None, "file not found") from None
-    except IsADirectoryError:
-        raise AnnotationError(path, None, "is a directory, not an annotation file") from None
-    except OSError as e:
-        raise AnnotationError(path, None, f"cannot read ({e.strerror or e})") from None
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    enc = "utf-16" if utf16 else "utf-8-sig"
-    try:
-        text = data.decode(enc)
-    except UnicodeDecodeError as e:
-        line = data[:e.start].decode(enc, errors="replace").count("\n") + 1
-        raise AnnotationError(path, line, f"not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
-                                          f"0x{data[e.start]:02x} at offset {e.start}); save the "
-                                          f"file as UTF-8") from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        raise AnnotationError(path, text.count("\n", 0, text.index("\x00")) + 1,
-                              "NUL byte in the text (a binary file?)")
-    return text
+    return _io.read_text(path, error=AnnotationError)
 
 
 def _json(path: Path, text: str):

@@ -1,11 +1,11 @@
 """Dataset and loader: annotations + sampling + decoding + transforms.
 
 ``VideoDataset[i]`` returns ``{"video", "label", "index", "path"}`` with ``video`` float
-(T, C, H, W), or (V, T, C, H, W) when clips x crops > 1; a video that fails to decode (or takes
-longer than ``decode_timeout``) gives a :class:`SkippedVideo` under ``on_error="skip"``.
-:func:`collate` drops those and reports them in the batch (``num_skipped``, ``skipped_paths``,
-``skipped_errors``), so the main process sees every skip even when worker processes did the
-decoding; the loader of :func:`build_loader` also lists them in ``loader.skipped`` per epoch.
+(T, C, H, W), or (V, T, C, H, W) when clips x crops > 1 (frames chosen and assembled by
+:mod:`tanet.data.views`); a video that fails to decode (or takes longer than
+``decode_timeout``) gives a :class:`SkippedVideo` under ``on_error="skip"``. :func:`collate`
+drops those and reports them in the batch (``skipped``), so the main process sees every skip
+even when worker processes did the decoding.
 
 Randomness (sampling offsets, augmentation) is drawn from numpy's and torch's global RNGs, which
 DataLoader seeds per worker and an engine may seed per item for exact reproducibility.
@@ -25,8 +25,7 @@ import torch
 
 from tanet.data.annotations import Record
 from tanet.data.decode import VideoDecodeError, open_video
-from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
-from tanet.data.transforms import clip_from_frames
+from tanet.data.views import read_clips, to_views
 
 __all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "LoaderWorkerError", "collate",
            "build_loader", "VideoLoader", "call_with_timeout"]
@@ -142,7 +141,6 @@ class VideoDataset(torch.utils.data.Dataset):
         self.transform, self.clips, self.dense_stride = transform, clips, dense_stride
         self.on_error, self.decode_timeout = on_error, decode_timeout
         self.frame_template, self.short_side = frame_template, short_side
-        self.skipped: list[tuple[str, str]] = []  # (path, error) seen by this process
 
     def __len__(self) -> int:
         return len(self.records)
@@ -151,30 +149,12 @@ class VideoDataset(torch.utils.data.Dataset):
         p = self.records[i].path
         return os.path.join(self.root, p) if self.root and not os.path.isabs(p) else p
 
-    def sample_indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-        """Frame indices (clips, T) for a video of ``num_frames`` frames."""
-        t = self.num_segments
-        if self.train:
-            if self.sampling == "dense":
-                rows = [dense_indices(num_frames, t, train=True, stride=self.dense_stride, rng=rng)
-                        for _ in range(self.clips)]
-            else:
-                rows = [segment_indices(num_frames, t, train=True, rng=rng)
-                        for _ in range(self.clips)]
-            return np.stack(rows)  # (clips, T)
-        if self.sampling == "dense":
-            idx = dense_indices(num_frames, t, train=False, stride=self.dense_stride,
-                                num_clips=self.clips)
-            return idx.reshape(self.clips, t)
-        if self.clips == 1:
-            return segment_indices(num_frames, t, train=False)[None]  # (1, T)
-        return uniform_clips_indices(num_frames, t, self.clips)  # (clips, T)
-
     def _decode(self, path: str, rng: np.random.Generator) -> np.ndarray:
         with open_video(path, short_side=self.short_side, template=self.frame_template) as r:
-            idx = self.sample_indices(r.info.num_frames, rng)  # (clips, T)
-            frames = r.get_frames(idx.reshape(-1))  # (clips*T, H, W, 3)
-        return frames.reshape(idx.shape + frames.shape[1:])  # (clips, T, H, W, 3)
+            frames, _ = read_clips(r, self.num_segments, sampling=self.sampling,
+                                   dense_stride=self.dense_stride, clips=self.clips,
+                                   train=self.train, rng=rng)
+        return frames  # (clips, T, H, W, 3)
 
     def __getitem__(self, i: int) -> dict[str, Any] | SkippedVideo:
         rec, path = self.records[i], self.path_of(i)
@@ -188,17 +168,8 @@ class VideoDataset(torch.utils.data.Dataset):
         except VideoDecodeError as e:
             if self.on_error == "raise":
                 raise
-            self.skipped.append((path, str(e)))
             return SkippedVideo(i, path, str(e))
-        views, label = [], rec.label
-        for c in range(frames.shape[0]):
-            clip = clip_from_frames(frames[c])  # (T, C, H, W) uint8
-            if self.transform is not None:
-                out, label = self.transform(clip, rec.label)
-            else:
-                out = clip.contiguous()
-            views.append(out if out.dim() == 5 else out[None])  # (V, T, C, H, W)
-        video = torch.cat(views) if len(views) > 1 else views[0]
+        video, label = to_views(frames, self.transform, rec.label)  # (V, T, C, H, W)
         if video.shape[0] == 1:
             video = video[0]  # (T, C, H, W)
         return {"video": video, "label": int(label), "index": i, "path": path}
@@ -213,30 +184,24 @@ def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
     """Stack good items; drop skipped ones and report them.
 
     Returns ``video`` (B, T, C, H, W) or (B, V, T, C, H, W) (None when every item was skipped),
-    ``label`` (B,) long, ``index`` (B,) long, ``path`` list, ``num_skipped``,
-    ``skipped_paths`` and ``skipped_errors``.
+    ``label`` (B,) long, ``index`` (B,) long, ``path`` list and ``skipped``: the
+    :class:`SkippedVideo` records of the items that failed (the one place skips are reported;
+    it reaches the main process from loader workers too).
     """
     good = [b for b in batch if isinstance(b, dict)]
-    bad = [b for b in batch if not isinstance(b, dict)]
-    out: dict[str, Any] = {
+    return {
         "video": torch.stack([b["video"] for b in good]) if good else None,
         "label": torch.tensor([b["label"] for b in good], dtype=torch.long),
         "index": torch.tensor([b["index"] for b in good], dtype=torch.long),
         "path": [b["path"] for b in good],
-        "num_skipped": len(bad),
-        "skipped_paths": [b.path for b in bad if b is not None],
-        "skipped_errors": [b.error for b in bad if b is not None],
+        "skipped": [b for b in batch if isinstance(b, SkippedVideo)],
     }
-    return out
 
 
 class VideoLoader(torch.utils.data.DataLoader):
-    """DataLoader that lists the videos skipped during the current pass in ``self.skipped``."""
-
-    skipped: list[tuple[str, str]]
+    """DataLoader whose worker deaths are a :class:`LoaderWorkerError` naming the worker."""
 
     def __iter__(self) -> Iterator[Any]:
-        self.skipped = []
         # torch's iterator enters record_function, whose first use imports a module; torch's
         # SIGCHLD handler raises a worker's death as an exception, and one raised inside that
         # import is logged and swallowed. Do the import now, before any worker can die.
@@ -256,17 +221,7 @@ class VideoLoader(torch.utils.data.DataLoader):
                 if err is e:
                     raise
                 raise err from e
-            if isinstance(batch, dict) and batch.get("num_skipped"):
-                self.skipped += list(zip(batch["skipped_paths"], batch["skipped_errors"]))
             yield batch
-
-    def skip_report(self) -> str:
-        """One line per skipped video of the last pass ('' when none)."""
-        if not getattr(self, "skipped", None):
-            return ""
-        lines = [f"{len(self.skipped)} video(s) skipped:"]
-        lines += [f"  {err}" for _, err in self.skipped]
-        return "\n".join(lines)
 
 
 def _worker_error(e: BaseException, workers: Sequence[Any]) -> BaseException:

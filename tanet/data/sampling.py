@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride"]
+__all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride",
+           "clip_indices", "SAMPLINGS"]
+
+SAMPLINGS = ("segment", "dense")
 
 
 def _check(num_frames: int, num_segments: int) -> None:
@@ -96,3 +99,29 @@ def dense_indices(num_frames: int, num_segments: int, *, train: bool, stride: in
         return ((steps + sample_pos // 2) % n).astype(np.int64)
     starts = np.linspace(0, sample_pos - 1, num=num_clips, dtype=int)
     return ((steps[None, :] + starts[:, None]) % n).astype(np.int64)  # (num_clips, T)
+
+
+def clip_indices(num_frames: int, num_segments: int, *, sampling: str = "segment",
+                 train: bool = False, clips: int = 1, dense_stride: int | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """Frame indices of ``clips`` clips of a video, shape (clips, T): the one choice between the
+    samplers above, for training (random offsets, one draw per clip) and testing (segment
+    centres for one clip, ``uniform-N`` starts for several; or dense clips)."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    t = num_segments
+    if train:
+        if sampling == "dense":
+            rows = [dense_indices(num_frames, t, train=True, stride=dense_stride, rng=rng)
+                    for _ in range(clips)]
+        else:
+            rows = [segment_indices(num_frames, t, train=True, rng=rng) for _ in range(clips)]
+        return np.stack(rows)  # (clips, T)
+    if sampling == "dense":
+        idx = dense_indices(num_frames, t, train=False, stride=dense_stride, num_clips=clips)
+        return idx.reshape(clips, t)
+    if clips == 1:
+        return segment_indices(num_frames, t, train=False)[None]  # (1, T)
+    return uniform_clips_indices(num_frames, t, clips)  # (clips, T)

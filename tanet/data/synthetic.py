@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from tanet.data.decode import write_video
+from tanet.data.encode import write_video
 
 __all__ = ["FAMILIES", "class_names", "reversal_pairs", "render_sequence", "generate"]
 
@@ -157,7 +157,7 @@ def _write_pair(job: tuple) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from tanet.utils import atomic_path
+    from tanet.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)

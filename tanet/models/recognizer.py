@@ -5,26 +5,42 @@ per-frame global average pool -> dropout -> linear -> average over the T frames.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["Recognizer", "ModelCard"]
+__all__ = ["Recognizer", "ModelCard", "IMAGENET_MEAN", "IMAGENET_STD", "SAMPLINGS"]
+
+
+# ImageNet normalisation of 0-1 RGB pixels: the one definition (torchvision's, the paper's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SAMPLINGS = ("segment", "dense")
 
 
 @dataclass
 class ModelCard:
-    """Everything needed to rebuild a model and feed it: stored in every checkpoint."""
+    """Everything needed to rebuild a model and feed it; stored in every checkpoint.
+
+    A registry entry's defaults are a card too (``num_classes`` 0 until a model is built).
+    ``resize`` is the test-time short side (the crop is ``input_size[-1]``); ``sampling`` the
+    test-time frame sampling (``segment``: TSN segment centres; ``dense``: T frames
+    ``dense_stride`` apart, Kinetics). :func:`tanet.data.views.test_geometry` turns a card into
+    the test pipeline.
+    """
 
     name: str
-    num_classes: int
-    num_segments: int
+    num_classes: int = 0
+    num_segments: int = 8
     input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    resize: int = 256  # short side before the centre crop at test time
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: int = 256
+    sampling: str = "segment"
+    dense_stride: int | None = None  # None: 64 // T (the authors')
     class_names: list[str] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments
 
@@ -41,6 +57,10 @@ class ModelCard:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
+
+    def copy(self, **changes: Any) -> "ModelCard":
+        """A deep copy with ``changes`` applied."""
+        return ModelCard.from_dict({**copy.deepcopy(self.to_dict()), **changes})
 
 
 class Recognizer(nn.Module):

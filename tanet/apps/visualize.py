@@ -71,7 +71,7 @@ def capture_tam(model: nn.Module, clip: torch.Tensor) -> list[TamCapture]:
 
 
 def _savefig(fig, out_png: str | os.PathLike) -> Path:
-    from tanet.utils import save_figure
+    from tanet.io import save_figure
 
     return save_figure(fig, out_png, tight=True)
 
@@ -194,7 +194,7 @@ def visualize_video(video: str | os.PathLike, checkpoint: str | os.PathLike,
                     out_dir: str | os.PathLike, *, topk: int = 5) -> list[Path]:
     """``tanet visualize``: sample one clip of ``video`` as ``tanet predict`` does (1x1 view) and
     write frames.png, tam_kernels.png (TANet only) and evidence.png into ``out_dir``."""
-    from tanet.predict import Predictor
+    from tanet.apps.predict import Predictor
 
     if Path(checkpoint).suffix == ".onnx":
         raise ValueError(f"{checkpoint}: visualize needs the PyTorch checkpoint (.safetensors), "

@@ -22,8 +22,7 @@ from tanet.data.synthetic import reversal_pairs
 
 __all__ = ["run_demo", "reversal_pairs", "pair_accuracy"]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-MODELS = (("tanet", "configs/synthetic_tanet_tiny.yaml"), ("tsn", "configs/synthetic_tsn_tiny.yaml"))
+MODELS = (("tanet", "synthetic_tanet_tiny"), ("tsn", "synthetic_tsn_tiny"))  # recipe names
 
 
 # the benchmark the demo generates (tanet.data.synthetic.generate arguments)
@@ -53,7 +52,7 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tanet.utils import save_figure
+    from tanet.io import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (name, recs) in enumerate(runs.items()):
@@ -73,21 +72,13 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
-def _load_recipe(rel: str, overrides: list[str]):
-    from tanet.config import load_config
-
-    path = CONFIGS.parent / rel
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: demo recipe not found (run from a tanet source checkout)")
-    return load_config(path, overrides)
-
-
 def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
              quiet: bool = False) -> Path:
     """Run the whole demo; returns the path of ``report.md``."""
+    from tanet.config import load_config
     from tanet.data import synthetic
     from tanet.engine import test, train
-    from tanet.models.weights import load_model
+    from tanet.io import read_class_names
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -109,20 +100,19 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
     class_names: list[str] = []
     scores = {}
     for name, recipe in MODELS:
-        cfg = _load_recipe(recipe, common + [f"output={out / name}"])
+        cfg = load_config(recipe, common + [f"output={out / name}"])
         if not quiet:
             print(f"== {cfg.model.name}: {cfg.train.epochs} epochs", file=sys.stderr)
         t0 = time.perf_counter()
         train(cfg, quiet=quiet)
         train_s = time.perf_counter() - t0
         res = test(out / name / "last.safetensors", cfg, out=out / name / "test", quiet=quiet)
-        ev = res.pop("eval")
-        class_names = list(load_model(out / name / "last.safetensors").card.class_names)
-        scores[name] = ev
+        scores[name] = res.pop("eval")
         curves[cfg.model.name] = [json.loads(ln) for ln in
                                   (out / name / "metrics.jsonl").read_text().splitlines()]
         rows[cfg.model.name] = {**res, "train_s": train_s, "epochs": cfg.train.epochs,
                                 "dir": name}
+    class_names = read_class_names(data / "classes.txt")
     pairs = reversal_pairs(class_names)
     for (name, _), key in zip(MODELS, rows):
         ev = scores[name]
@@ -140,29 +130,24 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
 
 
 def _tam_picture(checkpoint: Path, data: Path, png: Path) -> None:
-    """TAM kernels of the trained TANet on the first validation video."""
+    """TAM kernels of the trained TANet on the first validation video (as ``tanet predict``
+    samples it)."""
+    from tanet.apps.predict import Predictor
+    from tanet.apps.visualize import plot_tam_kernels
     from tanet.data.annotations import read_annotations
-    from tanet.data.dataset import VideoDataset
-    from tanet.data.transforms import build_test_transform
-    from tanet.models.weights import load_model
-    from tanet.visualize import plot_tam_kernels
 
-    model = load_model(checkpoint)
-    card = model.card
-    records, _ = read_annotations(data / "val.txt", root=data, labels=card.class_names)
-    tf = build_test_transform(size=card.input_size[-1], mean=card.mean, std=card.std,
-                              short_side=card.resize)
-    ds = VideoDataset(records[:1], root=data, num_segments=card.num_segments, train=False,
-                      transform=tf)
-    item = ds[0]
-    name = card.class_names[int(item["label"])]
-    plot_tam_kernels(model, item["video"], png, title=f"TAM kernels of tanet_tiny on a "
-                                                      f"'{name}' validation video")
+    predictor = Predictor(checkpoint)
+    records, names = read_annotations(data / "val.txt", root=data,
+                                      labels=predictor.class_names)
+    _, views, _ = predictor.load_views(data / records[0].path)  # (1, T, C, s, s)
+    plot_tam_kernels(predictor.backend.model, views[0], png,
+                     title=f"TAM kernels of tanet_tiny on a '{names[records[0].label]}' "
+                           f"validation video")
 
 
 def _write_report(path: Path, rows: dict[str, dict[str, Any]], pairs: list[tuple[int, int]],
                   class_names: list[str], wall: float, *, quick: bool) -> None:
-    from tanet.utils import atomic_path
+    from tanet.io import atomic_path
 
     lines = ["# tanet demo: TANet vs TSN on the synthetic temporal benchmark", ""]
     if quick:

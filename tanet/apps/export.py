@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from tanet.models.recognizer import ModelCard
-from tanet.models.weights import CARD_KEY
+from tanet.models.checkpoint import CARD_KEY
 
 __all__ = ["export_onnx", "export_program", "load_program", "OnnxRecognizer", "example_input"]
 
@@ -63,7 +63,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = 18,
     """
     import onnx
 
-    from tanet.utils import atomic_path
+    from tanet.io import atomic_path
 
     card = _card(model)
     model = model.eval()
@@ -129,7 +129,7 @@ class OnnxRecognizer:
 def export_program(model: nn.Module, out: str | os.PathLike) -> Path:
     """Save a ``torch.export`` program (``.pt2``) with a dynamic batch axis; the card travels in
     the archive's extra files. Load it with :func:`load_program`."""
-    from tanet.utils import atomic_path
+    from tanet.io import atomic_path
 
     card = _card(model)
     model = model.eval()

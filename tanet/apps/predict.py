@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -19,26 +18,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from tanet.data.views import (Geometry, parse_views, read_clips, test_geometry, test_transform,
+                              to_views)
 from tanet.models.recognizer import ModelCard
 
 __all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "find_videos",
            "VIDEO_SUFFIXES", "write_timeline"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
-
-
-def parse_views(views: str | tuple[int, int]) -> tuple[int, int]:
-    """``"10x3"`` -> (clips, crops) = (10, 3); crops must be 1, 3 or 10."""
-    if isinstance(views, tuple):
-        clips, crops = views
-    else:
-        m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", str(views))
-        if not m:
-            raise ValueError(f"views must look like CLIPSxCROPS, e.g. 1x1 or 10x3; got {views!r}")
-        clips, crops = int(m.group(1)), int(m.group(2))
-    if clips < 1 or crops not in (1, 3, 10):
-        raise ValueError(f"views {clips}x{crops}: need clips >= 1 and crops in 1, 3, 10")
-    return clips, crops
 
 
 def find_videos(root: str | os.PathLike) -> list[Path]:
@@ -114,7 +101,7 @@ class _TorchBackend:
 
 class _OnnxBackend:
     def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
-        from tanet.export import OnnxRecognizer
+        from tanet.apps.export import OnnxRecognizer
 
         self.session = OnnxRecognizer(path, threads=threads)
         self.card = self.session.card
@@ -143,43 +130,40 @@ class Predictor:
                  topk: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,
                  device: str = "cpu", amp: str | None = None, threads: int | None = None,
                  sampling: str | None = None) -> None:
-        from tanet.data.transforms import build_test_transform
-
         self.checkpoint = Path(checkpoint)
         self.clips, self.crops = parse_views(views)
-        config = None
         if self.checkpoint.suffix == ".onnx":
-            backend = _OnnxBackend(self.checkpoint, threads)
+            backend: Any = _OnnxBackend(self.checkpoint, threads)
             card = backend.card
         else:
-            from tanet.models.registry import create_model
+            from tanet.models.factory import create_model
 
             model = create_model(checkpoint=str(self.checkpoint))
             card = model.card
-            if self.checkpoint.suffix == ".safetensors":
-                from tanet.models.weights import read_metadata
-
-                config = read_metadata(self.checkpoint)["config"]
             backend = _TorchBackend(model, device=device, amp=amp)
         self.backend = backend
         self.card: ModelCard = card
         self.topk = max(1, min(topk, card.num_classes))
         self.class_names = self._names(labels, card)
-        data_cfg = (config or {}).get("data") or {}
-        self.sampling = sampling or data_cfg.get("sampling") or "segment"
-        if self.sampling not in ("segment", "dense"):
-            raise ValueError(f"sampling must be 'segment' or 'dense', got {self.sampling!r}")
-        size = card.input_size[-1]
-        self.short_side = int(data_cfg.get("short_side") or card.resize)
-        self.transform = build_test_transform(size=size, mean=card.mean, std=card.std,
-                                              short_side=self.short_side, crops=self.crops)
+        if sampling is not None:
+            card = card.copy(sampling=sampling)
+        self.geometry: Geometry = test_geometry(card)
+        self.transform = test_transform(self.geometry, self.crops)
+
+    @property
+    def sampling(self) -> str:
+        return self.geometry.sampling
+
+    @property
+    def short_side(self) -> int:
+        return self.geometry.short_side
 
     @staticmethod
     def _names(labels, card: ModelCard) -> list[str]:
         if labels is not None and not isinstance(labels, (list, tuple)):
-            from tanet.models.weights import read_labels
+            from tanet.io import read_class_names
 
-            labels = read_labels(labels)
+            labels = read_class_names(labels)
         names = list(labels) if labels is not None else card.class_names
         if names is None:
             return [f"class_{i}" for i in range(card.num_classes)]
@@ -187,31 +171,6 @@ class Predictor:
             raise ValueError(f"{len(names)} class names for a model with {card.num_classes} "
                              "classes; check --labels")
         return [str(n) for n in names]
-
-    # ------------------------------------------------------------------------ sampling
-    def _indices(self, num_frames: int) -> np.ndarray:
-        """Frame indices of the clips, (clips, T)."""
-        from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
-
-        t = self.card.num_segments
-        if self.sampling == "dense":
-            idx = dense_indices(num_frames, t, train=False, num_clips=self.clips)
-            return idx.reshape(-1, t)
-        if self.clips == 1:
-            return segment_indices(num_frames, t, train=False)[None]  # (1, T)
-        return uniform_clips_indices(num_frames, t, self.clips)  # (clips, T)
-
-    def _views(self, frames: np.ndarray, idx: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
-        """frames (F, H, W, 3) at sorted unique indices ``wanted``; idx (clips, T) ->
-        views (clips*crops, T, C, s, s)."""
-        from tanet.data.transforms import clip_from_frames
-
-        pos = np.searchsorted(wanted, idx)  # (clips, T) rows into ``frames``
-        views = []
-        for row in pos:
-            x, _ = self.transform(clip_from_frames(frames[row]))  # (T, C, s, s) or (V, T, C, s, s)
-            views.append(x if x.dim() == 5 else x.unsqueeze(0))
-        return torch.cat(views)  # (clips*crops, T, C, s, s)
 
     def _scores(self, views: torch.Tensor) -> np.ndarray:
         logits = self.backend(views)  # (V, K)
@@ -224,18 +183,18 @@ class Predictor:
 
     # ------------------------------------------------------------------------ public
     def load_views(self, path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-        """Decode and transform one video: the sampled frames (clips, T, H, W, 3) uint8 (after
-        the test resize), the views (clips*crops, T, C, s, s) float, and the frames' times in
-        seconds (clips, T)."""
+        """Decode and transform one video (the clip-views policy of :mod:`tanet.data.views`):
+        the sampled frames (clips, T, H, W, 3) uint8 (after the test resize), the views
+        (clips*crops, T, C, s, s) float, and the frames' times in seconds (clips, T)."""
         from tanet.data.decode import open_video
 
-        with open_video(path, short_side=self.short_side) as reader:
-            idx = self._indices(reader.info.num_frames)  # (clips, T)
-            wanted = np.unique(idx)
-            frames = reader.get_frames(wanted.tolist())  # (F, H, W, 3) uint8
+        g = self.geometry
+        with open_video(path, short_side=g.short_side) as reader:
+            frames, idx = read_clips(reader, g.frames, sampling=g.sampling,
+                                     dense_stride=g.dense_stride, clips=self.clips)
             fps = reader.info.fps or 25.0
-        views = self._views(frames, idx, wanted)  # (clips*crops, T, C, s, s)
-        return frames[np.searchsorted(wanted, idx)], views, idx / fps
+        views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
+        return frames, views, idx / fps
 
     def predict(self, path: str | os.PathLike) -> Prediction:
         """Top-k classes of one video; raises ``VideoDecodeError`` if it cannot be read."""
@@ -284,10 +243,9 @@ class Predictor:
             for s in first_starts:
                 length = min(win, n - s)
                 tick = length / t
-                idx = np.array([[s + int(tick / 2 + tick * i) for i in range(t)]])  # (1, T)
-                wanted = np.unique(idx)
-                frames = reader.get_frames(wanted.tolist())  # (F, H, W, 3)
-                rows.append(self._scores(self._views(frames, idx, wanted)))  # (K,)
+                idx = [s + int(tick / 2 + tick * i) for i in range(t)]  # (T,)
+                frames = reader.get_frames(idx)[None]  # (1, T, H, W, 3)
+                rows.append(self._scores(to_views(frames, self.transform)[0]))  # (K,)
                 starts.append(s / fps)
                 ends.append((s + length) / fps)
         return WindowPrediction(str(path), np.array(starts), np.array(ends), np.stack(rows),
@@ -302,7 +260,7 @@ def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
 
     from matplotlib.figure import Figure
 
-    from tanet.utils import atomic_path, save_figure
+    from tanet.io import atomic_path, save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,174 @@
+"""From a config to the things a run needs: datasets and loaders, the model, the optimiser and
+its schedule, autocast. Plain functions, no state."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from tanet.config import Config
+from tanet.data.annotations import Record, read_annotations
+from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
+from tanet.data.transforms import build_train_transform
+from tanet.data.views import Geometry, test_transform
+from tanet.engine.seeding import SeededItems
+from tanet.models import Recognizer, create_model
+
+__all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader", "build_model",
+           "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
+
+
+@dataclass
+class Split:
+    """The videos of ``data.<split>`` and the class names they are labelled with."""
+
+    records: list[Record]
+    class_names: list[str]
+    source: str  # the annotation file or folder, as found
+
+
+def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None) -> Split:
+    """Read ``data.<split>`` (any annotation format or a class-per-folder directory)."""
+    src = getattr(cfg.data, split)
+    if not src:
+        raise ValueError(f"data.{split} is not set: give an annotation file or a class-per-folder "
+                         f"directory (--set data.{split}=PATH)")
+    root = cfg.data.root
+    src_path = Path(src)
+    if not src_path.exists() and root and (Path(root) / src).exists():
+        src_path = Path(root) / src
+    if not src_path.exists():
+        raise FileNotFoundError(f"{src}: data.{split} does not exist")
+    labels = list(class_names) if class_names else cfg.data.labels
+    records, names = read_annotations(src_path, root=root, labels=labels, format=cfg.data.format)
+    return Split(list(records), list(names), str(src_path))
+
+
+def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
+    if not cfg.data.flip_label_map:
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    unknown = [k for kv in cfg.data.flip_label_map.items() for k in kv if k not in index]
+    if unknown:
+        raise ValueError(f"data.flip_label_map: unknown class {unknown[0]!r}")
+    return {index[a]: index[b] for a, b in cfg.data.flip_label_map.items()}
+
+
+def train_dataset(cfg: Config, split: Split, geom: Geometry) -> VideoDataset:
+    """Training clips of ``split``: random offsets, multi-scale crop, flip (with label swaps)."""
+    transform = build_train_transform(size=geom.size, mean=geom.mean, std=geom.std,
+                                      flip=cfg.data.flip,
+                                      flip_label_map=_flip_map(cfg, split.class_names),
+                                      scales=tuple(cfg.data.scales))
+    return VideoDataset(split.records, root=cfg.data.root, num_segments=geom.frames,
+                        sampling=geom.sampling, dense_stride=geom.dense_stride, train=True,
+                        transform=transform, on_error=cfg.data.on_error,
+                        decode_timeout=cfg.data.decode_timeout,
+                        frame_template=cfg.data.frame_template)
+
+
+def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
+                 crops: int = 1) -> VideoDataset:
+    """Test views of ``split``: the clip-views policy of :mod:`tanet.data.views` (decoded at
+    the test short side, as ``tanet predict`` does)."""
+    return VideoDataset(split.records, root=cfg.data.root, num_segments=geom.frames,
+                        sampling=geom.sampling, dense_stride=geom.dense_stride, train=False,
+                        transform=test_transform(geom, crops), clips=clips,
+                        on_error=cfg.data.on_error, decode_timeout=cfg.data.decode_timeout,
+                        frame_template=cfg.data.frame_template, short_side=geom.short_side)
+
+
+def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, batch_size: int,
+                workers: int, seed: int) -> VideoLoader:
+    """A loader over ``(epoch, index)`` keys with per-item seeding (see :mod:`.seeding`)."""
+    return build_loader(SeededItems(dataset, seed), batch_size=batch_size, workers=workers,
+                        sampler=sampler, seed=seed, prefetch_factor=4 if workers > 0 else None)
+
+
+def build_model(cfg: Config, class_names: Sequence[str]) -> Recognizer:
+    """The recognizer of ``model.*`` with ``len(class_names)`` outputs. Its card records the
+    test pipeline of the run (names, crop size, short side, sampling)."""
+    model = create_model(cfg.model.name, num_classes=len(class_names),
+                         num_segments=cfg.model.num_segments, dropout=cfg.model.dropout,
+                         partial_bn=cfg.model.partial_bn, pretrained=cfg.model.pretrained,
+                         class_names=list(class_names))
+    card = model.card
+    if cfg.model.input_size:
+        s = cfg.model.input_size
+        card.resize = int(round(s * card.resize / card.input_size[-1]))
+        card.input_size = (3, s, s)
+    if cfg.data.short_side:
+        card.resize = cfg.data.short_side
+    if cfg.data.sampling:
+        card.sampling = cfg.data.sampling
+    return model
+
+
+def _is_classifier(name: str) -> bool:
+    return name.startswith("fc.")
+
+
+def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum (or AdamW, ``train.optimizer``); four groups: backbone weights (decay),
+    backbone biases and norms (no decay), classifier weight and bias at ``fc_lr_mult`` x lr
+    (bias without decay)."""
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "fc_w": [], "fc_b": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if _is_classifier(name):
+            groups["fc_w" if p.dim() > 1 else "fc_b"].append(p)
+        else:
+            groups["decay" if p.dim() > 1 else "no_decay"].append(p)
+    tc = cfg.train
+    spec = {"decay": (1.0, tc.weight_decay), "no_decay": (1.0, 0.0),
+            "fc_w": (tc.fc_lr_mult, tc.weight_decay), "fc_b": (tc.fc_lr_mult, 0.0)}
+    param_groups = [{"params": ps, "lr": lr * spec[k][0], "weight_decay": spec[k][1], "name": k}
+                    for k, ps in groups.items() if ps]
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=tc.momentum)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: Config) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based): linear warm-up, then
+    step decay at ``train.lr_steps`` epochs or a cosine to 0 at ``train.epochs``."""
+    tc = cfg.train
+    epoch = step / max(steps_per_epoch, 1)  # fractional epoch
+    warm = tc.warmup_epochs
+    if warm > 0 and epoch < warm:
+        return (step + 1) / (warm * steps_per_epoch)
+    if tc.schedule == "cosine":
+        span = max(tc.epochs - warm, 1e-8)
+        return 0.5 * (1.0 + math.cos(math.pi * min((epoch - warm) / span, 1.0)))
+    return tc.lr_gamma ** sum(epoch >= s for s in tc.lr_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    cfg: Config) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-optimiser-step schedule of :func:`lr_factor`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+
+
+def set_bn_mode(model: nn.Module, cfg: Config) -> None:
+    """``train.freeze_bn``: every BatchNorm normalises with its running statistics."""
+    if cfg.train.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """``train.amp``: bf16 (CPU or CUDA) or fp16 (CUDA) autocast, or nothing."""
+    if cfg.train.amp == "off":
+        return contextlib.nullcontext()
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")
+    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,188 @@
+"""Evaluation: multi-view scores over a loader (sharded across processes), and ``tanet test``.
+
+Evaluation shards the videos without padding and gathers the scores by video index, so every
+video counts exactly once whatever the number of processes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tanet.config import Config, apply_overrides, config_from_dict
+from tanet.data.views import parse_views, test_geometry
+from tanet.engine.build import autocast, make_loader, read_split, test_dataset
+from tanet.engine.distributed import DistInfo, ShardSampler, all_gather, init_distributed, log, unwrap
+from tanet.io import atomic_path, atomic_write_text
+from tanet.metrics import confusion_matrix, mean_class_accuracy, plot_confusion_matrix, topk_accuracy
+from tanet.models.convert import read_checkpoint
+from tanet.models.factory import model_from_checkpoint
+
+__all__ = ["EvalResult", "evaluate", "test"]
+
+
+@dataclass
+class EvalResult:
+    """Scores of every evaluated video, ordered by dataset index (on every rank)."""
+
+    scores: torch.Tensor  # (N, K) probabilities averaged over views
+    labels: torch.Tensor  # (N,)
+    indices: torch.Tensor  # (N,) dataset index
+    paths: list[str] = field(default_factory=list)
+    skipped_paths: list[str] = field(default_factory=list)
+    loss: float = 0.0  # mean cross-entropy of the view-averaged logits
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped_paths)
+
+    def metrics(self, num_classes: int) -> dict[str, Any]:
+        acc = topk_accuracy(self.scores, self.labels, (1, 5))
+        cm = confusion_matrix(self.scores.argmax(1), self.labels, num_classes)
+        return {"top1": acc[1], "top5": acc[5], "mean_class_acc": mean_class_accuracy(cm),
+                "num_videos": int(self.labels.numel()), "num_skipped": self.num_skipped,
+                "loss": self.loss}
+
+
+@dataclass
+class _Shard:
+    """One process's part of an evaluation, before the gather."""
+
+    scores: list[torch.Tensor] = field(default_factory=list)  # (B, K) each
+    labels: list[torch.Tensor] = field(default_factory=list)
+    indices: list[torch.Tensor] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    skipped_paths: list[str] = field(default_factory=list)
+    loss_sum: float = 0.0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, info: DistInfo, *,
+             cfg: Config, desc: str = "eval", quiet: bool = False) -> EvalResult:
+    """Multi-view scores: (B, V, T, C, H, W) clips are scored per view, softmaxed and averaged."""
+    from tqdm import tqdm
+
+    model.eval()
+    shard = _Shard()
+    bar = tqdm(loader, desc=desc, disable=quiet or not info.main, leave=False, dynamic_ncols=True)
+    for batch in bar:
+        shard.skipped_paths += [s.path for s in batch["skipped"]]
+        video = batch["video"]
+        if video is None:
+            continue
+        video = video.to(info.device, non_blocking=True)
+        if video.dim() == 5:
+            video = video.unsqueeze(1)  # (B, 1, T, C, H, W)
+        b, v = video.shape[:2]
+        with autocast(cfg, info.device):
+            logits = model(video.flatten(0, 1))  # (B*V, K)
+        logits = logits.float().view(b, v, -1)  # (B, V, K)
+        label = batch["label"].to(info.device)
+        shard.loss_sum += F.cross_entropy(logits.mean(1), label, reduction="sum").item()
+        shard.scores.append(logits.softmax(-1).mean(1).cpu())  # (B, K)
+        shard.labels.append(label.cpu())
+        shard.indices.append(batch["index"].cpu())
+        shard.paths += [str(p) for p in batch["path"]]
+    return _gather(info, shard, unwrap(model).num_classes)
+
+
+def _gather(info: DistInfo, shard: _Shard, num_classes: int) -> EvalResult:
+    """All processes' shards as one result ordered by dataset index."""
+    parts: list[_Shard] = all_gather(info, shard)
+    scores = torch.cat([s for p in parts for s in p.scores] or [torch.zeros(0, num_classes)])
+    labels = torch.cat([x for p in parts for x in p.labels] or [torch.zeros(0, dtype=torch.long)])
+    index = torch.cat([x for p in parts for x in p.indices] or [torch.zeros(0, dtype=torch.long)])
+    paths = [x for p in parts for x in p.paths]
+    order = index.argsort()
+    return EvalResult(scores=scores[order], labels=labels[order], indices=index[order],
+                      paths=[paths[i] for i in order.tolist()],
+                      skipped_paths=[x for p in parts for x in p.skipped_paths],
+                      loss=sum(p.loss_sum for p in parts) / max(int(index.numel()), 1))
+
+
+def _test_config(checkpoint: Path, stored: dict | None, cfg: Config | None,
+                 overrides: Sequence[str]) -> Config:
+    """The config of a test: the given one, else the checkpoint's own (+ ``--set``), else the
+    defaults (+ ``--set``: a converted published checkpoint has no config)."""
+    if cfg is not None:
+        return cfg
+    source = f"{checkpoint} (stored config)" if stored is not None else "defaults"
+    cfg = config_from_dict(stored, source=source)
+    apply_overrides(cfg, list(overrides))
+    return cfg.validate(str(checkpoint))
+
+
+def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
+         overrides: Sequence[str] = (), views: str | None = None, out: str | os.PathLike | None = None,
+         quiet: bool = False, info: DistInfo | None = None) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on ``data.val`` with clips x crops views per video.
+
+    The model and its test pipeline (frames, crop size, short side, sampling, class names) come
+    from the checkpoint's card; ``cfg`` (default: the config stored in the checkpoint, with
+    ``--set`` overrides) gives the data and may override the short side and sampling. Writes
+    ``results.json``, ``predictions.csv`` and ``confusion.png`` to ``out`` (default:
+    ``<checkpoint dir>/test``) and returns the results (plus ``eval``: the scores).
+    """
+    info = info or init_distributed()
+    checkpoint = Path(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
+    cfg = _test_config(checkpoint, ckpt.config, cfg, overrides)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    clips, crops = parse_views(views) if views else (cfg.data.test_clips, cfg.data.test_crops)
+    model = model_from_checkpoint(ckpt).eval().to(info.device)
+    card = model.card
+    if not card.class_names:
+        raise ValueError(f"{checkpoint}: the model card has no class names; store them with "
+                         f"`tanet convert --labels FILE`")
+    split = read_split(cfg, "val", class_names=card.class_names)
+    dataset = test_dataset(cfg, split, test_geometry(card, cfg.data), clips=clips, crops=crops)
+    n = len(dataset)
+    loader = make_loader(dataset, ShardSampler(n, world_size=info.world_size, rank=info.rank),
+                         batch_size=cfg.test.batch_size, workers=cfg.test.workers,
+                         seed=cfg.train.seed)
+    log(info, f"test: {checkpoint} on {split.source}: {n} videos x {clips} clips x {crops} "
+              f"crops", quiet)
+    t0 = time.perf_counter()
+    res = evaluate(model, loader, info, cfg=cfg, desc="test", quiet=quiet)
+    m = res.metrics(card.num_classes)
+    results = {"top1": m["top1"], "top5": m["top5"], "mean_class_acc": m["mean_class_acc"],
+               "num_videos": m["num_videos"], "num_skipped": m["num_skipped"],
+               "views": f"{clips}x{crops}", "checkpoint": str(checkpoint), "data": split.source,
+               "seconds": time.perf_counter() - t0}
+    if info.main:
+        out_dir = Path(out) if out is not None else checkpoint.parent / "test"
+        _write_test_outputs(out_dir, res, results, list(card.class_names), card.name)
+        results["out"] = str(out_dir)
+    results["eval"] = res  # scores per video for callers (not written to results.json)
+    return results
+
+
+def _write_test_outputs(out_dir: Path, res: EvalResult, results: dict[str, Any],
+                        names: list[str], model_name: str) -> None:
+    """predictions.csv, confusion.png, skipped.txt (if any) and results.json, atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = len(names)
+    with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "label", "label_name", "pred", "pred_name", "score", "top5"])
+        top = res.scores.topk(min(5, k), dim=1)
+        for row in range(res.labels.numel()):
+            lab, pred = int(res.labels[row]), int(top.indices[row, 0])
+            w.writerow([int(res.indices[row]), res.paths[row], lab, names[lab], pred,
+                        names[pred], f"{float(top.values[row, 0]):.5f}",
+                        " ".join(str(int(x)) for x in top.indices[row])])
+    cm = confusion_matrix(res.scores.argmax(1), res.labels, k)
+    plot_confusion_matrix(cm, out_dir / "confusion.png", class_names=names,
+                          title=f"{model_name}: top-1 {100 * results['top1']:.1f} %")
+    if res.skipped_paths:
+        atomic_write_text(out_dir / "skipped.txt", "".join(p + "\n" for p in res.skipped_paths))
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,475 @@
+"""Training: ``train(cfg)`` is what ``tanet train`` calls.
+
+A run is a short story over named steps: :func:`_setup` builds data, model and optimiser;
+:func:`_resume` restores a saved position; each epoch is :func:`_train_epoch` (micro-batches,
+with :func:`_optimizer_step` at each accumulation boundary) and :func:`_end_epoch` (metrics,
+validation, checkpoint).
+
+Reproducibility: items are seeded by ``(seed, epoch, index)`` (:mod:`.seeding`) and the model's
+own randomness (dropout) is restored from the state file, so ``--resume`` reproduces the
+uninterrupted run bit for bit on CPU, from an epoch end or from the middle of an epoch.
+
+Distributed: each process takes ``train.batch_size`` clips per step from a shard of one shared
+permutation per epoch; decisions that must be unanimous (an empty batch, a non-finite loss, a
+stop request) are agreed at the step boundary. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tanet.config import Config, config_to_dict, dump_config
+from tanet.data.views import test_geometry
+from tanet.engine.build import (autocast, build_model, build_optimizer, build_scheduler,
+                                make_loader, read_split, set_bn_mode, test_dataset, train_dataset)
+from tanet.engine.checkpointing import (append_metrics, clear_stale_temp_files, has_saved_state,
+                                        load_train_state, save_checkpoint, truncate_metrics)
+from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, all_gather, all_sum,
+                                      any_rank, init_distributed, log, warn)
+from tanet.engine.evaluate import evaluate
+from tanet.engine.seeding import rng_state, seed_everything, set_rng_state
+from tanet.engine.signals import StopRequest, TrainingInterrupted, report_nonfinite
+from tanet.models.checkpoint import CheckpointError, read_metadata
+
+__all__ = ["train", "RunningStats"]
+
+# keys that define a run: a resume with other values would continue a different experiment
+_SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "data.train",
+                  "data.labels", "data.format", "train.seed")
+
+
+@dataclass
+class RunningStats:
+    """Sums over this process's micro-batches of an epoch (``time``: seconds so far)."""
+
+    loss: float = 0.0  # sum of per-clip losses
+    correct: float = 0.0
+    seen: float = 0.0
+    skipped: float = 0.0
+    nonfinite: float = 0.0  # optimiser steps skipped for a NaN/Inf loss or gradient
+    time: float = 0.0
+
+    def summed(self, info: DistInfo) -> "RunningStats":
+        """The sums over all processes (``time`` stays this process's)."""
+        names = [f.name for f in fields(self) if f.name != "time"]
+        totals = all_sum(info, [getattr(self, n) for n in names])
+        return RunningStats(**dict(zip(names, totals)), time=self.time)
+
+
+@dataclass
+class _EpochLog:
+    """Videos to list beside the run: failed to decode, or in a batch with a NaN/Inf loss."""
+
+    skipped: list[str] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
+
+    def flush(self, run: "_Run", epoch: int) -> None:
+        """Append ``epoch<TAB>path`` lines of every rank to ``skipped.txt`` / ``nonfinite.txt``
+        (collective: one gather for both lists); empties the lists."""
+        lists = {"skipped.txt": self.skipped, "nonfinite.txt": self.nonfinite}
+        for name in lists:
+            paths = [p for g in all_gather(run.info, lists) for p in g[name]]
+            if paths and run.info.main:
+                run.out.mkdir(parents=True, exist_ok=True)
+                with open(run.out / name, "a") as f:
+                    f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
+        self.skipped.clear()
+        self.nonfinite.clear()
+
+
+@dataclass
+class _Window:
+    """The micro-batches of one optimiser step."""
+
+    bad_paths: list[str] = field(default_factory=list)  # videos of non-finite losses
+    bad_value: float = 0.0
+    empty: bool = False  # the last micro-batch was empty on some process
+
+
+@dataclass
+class _Run:
+    """Everything a run carries from step to step."""
+
+    cfg: Config
+    info: DistInfo
+    quiet: bool
+    out: Path
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    sampler: TrainSampler
+    loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    class_names: list[str]
+    micro_per_epoch: int
+    steps_per_epoch: int
+    lr: float  # base learning rate (scaled to the global batch)
+    step: int = 0
+    best: float = -1.0
+    start_epoch: int = 0
+    start_micro: int = 0
+    carried: RunningStats = field(default_factory=RunningStats)
+    writer: Any = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
+          info: DistInfo | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns the final summary (best and last validation metrics).
+
+    Files under ``cfg.output``: ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
+    ``last.safetensors`` + ``last.state.pt``, ``best.safetensors`` (by validation top-1),
+    ``skipped.txt`` (videos that failed to decode), ``nonfinite.txt`` (videos of batches with a
+    NaN/Inf loss, ``train.on_nonfinite=skip``) and ``tb/`` (TensorBoard, optional).
+
+    ``last`` is saved after every epoch and every ``train.checkpoint_every`` steps; the first
+    SIGINT/SIGTERM saves it at the next step and raises :class:`TrainingInterrupted`. Resuming
+    from any of these, even after a SIGKILL, gives the weights of the uninterrupted run.
+    ``resume=True`` on a run directory with nothing saved yet starts the run (one job script
+    serves the first start and every restart).
+    """
+    info = info or init_distributed()
+    run = _setup(cfg, info, quiet)
+    if resume and not has_saved_state(run.out):
+        log(info, f"{run.out}: nothing saved yet; starting the run (--resume)", quiet)
+        resume = False
+    if resume:
+        _resume(run)
+    _prepare_output(run, resume)
+    log(info, _describe(run), quiet)
+    with StopRequest() as stop:
+        for epoch in range(run.start_epoch, cfg.train.epochs):
+            stats = _train_epoch(run, epoch, stop)
+            _end_epoch(run, epoch, stats)
+            if epoch + 1 < cfg.train.epochs and any_rank(info, stop.requested):
+                raise TrainingInterrupted(stop.signum, run.out, epoch + 1, 0, run.step)
+    if run.writer is not None:
+        run.writer.close()
+    return {**run.summary, "best_top1": run.best if run.best >= 0 else None,
+            "output": str(run.out), "is_main": info.main}
+
+
+# --------------------------------------------------------------------------------- setup
+def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
+    """Data, model, optimiser, schedule and loaders of a fresh run."""
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if tc.sync_bn and info.distributed and info.device.type != "cuda":
+        raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA (torch has no CPU kernel); "
+                         "set train.sync_bn=false or train.freeze_bn=true on CPU")
+    seed_everything(tc.seed)
+    train_split = read_split(cfg, "train")
+    if not train_split.records:
+        raise ValueError(f"{train_split.source}: no training videos")
+    names = train_split.class_names
+    val_split = read_split(cfg, "val", class_names=names) if cfg.data.val else None
+    model = build_model(cfg, names).to(info.device)
+    geom = test_geometry(model.card)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if tc.sync_bn and info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    n = len(train_split.records)
+    sampler = TrainSampler(n, world_size=info.world_size, rank=info.rank, seed=tc.seed)
+    loader = make_loader(train_dataset(cfg, train_split, geom), sampler,
+                         batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    val_loader = None
+    if val_split is not None:
+        shard = ShardSampler(len(val_split.records), world_size=info.world_size, rank=info.rank)
+        val_loader = make_loader(test_dataset(cfg, val_split, geom), shard,
+                                 batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    micro = len(loader)
+    if tc.max_steps_per_epoch:
+        micro = min(micro, tc.max_steps_per_epoch * tc.accumulate)
+    steps = math.ceil(micro / tc.accumulate)
+    global_batch = tc.batch_size * info.world_size * tc.accumulate
+    lr = tc.lr * global_batch / tc.lr_batch if tc.lr_batch else tc.lr
+    optimizer = build_optimizer(model, cfg, lr)
+    ddp_model = model
+    if info.distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    return _Run(cfg=cfg, info=info, quiet=quiet, out=Path(cfg.output), model=model,
+                ddp_model=ddp_model, optimizer=optimizer,
+                scheduler=build_scheduler(optimizer, steps, cfg),
+                scaler=torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16"),
+                sampler=sampler, loader=loader, val_loader=val_loader, class_names=names,
+                micro_per_epoch=micro, steps_per_epoch=steps, lr=lr)
+
+
+def _describe(run: _Run) -> str:
+    tc, info = run.cfg.train, run.info
+    return (f"train: {run.sampler.n} videos, {len(run.class_names)} classes; "
+            f"{run.cfg.model.name} T={run.model.card.num_segments} "
+            f"{run.model.card.input_size[-1]}px; {info.world_size} process(es) x batch "
+            f"{tc.batch_size} x accumulate {tc.accumulate} = "
+            f"{tc.batch_size * info.world_size * tc.accumulate}; lr {run.lr:g}")
+
+
+def _resume(run: _Run) -> None:
+    """Restore weights, optimiser, schedule, position and RNG states from ``<out>/last``."""
+    info, tc = run.info, run.cfg.train
+    _check_same_run(run)
+    weights, state = load_train_state(run.out)
+    run.model.load_state_dict(weights)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch, run.step = int(state["epoch"]), int(state["step"])
+    run.best = float(state["best"])
+    run.start_micro = int(state.get("micro", 0))
+    run.carried = RunningStats(**state.get("running", {}))
+    saved = (int(state.get("world_size", 1)), int(state.get("batch_size", tc.batch_size)),
+             int(state.get("accumulate", tc.accumulate)))
+    if run.start_micro and saved != (info.world_size, tc.batch_size, tc.accumulate):
+        raise ValueError(f"{run.out}: saved in the middle of an epoch with {saved[0]} "
+                         f"process(es) x train.batch_size={saved[1]} x "
+                         f"train.accumulate={saved[2]}; resume with the same (now "
+                         f"{info.world_size} x {tc.batch_size} x {tc.accumulate}), or from an "
+                         f"epoch-end checkpoint")
+    rngs = state["rng"]
+    set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+    where = f"epoch {run.start_epoch}" + (f" + {run.start_micro} batches" if run.start_micro else "")
+    log(info, f"resumed {run.out} at {where} (step {run.step}, best top-1 {run.best:.4f})",
+        run.quiet)
+    if run.start_epoch >= tc.epochs:
+        warn(info, f"{run.out}: already trained {run.start_epoch} epochs (train.epochs={tc.epochs})")
+
+
+def _check_same_run(run: _Run) -> None:
+    """Refuse to resume a saved run whose defining config keys differ from ``run.cfg``."""
+    path = run.out / "last.safetensors"
+    try:
+        saved = read_metadata(path)["config"]
+    except CheckpointError:
+        return  # torn or missing weights file: the state file alone decides
+    if not saved:
+        return
+    now = config_to_dict(run.cfg)
+    differ = [k for k in _SAME_RUN_KEYS if _lookup(saved, k) != _lookup(now, k)]
+    if differ:
+        detail = "; ".join(f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(now, k)!r}"
+                           for k in differ)
+        raise ValueError(f"{run.out}: --resume of a different run ({detail}); use another "
+                         f"output directory or the saved settings")
+
+
+def _lookup(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
+
+
+def _prepare_output(run: _Run, resumed: bool) -> None:
+    """Run directory, config.yaml, metrics.jsonl (truncated to the resumed epoch), TensorBoard."""
+    info, out = run.info, run.out
+    if not resumed and info.main and has_saved_state(out):
+        warn(info, f"{out} holds a previous run; starting over (use --resume to continue)")
+    if not info.main:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    clear_stale_temp_files(out)
+    dump_config(run.cfg, out / "config.yaml")
+    metrics = out / "metrics.jsonl"
+    if resumed:
+        truncate_metrics(metrics, run.start_epoch)
+    elif metrics.exists():
+        metrics.unlink()
+    if run.cfg.train.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(str(out / "tb"))
+
+
+# --------------------------------------------------------------------------------- epochs
+def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
+    """One epoch (or the rest of a resumed one) of micro-batches; returns this process's sums."""
+    from tqdm import tqdm
+
+    tc = run.cfg.train
+    first = run.start_micro if epoch == run.start_epoch else 0
+    run.sampler.set_epoch(epoch, start=first * tc.batch_size)
+    run.ddp_model.train()
+    set_bn_mode(run.model, run.cfg)
+    stats = RunningStats(**asdict(run.carried)) if first else RunningStats()
+    log_ = _EpochLog()
+    window = _Window()
+    t0 = time.perf_counter() - stats.time
+    bar = tqdm(total=run.steps_per_epoch, initial=first // tc.accumulate,
+               desc=f"epoch {epoch + 1}/{tc.epochs}", disable=run.quiet or not run.info.main,
+               dynamic_ncols=True, leave=False)
+    batches = iter(run.loader)
+    for micro in range(first, run.micro_per_epoch):
+        batch = next(batches)
+        stats.skipped += len(batch["skipped"])
+        log_.skipped += [s.path for s in batch["skipped"]]
+        last = (micro + 1) % tc.accumulate == 0 or micro + 1 == run.micro_per_epoch
+        _forward_backward(run, batch, window, stats, sync=last)
+        if not last:
+            continue
+        stopping = _optimizer_step(run, epoch, window, stats, log_, stop)
+        window = _Window()
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats.loss / max(stats.seen, 1):.3f}",
+                        acc=f"{stats.correct / max(stats.seen, 1):.3f}",
+                        lr=f"{run.optimizer.param_groups[0]['lr']:.2e}",
+                        clips_s=f"{stats.seen * run.info.world_size / max(elapsed, 1e-9):.1f}")
+        if micro + 1 < run.micro_per_epoch and (
+                stopping or (tc.checkpoint_every and run.step % tc.checkpoint_every == 0)):
+            stats.time = time.perf_counter() - t0
+            log_.flush(run, epoch)
+            _checkpoint(run, epoch, micro + 1, stats)
+            if stopping:
+                bar.close()
+                raise TrainingInterrupted(stop.signum, run.out, epoch, micro + 1, run.step)
+    bar.close()
+    stats.time = time.perf_counter() - t0
+    log_.flush(run, epoch)
+    return stats
+
+
+def _forward_backward(run: _Run, batch: dict[str, Any], window: _Window, stats: RunningStats,
+                      *, sync: bool) -> None:
+    """Loss and gradients of one micro-batch (gradients all-reduced only when ``sync``). Every
+    process takes part in each all-reduce: a batch that came back empty (all its videos failed
+    to decode) on any process is skipped everywhere."""
+    info, tc = run.info, run.cfg.train
+    video = batch["video"]  # (B, T, C, H, W) or None
+    empty = video is None
+    window.empty = any_rank(info, empty)
+    if window.empty:
+        return
+    video = video.to(info.device, non_blocking=True)
+    label = batch["label"].to(info.device)
+    no_sync = run.ddp_model.no_sync() if info.distributed and not sync else contextlib.nullcontext()
+    with no_sync:
+        with autocast(run.cfg, info.device):
+            logits = run.ddp_model(video)  # (B, K)
+            loss = F.cross_entropy(logits.float(), label, label_smoothing=tc.label_smoothing)
+        run.scaler.scale(loss / tc.accumulate).backward()
+    value = loss.item()
+    if math.isfinite(value):
+        stats.loss += value * video.shape[0]
+        stats.correct += (logits.argmax(1) == label).sum().item()
+        stats.seen += video.shape[0]
+    else:
+        window.bad_value = value
+        window.bad_paths += [str(p) for p in batch["path"]]
+
+
+def _optimizer_step(run: _Run, epoch: int, window: _Window, stats: RunningStats,
+                    log_: _EpochLog, stop: StopRequest) -> bool:
+    """Clip, agree across processes, then apply (or drop) the window's gradients and advance
+    the schedule. Returns whether a stop was requested on any process."""
+    info, tc = run.info, run.cfg.train
+    grad_norm = None
+    if not window.empty and tc.clip_grad:
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.clip_grad)
+    # a non-finite loss (or gradient, without fp16 loss scaling, which handles its own
+    # overflows) and a stop request (SIGINT/SIGTERM), agreed by all ranks
+    bad = bool(window.bad_paths) and not window.empty
+    if grad_norm is not None and tc.amp != "fp16":
+        bad = bad or not math.isfinite(grad_norm.item())
+    agreed = all_sum(info, [float(bad), float(stop.requested)])
+    any_bad, stopping = agreed[0] > 0, agreed[1] > 0
+    if window.empty:  # the window's gradients were not all-reduced: drop them everywhere
+        run.optimizer.zero_grad(set_to_none=True)
+    elif any_bad:
+        report_nonfinite(main=info.main, out=run.out, policy=tc.on_nonfinite, epoch=epoch,
+                         step=run.step, value=window.bad_value, paths=window.bad_paths)
+        stats.nonfinite += 1
+        log_.nonfinite += window.bad_paths
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.scaler.is_enabled():  # fp16: count it as an overflow
+            if grad_norm is None:
+                run.scaler.unscale_(run.optimizer)
+            run.scaler.update()
+    else:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+    return stopping
+
+
+def _end_epoch(run: _Run, epoch: int, stats: RunningStats) -> None:
+    """Epoch record (metrics.jsonl, TensorBoard, log line), validation, checkpoint."""
+    info, tc = run.info, run.cfg.train
+    tot = stats.summed(info)
+    record: dict[str, Any] = {
+        "epoch": epoch + 1, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": tot.loss / max(tot.seen, 1), "train_top1": tot.correct / max(tot.seen, 1),
+        "clips_per_s": tot.seen / max(stats.time, 1e-9), "epoch_time": stats.time,
+        "skipped": int(tot.skipped)}
+    if int(tot.nonfinite):
+        record["nonfinite_batches"] = int(tot.nonfinite)
+    if int(tot.skipped):
+        warn(info, f"epoch {epoch + 1}: skipped {int(tot.skipped)} video(s) that failed to "
+                   f"decode (listed in {run.out / 'skipped.txt'})")
+    is_last = epoch + 1 == tc.epochs
+    improved = False
+    if run.val_loader is not None and ((epoch + 1) % tc.eval_every == 0 or is_last):
+        # the bare model: DDP's buffer broadcast would hang on uneven evaluation shards
+        res = evaluate(run.model, run.val_loader, info, cfg=run.cfg, desc="val", quiet=run.quiet)
+        m = res.metrics(len(run.class_names))
+        record.update({f"val_{k}": v for k, v in m.items()})
+        improved = m["top1"] > run.best
+        run.best = max(run.best, m["top1"])
+        run.summary.update({f"val_{k}": v for k, v in m.items()})
+    record["best_top1"] = run.best if run.best >= 0 else None
+    run.summary["epoch"] = epoch + 1
+    log(info, _epoch_line(record, tc.epochs), run.quiet)
+    if info.main:
+        append_metrics(run.out / "metrics.jsonl", record)
+        if run.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                    run.writer.add_scalar(k, v, epoch + 1)
+            run.writer.flush()
+    _checkpoint(run, epoch + 1, 0, RunningStats(), improved=improved)
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    msg = (f"epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f} acc "
+           f"{record['train_top1']:.4f} lr {record['lr']:.2e} {record['clips_per_s']:.1f} clips/s")
+    if "val_top1" in record:
+        msg += (f" | val top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} "
+                f"mean-class {record['val_mean_class_acc']:.4f}")
+    return msg
+
+
+def _checkpoint(run: _Run, epoch_done: int, micro: int, stats: RunningStats, *,
+                improved: bool = False) -> None:
+    """Save ``last`` (and ``best``) at a position: ``epoch_done`` whole epochs plus ``micro``
+    micro-batches of the next one. Collective: every rank calls it."""
+    info, tc = run.info, run.cfg.train
+    rngs = all_gather(info, rng_state())
+    if info.main:
+        state = {"epoch": epoch_done, "micro": micro, "step": run.step, "best": run.best,
+                 "running": asdict(stats) if micro else {},
+                 "optimizer": run.optimizer.state_dict(),
+                 "scheduler": run.scheduler.state_dict(), "rng": rngs,
+                 "world_size": info.world_size, "batch_size": tc.batch_size,
+                 "accumulate": tc.accumulate}
+        if run.scaler.is_enabled():
+            state["scaler"] = run.scaler.state_dict()
+        if improved:
+            save_checkpoint(run.out, "best", run.model, run.cfg)
+        save_checkpoint(run.out, "last", run.model, run.cfg, state=state)
+    if info.distributed:
+        torch.distributed.barrier()
