@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from tanet.data.decode import FrameFolder, VideoDecodeError, VideoReader, open_video, read_frames
+from tanet.data.decode import FrameFolder, VideoDecodeError, open_video, read_frames
 from tanet.data.encode import write_video
 
 from _media import write_audio_only

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from tanet.config import Config, apply_overrides, config_to_dict

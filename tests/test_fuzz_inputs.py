@@ -8,7 +8,6 @@ property, derandomized.
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json

@@ -9,7 +9,7 @@ from tanet.models import create_model, list_models, model_defaults
 from tanet.models.cost import model_cost
 from tanet.models.resnet import DEPTHS, ResNet, temporal_shift
 from tanet.models.tam import TAM
-from tanet.models.checkpoint import CheckpointError, load_imagenet, save_model
+from tanet.models.checkpoint import CheckpointError, save_model
 from tanet.models.factory import load_model
 
 

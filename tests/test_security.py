@@ -1,7 +1,5 @@
 """Untrusted checkpoints: nothing in a weights file can run code."""
-import os
 import pickle
-import zipfile
 
 import pytest
 import torch

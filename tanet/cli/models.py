@@ -1,0 +1,143 @@
+"""Commands about models: info, models, recipes, convert, export."""
+from __future__ import annotations
+
+import argparse
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters and FLOPs of a model, TAM share, ratio to TSN",
+                       description="Count parameters and multiply-accumulates (GMACs) of one clip, "
+                                   "with the TAM share, and compare with the TSN baseline.")
+    p.add_argument("model", help="registered model name (see `tanet models`), e.g. tanet_r50")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip T (default: model's)")
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: model's)")
+    p.add_argument("--num-classes", type=int, default=400)
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from tanet.models import create_model, list_models, model_defaults
+    from tanet.models.cost import model_cost
+
+    defaults = model_defaults(args.model)
+    frames = args.frames or defaults["num_segments"]
+    size = args.size or defaults["input_size"][-1]
+    model = create_model(args.model, num_classes=args.num_classes, num_segments=frames)
+    cost = model_cost(model, frames=frames, size=size)
+    rows = [(args.model, cost)]
+    base_name = "tsn_" + args.model.split("_", 1)[1]
+    if base_name != args.model and base_name in list_models():
+        base = create_model(base_name, num_classes=args.num_classes, num_segments=frames)
+        rows.append((base_name, model_cost(base, frames=frames, size=size)))
+    print(f"input: 1 clip x {frames} frames x 3 x {size} x {size}, {args.num_classes} classes\n")
+    header = f"{'model':<14}{'params (M)':>12}{'TAM params (M)':>16}{'GMACs':>10}{'TAM GMACs':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, c in rows:
+        print(f"{name:<14}{c.params / 1e6:>12.2f}{c.tam_params / 1e6:>16.3f}{c.gmacs:>10.2f}"
+              f"{c.tam_macs / 1e9:>11.3f}")
+    if len(rows) == 2:
+        a, b = rows[0][1], rows[1][1]
+        print(f"\nratio {rows[0][0]} / {rows[1][0]}: params {a.params / b.params:.4f}, "
+              f"MACs {a.macs / b.macs:.4f}")
+    if cost.tam_params:
+        print(f"TAM share: {100 * cost.tam_params / cost.params:.2f} % of parameters, "
+              f"{100 * cost.tam_macs / cost.macs:.3f} % of MACs")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'tanet_*'")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from tanet.models import list_models, model_defaults
+
+    for name in list_models(args.pattern):
+        d = model_defaults(name)
+        print(f"{name:<14} frames={d['num_segments']:<3} input={d['input_size'][-1]}px")
+    return 0
+
+
+def _add_recipes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipes", help="list the training recipes shipped with tanet",
+                       description="Recipe names for `--config NAME`; --show NAME prints one.")
+    p.add_argument("--show", metavar="NAME", default=None, help="print this recipe's YAML")
+    p.set_defaults(func=_cmd_recipes)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from tanet.config import find_config, list_recipes
+
+    if args.show:
+        print(find_config(args.show).read_text(encoding="utf-8"), end="")
+        return 0
+    for name in list_recipes():
+        first = find_config(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        print(f"{name:<30} {first}")
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="import the authors' or mmaction2's TANet checkpoint",
+                       description="Convert a published checkpoint (the authors' "
+                                   "liu-zhy/temporal-adaptive-module .pth.tar or mmaction2's .pth) "
+                                   "to tanet's .safetensors with a model card. Architecture, "
+                                   "classes and frames are read from the weights.")
+    p.add_argument("src", help="source checkpoint (.pth / .pth.tar / .safetensors)")
+    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("--from", dest="source", default="auto",
+                   choices=("auto", "official", "mmaction2", "tanet"), help="source layout")
+    p.add_argument("--model", default=None,
+                   help="expected model name (checked against the weights), e.g. tanet_r50")
+    p.add_argument("--labels", default=None, help="class names, one per line, stored in the card")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from tanet.models.checkpoint import read_metadata
+    from tanet.io import read_class_names
+    from tanet.models.factory import convert_checkpoint
+
+    names = read_class_names(args.labels) if args.labels else None
+    out = convert_checkpoint(args.src, args.dst, source=args.source, name=args.model,
+                             class_names=names)
+    card = read_metadata(out)["card"]
+    print(f"{args.src} -> {out}: {card['name']}, {card['num_classes']} classes, "
+          f"T={card['num_segments']}, mean={card['mean']}, std={card['std']}"
+          + (", class names stored" if card.get("class_names") else ", no class names (--labels)"))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or a torch.export program",
+                       description="Export for deployment: input clips (N, T, C, H, W) with a "
+                                   "dynamic batch axis N and the checkpoint's fixed T and size; "
+                                   "output logits. ONNX is checked against PyTorch on ONNX Runtime.")
+    p.add_argument("out", help="output file (.onnx or .pt2)")
+    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tanet.apps.export import export_onnx, export_program
+    from tanet.models.factory import load_model
+
+    model = load_model(args.checkpoint)
+    if args.format == "onnx":
+        r = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
+        check = "" if r["max_abs_diff"] is None else \
+            f"; ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e}"
+        print(f"wrote {r['path']} (opset {r['opset']}{check})")
+    else:
+        print(f"wrote {export_program(model, args.out)} (torch.export; load with "
+              "tanet.apps.export.load_program)")
+    return 0
+
+
+COMMANDS = [_add_info, _add_models, _add_recipes, _add_convert, _add_export]
