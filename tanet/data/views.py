@@ -17,7 +17,7 @@ optionally ``sampling``, ``dense_stride``): this package never imports ``tanet.m
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -43,10 +43,6 @@ class Geometry:
     std: tuple[float, ...]
     sampling: str = "segment"  # segment | dense
     dense_stride: int | None = None  # dense sampling: None is 64 // T
-
-    def with_size(self, size: int) -> "Geometry":
-        """The same pipeline at another crop size (short side scaled alike)."""
-        return replace(self, size=size, short_side=int(round(size * self.short_side / self.size)))
 
 
 def test_geometry(card: Any, data: Any = None) -> Geometry:
