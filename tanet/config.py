@@ -36,7 +36,7 @@ class ModelConfig:
 
     name: str = "tanet_r50"
     num_segments: int = 8  # T, frames per clip
-    pretrained: str | None = None  # ImageNet ResNet state dict (.pth / .safetensors)
+    pretrained: str | None = None  # imagenet | weights tag/name (k400) | ImageNet state dict path/URL
     dropout: float = 0.5
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
     input_size: int | None = None  # crop size in px; None: the model's default

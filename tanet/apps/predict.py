@@ -115,7 +115,8 @@ class Predictor:
 
     Args:
         checkpoint: a tanet ``.safetensors`` checkpoint, a published ``.pth`` (authors' or
-            mmaction2's; converted on the fly), or an ``.onnx`` from ``tanet export``.
+            mmaction2's; converted on the fly), a weights name (``tanet_r50.k400``) or an
+            http(s) URL (downloaded and converted once), or an ``.onnx`` from ``tanet export``.
         views: ``"CLIPSxCROPS"``, e.g. ``"1x1"`` (default) or ``"10x3"`` (Kinetics protocol).
         topk: classes reported per video.
         labels: class names overriding the checkpoint's (a list or a file, one per line).
@@ -130,15 +131,15 @@ class Predictor:
                  topk: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,
                  device: str = "cpu", amp: str | None = None, threads: int | None = None,
                  sampling: str | None = None) -> None:
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = os.fspath(checkpoint)  # a path, a weights name or a URL
         self.clips, self.crops = parse_views(views)
-        if self.checkpoint.suffix == ".onnx":
+        if self.checkpoint.endswith(".onnx"):
             backend: Any = _OnnxBackend(self.checkpoint, threads)
             card = backend.card
         else:
             from tanet.models.factory import create_model
 
-            model = create_model(checkpoint=str(self.checkpoint))
+            model = create_model(checkpoint=self.checkpoint)
             card = model.card
             backend = _TorchBackend(model, device=device, amp=amp)
         self.backend = backend

@@ -8,6 +8,7 @@ commands in ``COMMANDS``. Heavy imports happen inside the command functions so t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Sequence
 
@@ -42,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _downloads(*, quiet: bool) -> contextlib.AbstractContextManager:
+    """--quiet hides the download progress bars of checkpoints fetched by name or URL."""
+    if not quiet:
+        return contextlib.nullcontext()
+    from tanet.models.download import show_progress
+
+    return show_progress(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _downloads(quiet=args.quiet):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                                    "card gives frames, size, mean/std and class names).")
     p.add_argument("input", help="a video file or a directory (walked recursively)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="tanet .safetensors (or an authors'/mmaction2 .pth)")
+    src.add_argument("--checkpoint", help="tanet .safetensors (or an authors'/mmaction2 .pth), a "
+                                          "weights name (e.g. tanet_r50.k400, see `tanet models "
+                                          "--pretrained`) or an http(s) URL")
     src.add_argument("--onnx", help="an .onnx from `tanet export` (runs on ONNX Runtime)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS",
@@ -76,7 +78,8 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                                    "importance maps L and aggregation kernels G per stage) and "
                                    "evidence.png (per-frame class evidence before consensus).")
     p.add_argument("video")
-    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="a tanet .safetensors checkpoint (or .pth, weights name, URL)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--topk", type=int, default=5)
     p.set_defaults(func=_cmd_visualize)

@@ -47,17 +47,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("models", help="list registered models (--pretrained: published weights)",
+                       description="Registered architectures, or with --pretrained the published "
+                                   "weights usable by name wherever a checkpoint goes (--checkpoint "
+                                   "tanet_r50.k400): reported accuracy, test views, release, and "
+                                   "whether they are in the cache. One exact name prints its entry.")
     p.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'tanet_*'")
+    p.add_argument("--pretrained", action="store_true", help="list the published weights")
     p.set_defaults(func=_cmd_models)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from tanet.models import list_models, model_defaults
 
+    if args.pretrained:
+        return _print_weights(args.pattern)
     for name in list_models(args.pattern):
         d = model_defaults(name)
         print(f"{name:<14} frames={d['num_segments']:<3} input={d['input_size'][-1]}px")
+    return 0
+
+
+def _print_weights(pattern: str) -> int:
+    """The weights table, or one entry in full when ``pattern`` is its exact name."""
+    from tanet.models import hub
+    from tanet.models.download import cache_dir
+
+    entries = hub.list_weights(pattern)
+    if not entries:
+        raise KeyError(f"no published weights match {pattern!r} (try `tanet models --pretrained`)")
+    if len(entries) == 1 and pattern in (entries[0].name, entries[0].full_name):
+        w = entries[0]
+        for key in ("name", "full_name", "release", "model", "layout", "dataset", "num_classes",
+                    "frames", "top1", "top5", "views", "protocol", "classes", "url", "sha256",
+                    "notes"):
+            print(f"{key + ':':<13}{getattr(w, key)}")
+        print(f"{'cache:':<13}{cache_dir() / w.file} ({hub.cache_state(w) or 'not downloaded'})")
+        return 0
+    header = (f"{'name':<24}{'model':<11}{'T':>3}  {'dataset':<12}{'top-1':>6}{'top-5':>7}  "
+              f"{'views':<7}{'release':<15}cache")
+    print(header)
+    print("-" * (len(header) + 6))
+    for w in entries:
+        print(f"{w.name:<24}{w.model:<11}{w.frames or '-':>3}  {w.dataset:<12}"
+              f"{w.top1:>6.2f}{w.top5:>7.2f}  {w.views:<7}{w.release:<15}{hub.cache_state(w)}")
+    print(f"\naccuracy: the publisher's, with views = clips x crops; cache: {cache_dir()}")
     return 0
 
 
@@ -86,7 +120,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                                    "liu-zhy/temporal-adaptive-module .pth.tar or mmaction2's .pth) "
                                    "to tanet's .safetensors with a model card. Architecture, "
                                    "classes and frames are read from the weights.")
-    p.add_argument("src", help="source checkpoint (.pth / .pth.tar / .safetensors)")
+    p.add_argument("src", help="source checkpoint (.pth / .pth.tar / .safetensors), a weights "
+                               "name (`tanet models --pretrained`) or an http(s) URL")
     p.add_argument("dst", help="output .safetensors")
     p.add_argument("--from", dest="source", default="auto",
                    choices=("auto", "official", "mmaction2", "tanet"), help="source layout")
@@ -117,7 +152,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "dynamic batch axis N and the checkpoint's fixed T and size; "
                                    "output logits. ONNX is checked against PyTorch on ONNX Runtime.")
     p.add_argument("out", help="output file (.onnx or .pt2)")
-    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="a tanet .safetensors checkpoint, a published .pth, a weights name "
+                        "(e.g. tanet_r50.k400) or an http(s) URL")
     p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")

@@ -42,13 +42,16 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="evaluate a checkpoint with multi-view testing",
                        description="Top-1/top-5/mean class accuracy over clips x crops views; "
                                    "writes results.json, predictions.csv and confusion.png.")
-    p.add_argument("--checkpoint", required=True, help="a tanet .safetensors checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="a tanet .safetensors checkpoint, a published .pth, a weights name "
+                        "(e.g. tanet_r50.k400) or an http(s) URL")
     p.add_argument("--config", default=None,
                    help="YAML file or recipe name (default: the config stored in the checkpoint)")
     _add_overrides(p, "data.val=val.txt test.workers=2")
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="views per video, e.g. 10x3 (default: data.test_clips x data.test_crops)")
-    p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/test)")
+    p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/test; "
+                                               "for a name or URL ./<weights file>/test)")
     p.set_defaults(func=_cmd_test)
 
 

@@ -21,7 +21,7 @@ from tanet.config import Config, apply_overrides, config_from_dict
 from tanet.data.views import parse_views, test_geometry
 from tanet.engine.build import autocast, make_loader, read_split, test_dataset
 from tanet.engine.distributed import DistInfo, ShardSampler, all_gather, init_distributed, log, unwrap
-from tanet.io import atomic_path, atomic_write_text
+from tanet.io import atomic_path, atomic_write_text, read_class_names
 from tanet.metrics import confusion_matrix, mean_class_accuracy, plot_confusion_matrix, topk_accuracy
 from tanet.models.convert import read_checkpoint
 from tanet.models.factory import model_from_checkpoint
@@ -132,17 +132,21 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
     ``<checkpoint dir>/test``) and returns the results (plus ``eval``: the scores).
     """
     info = info or init_distributed()
-    checkpoint = Path(checkpoint)
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint)  # a file, a weights name or a URL (fetched once)
+    local = Path(checkpoint).is_file()
+    checkpoint = Path(checkpoint) if local else ckpt.path
     cfg = _test_config(checkpoint, ckpt.config, cfg, overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     clips, crops = parse_views(views) if views else (cfg.data.test_clips, cfg.data.test_crops)
     model = model_from_checkpoint(ckpt).eval().to(info.device)
     card = model.card
-    if not card.class_names:
-        raise ValueError(f"{checkpoint}: the model card has no class names; store them with "
-                         f"`tanet convert --labels FILE`")
+    names = card.class_names or (read_class_names(cfg.data.labels) if cfg.data.labels else None)
+    if not names or len(names) != card.num_classes:
+        raise ValueError(f"{checkpoint}: the model card has no class names for its "
+                         f"{card.num_classes} classes; pass them with --set data.labels=FILE or "
+                         f"store them with `tanet convert --labels FILE`")
+    card.class_names = list(names)
     split = read_split(cfg, "val", class_names=card.class_names)
     dataset = test_dataset(cfg, split, test_geometry(card, cfg.data), clips=clips, crops=crops)
     n = len(dataset)
@@ -159,7 +163,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
                "views": f"{clips}x{crops}", "checkpoint": str(checkpoint), "data": split.source,
                "seconds": time.perf_counter() - t0}
     if info.main:
-        out_dir = Path(out) if out is not None else checkpoint.parent / "test"
+        home = checkpoint.parent if local else Path(checkpoint.stem)  # names, URLs: ./<file>/
+        out_dir = Path(out) if out is not None else home / "test"
         _write_test_outputs(out_dir, res, results, list(card.class_names), card.name)
         results["out"] = str(out_dir)
     results["eval"] = res  # scores per video for callers (not written to results.json)

@@ -9,6 +9,7 @@ config), so the file alone rebuilds the model. Building models from files is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "load_state_file", "load_imagenet",
-           "LoadReport", "save_model", "read_metadata", "load_state_into", "CARD_KEY",
+           "LoadReport", "save_model", "save_state", "read_metadata", "load_state_into", "CARD_KEY",
            "CONFIG_KEY"]
 
 
@@ -50,7 +51,8 @@ def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with _numpy_scalars_allowed():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e)
         if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
@@ -62,6 +64,22 @@ def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return dict(obj)
+
+
+def _numpy_scalars_allowed() -> contextlib.AbstractContextManager:
+    """Allow the numpy scalar and dtype constructors (data, no code) that published checkpoints
+    keep in their metadata (mmcv's ``meta.hook_msgs.best_score``), under numpy 1's and 2's
+    module names (torch >= 2.5; older torch refuses such files)."""
+    import numpy as np
+
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:
+        return contextlib.nullcontext()
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    names: list[Any] = [np.dtype, scalar, *{type(np.dtype(c)) for c in "?bBhHiIlLqQefdgSU"}]
+    if tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 6):
+        names.append((scalar, "numpy.core.multiarray.scalar"))  # pickled by numpy 1
+    return allow(names)
 
 
 def _looks_like_safetensors(head: bytes, path: Path) -> bool:
@@ -119,18 +137,25 @@ CONFIG_KEY = "tanet.config"
 def save_model(path: str | os.PathLike, model: nn.Module, *, config: dict | None = None,
                extra: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and card atomically to ``path`` (.safetensors)."""
+    card = getattr(model, "card", None)
+    if card is None:
+        raise ValueError("model has no card; build it with tanet.create_model")
+    return save_state(path, model.state_dict(), card.to_dict(), config=config, extra=extra)
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, torch.Tensor], card: dict[str, Any],
+               *, config: dict | None = None, extra: dict[str, str] | None = None) -> Path:
+    """Write a tanet-named state dict and its card (a dict) atomically to ``path``
+    (.safetensors): tanet's checkpoint format, without building the model."""
     from safetensors.torch import save as serialize
 
     from tanet.io import atomic_path
 
-    card = getattr(model, "card", None)
-    if card is None:
-        raise ValueError("model has no card; build it with tanet.create_model")
-    meta = {CARD_KEY: json.dumps(card.to_dict()), "format": "pt"}
+    meta = {CARD_KEY: json.dumps(card), "format": "pt"}
     if config is not None:
         meta[CONFIG_KEY] = json.dumps(config)
     meta.update(extra or {})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     data = serialize(state, metadata=meta)  # bytes; written by Python so OSErrors stay OSErrors
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)

@@ -7,6 +7,7 @@ rebuilds its model. Building the model is :mod:`tanet.models.factory`'s job.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from tanet.models.checkpoint import CARD_KEY, CheckpointError, load_state_file, read_metadata
+from tanet.models.checkpoint import (CARD_KEY, CheckpointError, load_state_file, read_metadata,
+                                    save_state)
+from tanet.models.hub import Located, class_names, locate
 from tanet.models.recognizer import ModelCard
 from tanet.models.registry import default_card, list_models
 from tanet.models.resnet import DEPTHS
@@ -153,10 +156,46 @@ def infer_architecture(state: Mapping[str, torch.Tensor], *, shift: bool = False
 
 def read_checkpoint(path: str | os.PathLike, *, source: str = "auto") -> ImportedCheckpoint:
     """Load any supported checkpoint (tanet .safetensors with a card, a tanet state dict, the
-    authors' or mmaction2's .pth) safely and return it in tanet names with its card."""
+    authors' or mmaction2's .pth) safely and return it in tanet names with its card.
+
+    ``path`` may also be a registered weights name (``tanet_r50.k400``, see
+    :mod:`tanet.models.hub`) or an http(s) URL: the file is downloaded and verified into the
+    torch.hub cache once, and converted once to tanet's ``.safetensors`` beside it (with the
+    entry's class names, mean/std and test pipeline); later reads use that file alone.
+    """
     if source not in SOURCES:
         raise ValueError(f"unknown checkpoint source {source!r}; choose from {SOURCES}")
-    path = Path(path)
+    found = locate(path)
+    ckpt = _read_file(found.path, source)
+    if found.needs_conversion:
+        ckpt = _cache_converted(ckpt, found)
+    return ckpt
+
+
+def _cache_converted(ckpt: ImportedCheckpoint, found: Located) -> ImportedCheckpoint:
+    """Give a downloaded checkpoint its entry's card fields and write it, once, as tanet's
+    ``.safetensors`` beside the download (later reads need neither network nor conversion)."""
+    card, entry = ckpt.card, found.entry
+    origin: dict[str, Any] = {"file": found.path.name, "layout": ckpt.source}
+    if entry is not None:
+        if entry.num_classes != card.num_classes or \
+                (card.name.startswith("tanet") and entry.frames != card.num_segments):
+            raise CheckpointError(
+                f"{found.path}: holds {card.num_classes} classes and T={card.num_segments}, but "
+                f"{entry.name} is registered with {entry.num_classes} and T={entry.frames}; "
+                f"delete the file (it is not the published one)")
+        card = card.copy(num_segments=entry.frames, class_names=class_names(entry.classes),
+                         **dict(entry.card))
+        origin.update(weights=entry.name, url=entry.url, sha256=entry.sha256)
+    origin.update({k: v for k, v in ckpt.info.items() if k != "source_format"})
+    save_state(found.converted, ckpt.state, card.to_dict(),
+               extra={"tanet.converted_from": json.dumps(origin)})
+    return ImportedCheckpoint(path=found.converted, source=ckpt.source, state=ckpt.state,
+                              card=card, info=ckpt.info)
+
+
+def _read_file(path: Path, source: str) -> ImportedCheckpoint:
+    """:func:`read_checkpoint` of one local file."""
     obj = load_state_file(path)
     if path.suffix == ".safetensors" or source == "tanet":
         try:

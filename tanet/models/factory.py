@@ -13,6 +13,7 @@ from typing import Any
 
 from tanet.models.checkpoint import load_imagenet, load_state_into, save_model
 from tanet.models.convert import ImportedCheckpoint, read_checkpoint
+from tanet.models.hub import pretrained_spec, resolve_file
 from tanet.models.recognizer import ModelCard, Recognizer
 from tanet.models.registry import builder, default_card
 
@@ -41,19 +42,28 @@ def create_model(
         num_segments: frames per clip T (default: the model's, 8).
         dropout: dropout before the classifier.
         partial_bn: freeze all BatchNorm layers but the first in training (fine-tuning).
-        pretrained: path to an ImageNet ResNet state dict (torchvision ``.pth`` or
-            ``.safetensors``) loaded into the backbone.
+        pretrained: ``"imagenet"`` (torchvision's ResNet of the same depth, the paper's
+            init, downloaded once) or the name, path or URL of an ImageNet ResNet state dict
+            (torchvision ``.pth`` or ``.safetensors``), loaded into the backbone; or a tag of
+            published video weights, ``"k400"`` meaning ``<name>.k400`` (see
+            ``tanet models --pretrained``), loaded like ``checkpoint=``.
         checkpoint: a trained video model: tanet's ``.safetensors``, or the authors' or
-            mmaction2's ``.pth`` (renamed on the fly). The architecture, num_classes and
-            num_segments are read from it; ``name`` may be left out. A different
-            ``num_classes`` keeps a fresh classifier (fine-tuning to new classes).
+            mmaction2's ``.pth`` (renamed on the fly); a registered weights name
+            (``tanet_r50.k400``) or an http(s) URL (downloaded, verified and converted once,
+            see :mod:`tanet.models.hub`). The architecture, num_classes and num_segments are
+            read from it; ``name`` may be left out. A different ``num_classes`` keeps a fresh
+            classifier (fine-tuning to new classes).
         checkpoint_source: ``"auto"`` | ``"official"`` | ``"mmaction2"`` | ``"tanet"``.
         class_names: stored in the model card.
         **kwargs: builder arguments, e.g. ``tam_kwargs={"kernel_size": 5}``.
     """
+    if checkpoint is not None and pretrained:
+        raise ValueError("pass either pretrained= (ImageNet backbone) or checkpoint=, not both")
+    if pretrained and name is not None:
+        kind, pretrained = pretrained_spec(name, pretrained)
+        if kind == "video":  # published video weights of this model (checked by the hub)
+            checkpoint, pretrained, name = pretrained, None, None
     if checkpoint is not None:
-        if pretrained:
-            raise ValueError("pass either pretrained= (ImageNet backbone) or checkpoint=, not both")
         ckpt = read_checkpoint(checkpoint, source=checkpoint_source)
         return model_from_checkpoint(ckpt, name=name, num_classes=num_classes,
                                      num_segments=num_segments, class_names=class_names,
@@ -67,7 +77,7 @@ def create_model(
                                       kwargs=dict(kwargs, dropout=dropout)),
                             partial_bn=partial_bn)
     if pretrained:
-        load_imagenet(model, pretrained)
+        load_imagenet(model, resolve_file(pretrained))
     return model
 
 
@@ -121,7 +131,8 @@ def model_from_checkpoint(ckpt: ImportedCheckpoint, *, name: str | None = None,
 
 
 def load_model(path: str | os.PathLike, **overrides: Any) -> Recognizer:
-    """Rebuild a recognizer from a checkpoint file alone, in eval mode."""
+    """Rebuild a recognizer from a checkpoint file (or weights name, or URL) alone, in eval
+    mode."""
     return create_model(checkpoint=path, **overrides).eval()
 
 
