@@ -174,12 +174,11 @@ def test_published_entries_are_well_formed(capsys):
         assert re.search(rf"-{w.sha256[:8]}\.pth$", w.url), w.name  # the publisher's hash suffix
         if not w.image_only:
             assert is_registered(w.model) and len(w.card["mean"]) == 3
-            assert hub._CLASS_LISTS[w.classes].count == w.num_classes
+            assert hub.get_class_list(w.classes).count == w.num_classes
         assert hub.get_weights(w.full_name) is w and hub.find_weights(w.url) is w
-    lists = hub._CLASS_LISTS
-    assert {n: c.count for n, c in lists.items()} == {"kinetics400": 400, "sthv1": 174,
-                                                      "sthv2": 174}
-    assert all(len(c.sha256) == 64 and c.url.startswith("https://") for c in lists.values())
+    lists = [hub.get_class_list(n) for n in ("kinetics400", "sthv1", "sthv2")]
+    assert [c.count for c in lists] == [400, 174, 174]
+    assert all(len(c.sha256) == 64 and c.url.startswith("https://") for c in lists)
     bad = hub.Weights(name="tanet_r50.x", url="https://h/x-0123abcd.pth", sha256="ffff0000",
                       layout="mmaction2", model="tanet_r50", dataset="k", num_classes=3,
                       frames=8, top1=1, top5=2, views="1x1", protocol="", classes="kinetics400")
@@ -201,12 +200,12 @@ def test_download_convert_predict_then_cache_only(cache, published, clip, capsys
     video = clip / "videos" / "v0.mp4"
     with serving() as srv, registered(srv, published) as entry:
         first = _predict_json(capsys, video, "--checkpoint", "tanet_tiny.test")
-        assert sorted(srv.requests) == [f"/lists/{hub._CLASS_LISTS['test5'].file}",
+        assert sorted(srv.requests) == [f"/lists/{hub.get_class_list('test5').file}",
                                         f"/w/{published['file']}"]
         assert {t["label"] for t in first["top"]} <= set(NAMES) and len(first["top"]) == K
         converted = cache / published["file"].replace(".pth", ".safetensors")
         assert _cache_files(cache) == sorted([published["file"], converted.name,
-                                              hub._CLASS_LISTS["test5"].file])
+                                              hub.get_class_list("test5").file])
         card = read_metadata(converted)["card"]
         assert card["class_names"] == NAMES and card["mean"] == [0.5, 0.5, 0.5]
         assert card["resize"] == 72 and card["num_segments"] == T
@@ -292,7 +291,7 @@ def test_mirror_serves_unreachable_urls_and_hash_still_holds(cache, published, m
         assert model.fc.out_features == 3  # video weights by tag, fine-tuned to 3 classes
         assert sorted(srv.requests) == sorted(f"/mirror/{f}" for f in
                                               (published["file"],
-                                               hub._CLASS_LISTS["test5"].file))
+                                               hub.get_class_list("test5").file))
         trained = published["model"].backbone.conv1.weight
         assert torch.equal(model.backbone.conv1.weight, trained)
 
@@ -320,3 +319,19 @@ def test_pretrained_imagenet_by_name(cache, published):
     assert torch.equal(model.backbone.layer4[0].conv2.weight,
                        published["model"].backbone.layer4[0].conv2.weight)
     assert _cache_files(cache) == [f"tiny-{_sha(data)[:8]}.pth"]  # image weights: no conversion
+
+
+def test_tanet_test_takes_a_published_pth_with_labels_from_set(tmp_path, published, clip, capsys):
+    """`tanet test` reads the mmaction2 .pth through read_checkpoint (no conversion step); a
+    file without class names takes them from data.labels, else says how to give them."""
+    pth = tmp_path / "mm.pth"
+    pth.write_bytes(published["data"])
+    labels = tmp_path / "classes.txt"
+    labels.write_bytes(published["classes"])
+    argv = ["test", "--checkpoint", str(pth), "--quiet", "--set", f"data.root={clip}",
+            f"data.val={clip / 'val.txt'}", "test.workers=0"]
+    assert main(argv) == 1
+    assert "--set data.labels=FILE" in capsys.readouterr().err
+    assert main(argv + [f"data.labels={labels}"]) == 0
+    rows = (tmp_path / "test" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].split(",")[3] == NAMES[1]  # label names from the file

@@ -166,6 +166,9 @@ def read_checkpoint(path: str | os.PathLike, *, source: str = "auto") -> Importe
     if source not in SOURCES:
         raise ValueError(f"unknown checkpoint source {source!r}; choose from {SOURCES}")
     found = locate(path)
+    if found.entry is not None and found.entry.image_only:
+        raise CheckpointError(f"{found.entry.name}: ImageNet backbone weights, not a video model; "
+                              f"use them as pretrained= (model.pretrained) instead")
     ckpt = _read_file(found.path, source)
     if found.needs_conversion:
         ckpt = _cache_converted(ckpt, found)

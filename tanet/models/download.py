@@ -163,9 +163,10 @@ def download(url: str, dst: str | os.PathLike, *, sha256: str | None = None,
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
+        by_hand = "it" if hint_url in (None, url) else hint_url
         raise DownloadError(
             f"could not download {url} ({_reason(e)}); nothing was kept. Without a network, "
-            f"download {hint_url or url} by hand and put it at {dst}" + _hash_hint(sha256)
+            f"download {by_hand} by hand and put it at {dst}" + _hash_hint(sha256)
             + "; tanet picks it up from there") from None
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -25,7 +25,8 @@ from tanet.models.download import (DownloadError, cache_dir, check_sha256, fetch
                                    sha256_of, url_hash)
 
 __all__ = ["Weights", "ClassList", "Located", "register_weights", "unregister_weights",
-           "register_class_list", "unregister_class_list", "list_weights", "get_weights",
+           "register_class_list", "unregister_class_list", "get_class_list", "list_weights",
+           "get_weights",
            "find_weights", "class_names", "locate", "resolve_file", "pretrained_spec",
            "validate_entry", "is_url", "cache_state", "LAYOUTS"]
 
@@ -161,14 +162,18 @@ def find_weights(spec: str) -> Weights | None:
     return None
 
 
+def get_class_list(name: str) -> ClassList:
+    if name not in _CLASS_LISTS:
+        raise KeyError(f"unknown class list {name!r}; registered: {sorted(_CLASS_LISTS)}")
+    return _CLASS_LISTS[name]
+
+
 def class_names(name: str) -> list[str]:
     """A registered class list: from the package data if shipped there, else from the cache
     (downloaded and verified on first use)."""
     from tanet.io import read_class_names
 
-    if name not in _CLASS_LISTS:
-        raise KeyError(f"unknown class list {name!r}; registered: {sorted(_CLASS_LISTS)}")
-    cl = _CLASS_LISTS[name]
+    cl = get_class_list(name)
     path = _CLASSES_DIR / cl.file
     if path.is_file():
         check_sha256(sha256_of(path), cl.sha256, what=str(path),

@@ -1,0 +1,106 @@
+"""Weights-hub benchmark: seconds to a ready TANet-R50 from a URL on first use (download over
+loopback + sha256 + conversion to .safetensors + build) and from the cache afterwards, against
+reading the mmaction2 .pth and converting it on every load (what a plain file path costs).
+
+A randomly initialised TANet-R50 (Kinetics-400 head) saved in mmaction2's layout (~100 MB) is
+served by an HTTP server on 127.0.0.1; the torch.hub cache is a temporary folder. Candidates run
+interleaved round after round (benchmarks/_timing.py); medians and minima are printed.
+
+Run: .venv/bin/python benchmarks/hub_cache.py [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import http.server
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved_samples  # noqa: E402
+
+import tanet  # noqa: E402
+from tanet.models.download import cache_dir  # noqa: E402
+
+
+def mmaction2_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """tanet names -> mmaction2's TANet names (the layout its published .pth files use)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("fc."):
+            out["cls_head.fc_cls." + k[3:]] = v
+            continue
+        k = k.replace("backbone.conv1.weight", "backbone.conv1.conv.weight")
+        k = re.sub(r"^backbone\.bn1\.", "backbone.conv1.bn.", k)
+        m = re.match(r"^(backbone\.layer\d+\.\d+)\.(.*)$", k)
+        if m:
+            prefix, rest = m.groups()
+            rest = re.sub(r"^conv(\d)\.weight$", r"conv\1.conv.weight", rest)
+            rest = re.sub(r"^bn(\d)\.", r"conv\1.bn.", rest)
+            rest = rest.replace("downsample.0.", "downsample.conv.").replace("downsample.1.",
+                                                                           "downsample.bn.")
+            k = f"{prefix}.tam.{rest[9:]}" if rest.startswith("temporal.") else \
+                f"{prefix}.block.{rest}"
+        out[k] = v
+    return out
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hub_bench_") as d:
+        run(Path(d), args.rounds)
+
+
+def run(tmp: Path, rounds: int) -> None:
+    os.environ["TORCH_HOME"] = str(tmp / "torch")
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    torch.manual_seed(0)
+    model = tanet.create_model("tanet_r50", num_classes=400).eval()
+    served = tmp / "served"
+    served.mkdir()
+    raw = served / "tanet_r50_k400_mm.pth"
+    torch.save({"meta": {"epoch": 100}, "state_dict": mmaction2_state(model)}, raw)
+    sha = hashlib.sha256(raw.read_bytes()).hexdigest()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                          functools.partial(_Quiet, directory=str(served)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/{raw.name}#sha256={sha}"
+
+    def first_use():
+        for f in cache_dir().glob("tanet_r50_k400_mm.*"):
+            f.unlink()
+        return tanet.models.load_model(url)
+
+    fns = {"first use (download+verify+convert+build)": first_use,
+           "cached .safetensors (build+load)": lambda: tanet.models.load_model(url),
+           "local .pth converted on every load": lambda: tanet.models.load_model(raw)}
+    times = interleaved_samples(fns, rounds=rounds, warmup=1)
+    srv.shutdown()
+    size = raw.stat().st_size / 2**20
+    print(f"TANet-R50 K400 head, mmaction2 layout, {size:.0f} MiB .pth served on 127.0.0.1; "
+          f"{rounds} interleaved rounds, torch threads {torch.get_num_threads()}")
+    base = statistics.median(times["cached .safetensors (build+load)"])
+    for name, t in times.items():
+        print(f"{name:<45} median {statistics.median(t):6.2f} s  min {min(t):6.2f} s  "
+              f"x{statistics.median(t) / base:5.2f} of cached")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} "
+          f"(spread max/min of cached: {max(times['cached .safetensors (build+load)']) / min(times['cached .safetensors (build+load)']):.2f})")
+
+
+if __name__ == "__main__":
+    main()
