@@ -30,7 +30,7 @@ import numpy as np
 
 from tanet.apps.predict import VIDEO_SUFFIXES, Predictor, find_videos
 from tanet.apps.sharding import collect_files, owned
-from tanet.engine.distributed import DistInfo
+from tanet.engine.distributed import DistInfo, all_sum
 
 __all__ = ["VideoList", "read_video_list", "extract", "load_features"]
 
@@ -121,7 +121,7 @@ def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.Path
     n = len(videos.files)
     done = _finished(out, meta)
     if done is not None:
-        return {"videos": n, "failed": done, "out": str(out), "reused": True}
+        return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n}
     predictor = Predictor(checkpoint, views=views, device=device, amp=amp)
     if not hasattr(predictor.backend, "model"):
         raise ValueError(f"{checkpoint}: features need a PyTorch checkpoint, not an ONNX file")
@@ -130,23 +130,21 @@ def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.Path
     part_dir = Path(str(parts).replace("{rank}", str(info.rank)) if parts else f"{out}.parts")
     _check_parts(part_dir, meta)
     shards = [part_dir / f"shard-{k:06d}.npz" for k in range(math.ceil(n / shard_size))]
+    size = [min(n, (k + 1) * shard_size) - k * shard_size for k in range(len(shards))]
     mine = owned(len(shards), info)
     todo = [k for k in mine if not shards[k].is_file()]
-    _run_shards(predictor, videos.files, shards, todo, shard_size, fshape, per_frame,
-                total=sum(min(n, (k + 1) * shard_size) - k * shard_size for k in mine),
-                quiet=quiet or not info.main)
+    resumed = int(all_sum(info, [sum(size[k] for k in mine if k not in todo)])[0])
+    _run_shards(predictor, videos.files, shards, todo, size, fshape, per_frame,
+                total=sum(size[k] for k in mine), quiet=quiet or not info.main)
     collect_files(shards, lambda k: k % info.world_size, info)
     failed = 0
     if info.main:
         failed = _merge(out, shards, videos, fshape, meta, shard_size)
         shutil.rmtree(part_dir, ignore_errors=True)
-    if info.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()  # the output exists before any process returns
-        if not info.main:
-            shutil.rmtree(part_dir, ignore_errors=True)
-    return {"videos": n, "failed": failed, "out": str(out), "reused": False}
+    failed = int(all_sum(info, [failed])[0])  # every process answers alike, after the merge
+    if not info.main:  # its own folder ({rank}), or the shared one rank 0 removed
+        shutil.rmtree(part_dir, ignore_errors=True)
+    return {"videos": n, "failed": failed, "out": str(out), "reused": False, "resumed": resumed}
 
 
 def _finished(out: Path, meta: dict[str, Any]) -> int | None:
@@ -182,18 +180,19 @@ def _check_parts(part_dir: Path, meta: dict[str, Any]) -> None:
 
 
 def _run_shards(predictor: Predictor, files: Sequence[str], shards: Sequence[Path],
-                todo: Sequence[int], shard_size: int, fshape: tuple[int, ...], per_frame: bool,
-                *, total: int, quiet: bool) -> None:
-    """Compute and write the shards ``todo``; a video that fails gets a NaN row."""
+                todo: Sequence[int], size: Sequence[int], fshape: tuple[int, ...],
+                per_frame: bool, *, total: int, quiet: bool) -> None:
+    """Compute and write the shards ``todo`` (``size[k]`` videos from ``sum(size[:k])``); a
+    video that fails gets a NaN row."""
     from tqdm import tqdm
 
     from tanet.io import atomic_path
 
-    left = sum(min(len(files), (k + 1) * shard_size) - k * shard_size for k in todo)
-    bar = tqdm(total=total, initial=total - left, desc="extract", unit="video", disable=quiet,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=total - sum(size[k] for k in todo), desc="extract",
+               unit="video", disable=quiet, file=sys.stderr, dynamic_ncols=True)
     for k in todo:
-        lo, hi = k * shard_size, min(len(files), (k + 1) * shard_size)
+        lo = k * size[0]
+        hi = lo + size[k]
         feats = np.full((hi - lo, *fshape), np.nan, np.float32)  # (S, D) or (S, T, D)
         failed, errors = [], []
         for i in range(lo, hi):

@@ -7,14 +7,33 @@ would, whatever the number of processes or machines (gloo on CPU, nccl on GPUs).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch.distributed as dist
 
 from tanet.engine.distributed import DistInfo, all_gather
 
-__all__ = ["ordered_map", "owned", "collect_files"]
+__all__ = ["ordered_map", "owned", "collect_files", "joined", "DIST_TIMEOUT_S"]
+
+# a collective waits this long for the other processes: shares of a long job may end far apart
+DIST_TIMEOUT_S = 12 * 3600.0
+
+
+@contextlib.contextmanager
+def joined(device: str | None = None) -> Iterator[DistInfo]:
+    """This process's place in the torchrun job (joined for the duration, and left after,
+    unless the caller had already joined it: then it stays for the caller's next steps)."""
+    from tanet.engine.distributed import finish_distributed, init_distributed
+
+    owner = not (dist.is_available() and dist.is_initialized())
+    info = init_distributed(device, timeout=DIST_TIMEOUT_S)
+    try:
+        yield info
+    finally:
+        if owner:
+            finish_distributed()
 
 
 def owned(n: int, info: DistInfo) -> list[int]:
@@ -22,15 +41,23 @@ def owned(n: int, info: DistInfo) -> list[int]:
     return list(range(info.rank, n, info.world_size))
 
 
-def ordered_map(fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], info: DistInfo, *,
-                chunk: int = 32, progress: Callable[[int], None] | None = None) -> Iterator[Any]:
+def ordered_map(fn: Callable[[list[Any]], Iterable[Any]], items: Sequence[Any], info: DistInfo,
+                *, chunk: int = 32, progress: Callable[[int], None] | None = None
+                ) -> Iterator[Any]:
     """``fn`` over ``items``, ``chunk`` items per process at a time; yields the results in input
-    order on the main process (nothing elsewhere). ``fn`` maps a list to a list of results;
-    ``progress(k)`` is called on the main process after each block of ``k`` items."""
+    order on the main process (nothing elsewhere). ``fn`` maps a list to its results (a
+    generator streams them one by one in a single process); ``progress(k)`` is called on the
+    main process after every ``k`` items."""
+    if not info.distributed:
+        for result in fn(list(items)):
+            if progress is not None:
+                progress(1)
+            yield result
+        return
     w = info.world_size
     for start in range(0, len(items), chunk * w):
         block = items[start:start + chunk * w]
-        results = all_gather(info, fn(block[info.rank::w]))  # per rank, in rank order
+        results = all_gather(info, list(fn(block[info.rank::w])))  # per rank, in rank order
         if not info.main:
             continue
         merged: list[Any] = [None] * len(block)

@@ -4,10 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-# a collective waits this long for the other processes (they may finish their shares far apart)
-DIST_TIMEOUT_S = 12 * 3600.0
-
-
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="pooled features of every video in a directory or list",
                        description="Per-video backbone features (averaged over frames and views, "
@@ -43,20 +39,18 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from tanet.apps.extract import extract, read_video_list
-    from tanet.engine.distributed import finish_distributed, init_distributed
+    from tanet.apps.sharding import joined
 
-    info = init_distributed(args.device, timeout=DIST_TIMEOUT_S)
-    try:
+    with joined(args.device) as info:
         videos = read_video_list(args.input, root=args.root, split=args.split,
                                  subset=args.subset)
         device = str(info.device) if info.distributed else args.device
         s = extract(videos, args.checkpoint, args.out, per_frame=args.per_frame,
                     views=args.views, shard_size=args.shard_size, parts=args.parts,
                     device=device, amp=args.amp, quiet=args.quiet, info=info)
-    finally:
-        finish_distributed()
     if info.main:
-        state = "already complete, kept" if s["reused"] else "written"
+        state = ("already complete, kept" if s["reused"] else "written" + (
+            f"; {s['resumed']} from an earlier partial run" if s["resumed"] else ""))
         print(f"{s['out']}: {s['videos']} videos, {s['failed']} failed ({state})")
         if s["failed"]:
             print(f"warning: {s['failed']} video(s) failed to decode; their rows are NaN and "

@@ -36,14 +36,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Under torchrun each process takes a share of the videos; rank 0 prints every result,
     in input order (the output of one process)."""
-    from tanet.cli.features import DIST_TIMEOUT_S
-    from tanet.engine.distributed import finish_distributed, init_distributed
+    from tanet.apps.sharding import joined
 
-    info = init_distributed(args.device, timeout=DIST_TIMEOUT_S)
-    try:
+    with joined(args.device) as info:
         return _predict(args, info)
-    finally:
-        finish_distributed()
 
 
 def _predict(args: argparse.Namespace, info) -> int:
@@ -75,7 +71,7 @@ def _predict(args: argparse.Namespace, info) -> int:
             csv_path, png_path = write_timeline(res, args.out, top=args.topk)
             tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}")
         return 1 if all_sum(info, [failed])[0] else 0
-    for pred in ordered_map(lambda share: list(predictor.predict_many(share)), paths, info,
+    for pred in ordered_map(predictor.predict_many, paths, info,
                             progress=bar.update):
         failed += pred.error is not None
         line = json.dumps(pred.to_json()) if args.json else str(pred)
