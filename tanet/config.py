@@ -37,7 +37,7 @@ class ModelConfig:
     name: str = "tanet_r50"
     num_segments: int = 8  # T, frames per clip
     pretrained: str | None = None  # ImageNet ResNet state dict (.pth / .safetensors)
-    init_from: str | None = None  # video checkpoint to fine-tune from (tanet / authors' / mmaction2)
+    init_from: str | None = None  # video checkpoint to fine-tune from (tanet/authors'/mmaction2)
     adapt_frames: bool = False  # init_from with another T: resample TAM's T-dependent weights
     dropout: float = 0.5
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
@@ -130,8 +130,9 @@ class Config:
             if value not in allowed and not (key == "data.sampling" and value is None):
                 raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
                                   f"got {value!r}")
-        positive = ("model.num_segments", "data.split", "train.epochs", "train.batch_size", "train.accumulate",
-                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size")
+        positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
+                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size",
+                    "data.split")
         for key in positive:
             if _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")

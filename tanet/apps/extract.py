@@ -28,11 +28,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tanet.apps.predict import VIDEO_SUFFIXES, Predictor, find_videos
+from tanet.apps.predict import Predictor, find_videos
 from tanet.apps.sharding import collect_files, owned
 from tanet.engine.distributed import DistInfo, all_sum
 
-__all__ = ["VideoList", "read_video_list", "extract", "load_features"]
+__all__ = ["VideoList", "read_video_list", "extract", "load_features", "LIST_SUFFIXES"]
+
+LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # files read as lists of videos
 
 
 @dataclass
@@ -48,9 +50,10 @@ class VideoList:
 
 def read_video_list(src: str | os.PathLike, *, root: str | os.PathLike | None = None,
                     split: int = 1, subset: str = "train") -> VideoList:
-    """A video file, a directory (every video under it, recursively), an annotation file of
-    any supported format (labels kept; relative paths against ``root``, default the list's
-    folder) or a plain list of paths, one a line."""
+    """A video file, a directory (every video under it, recursively), or a list (a
+    ``LIST_SUFFIXES`` file or a UCF101/HMDB51 split folder): an annotation file of any
+    supported format (labels kept; relative paths against ``root``, default the list's folder)
+    or a plain list of paths, one a line."""
     from tanet.data.annotations import AnnotationError, detect_format, read_annotations
     from tanet.io import read_text
 
@@ -62,7 +65,7 @@ def read_video_list(src: str | os.PathLike, *, root: str | os.PathLike | None = 
         if not files:
             raise FileNotFoundError(f"{path}: no video files found (looked for .mp4, .avi, ...)")
         return VideoList(files, files)
-    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+    if path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:  # a video, any container
         return VideoList([str(path)], [str(path)])
     base = Path(root) if root is not None else (path if path.is_dir() else path.parent)
     try:

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tanet.engine.distributed import DistInfo
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify a video or every video in a directory",
+    p = sub.add_parser("predict", help="classify a video or every video in a directory or list",
                        description="Top-k classes per video from a checkpoint alone (its model "
                                    "card gives frames, size, mean/std and class names).")
     p.add_argument("input", help="a video file, a directory (walked recursively), or a list "
@@ -42,7 +46,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return _predict(args, info)
 
 
-def _predict(args: argparse.Namespace, info) -> int:
+def _predict(args: argparse.Namespace, info: DistInfo) -> int:
     import json
 
     from tqdm import tqdm

@@ -70,8 +70,8 @@ class TransferReport:
 
     def __str__(self) -> str:
         groups = Counter(_group(k) for k in self.loaded)
-        lines = [f"init_from {self.source} ({self.layout} layout, {self.model}, T={self.frames[0]}, "
-                 f"{self.classes[0]} classes): loaded {len(self.loaded)} tensors ("
+        lines = [f"init_from {self.source} ({self.layout} layout, {self.model}, "
+                 f"T={self.frames[0]}, {self.classes[0]} classes): loaded {len(self.loaded)} tensors ("
                  + ", ".join(f"{g}: {n}" for g, n in groups.items()) + ")"]
         if self.reinitialised:
             lines.append(f"re-initialised {', '.join(self.reinitialised)} ({self.classes[0]} -> "
