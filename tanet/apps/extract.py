@@ -30,7 +30,7 @@ import numpy as np
 
 from tanet.apps.predict import Predictor, find_videos
 from tanet.apps.sharding import collect_files, owned
-from tanet.engine.distributed import DistInfo, all_sum
+from tanet.engine.distributed import DistInfo, all_gather, all_sum
 
 __all__ = ["VideoList", "read_video_list", "extract", "load_features", "LIST_SUFFIXES"]
 
@@ -121,8 +121,10 @@ def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.Path
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
     meta = _meta(videos, str(checkpoint), per_frame=per_frame, views=views,
                  shard_size=shard_size)
+    # rank 0's view decides for all (the file stats of a checkpoint copied to each machine
+    # differ; the output may be visible to rank 0 only)
+    meta, done = all_gather(info, (meta, _finished(out, meta) if info.main else None))[0]
     n = len(videos.files)
-    done = _finished(out, meta)
     if done is not None:
         return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n}
     predictor = Predictor(checkpoint, views=views, device=device, amp=amp)
