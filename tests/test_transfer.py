@@ -209,6 +209,11 @@ def test_ucf101_split_files(tmp_path):
     (d / "trainlist03.txt").write_text("Archery/v_Archery_g09_c01.avi 3\n")
     with pytest.raises(AnnotationError, match=r"trainlist03.txt:1: label 3 disagrees"):
         read_annotations(d / "trainlist03.txt")
+    alone = tmp_path / "trainlist01.txt"  # 1-based labels are never read as 0-based ones
+    alone.write_text("Archery/v_Archery_g09_c01.avi 2\n")
+    with pytest.raises(AnnotationError, match="needs classInd.txt beside it"):
+        read_annotations(alone)
+    assert read_annotations(alone, labels=d / "classInd.txt")[0][0].label == 1
 
 
 def test_hmdb51_split_files(tmp_path):

@@ -341,7 +341,8 @@ def read_ucf101_split(path: str | os.PathLike, *, labels=None, split: int = 1,
     if path.is_dir():
         path = path / f"{'train' if subset == 'train' else 'test'}list{split:02d}.txt"
     if labels is None and not (path.parent / "classInd.txt").is_file():
-        raise AnnotationError(path, None, "no classInd.txt beside it (pass the class names)")
+        raise AnnotationError(path, None, "a UCF101 split list needs classInd.txt beside it "
+                                          "(or pass it as the class names: data.labels)")
     labels = path.parent / "classInd.txt" if labels is None else labels
     names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     index = {n: i for i, n in enumerate(names)}
@@ -407,7 +408,7 @@ def detect_format(path: str | os.PathLike) -> str:
         raise AnnotationError(path, None, "annotation file not found")
     if path.suffix.lower() == ".json":
         return "sthv2"
-    if _UCF_LIST.match(path.name) and (path.parent / "classInd.txt").is_file():
+    if _UCF_LIST.match(path.name):  # UCF101's own names; its labels are 1-based
         return "ucf101"
     if _HMDB_LIST.match(path.name):
         return "hmdb51"
