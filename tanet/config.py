@@ -37,6 +37,8 @@ class ModelConfig:
     name: str = "tanet_r50"
     num_segments: int = 8  # T, frames per clip
     pretrained: str | None = None  # imagenet | weights tag/name (k400) | ImageNet state dict path/URL
+    init_from: str | None = None  # video checkpoint to fine-tune from: file, weights name or URL
+    adapt_frames: bool = False  # init_from with another T: resample TAM's T-dependent weights
     dropout: float = 0.5
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
     input_size: int | None = None  # crop size in px; None: the model's default
@@ -51,6 +53,7 @@ class DataConfig:
     val: str | None = None
     labels: str | None = None  # class names, one a line (optional)
     format: str = "auto"  # annotation format; "auto" detects it
+    split: int = 1  # official split (1-3) of UCF101 / HMDB51 split files
     sampling: str | None = None  # segment (TSN) | dense (fixed stride, Kinetics); None: the model card's
     flip: bool = True  # random horizontal flip in training
     flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
@@ -85,6 +88,8 @@ class TrainConfig:
     amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
     channels_last: bool = False
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
+    freeze_backbone: bool = False  # linear probe: only the classifier trains; BN statistics frozen
+    backbone_lr_mult: float = 1.0  # lr multiplier of everything but the classifier (fine-tuning)
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     seed: int = 0
     workers: int = 4  # data-loading processes per training process
@@ -126,7 +131,8 @@ class Config:
                 raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
                                   f"got {value!r}")
         positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
-                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size")
+                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size",
+                    "data.split")
         for key in positive:
             if _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")
@@ -150,6 +156,11 @@ class Config:
             raise ConfigError(f"{source}: train.label_smoothing must be in [0, 1)")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"{source}: model.dropout must be in [0, 1)")
+        if self.train.backbone_lr_mult < 0:
+            raise ConfigError(f"{source}: train.backbone_lr_mult must be >= 0")
+        if self.model.init_from and self.model.pretrained:
+            raise ConfigError(f"{source}: set model.init_from (a video checkpoint) or "
+                              f"model.pretrained (ImageNet backbone), not both")
         return self
 
 

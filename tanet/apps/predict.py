@@ -98,6 +98,11 @@ class _TorchBackend:
                                                      enabled=self.amp is not None):
             return self.model(clips.to(self.device)).float().cpu().numpy()
 
+    def features(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, T, D)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
+                                                     enabled=self.amp is not None):
+            return self.model.forward_features(clips.to(self.device)).float().cpu().numpy()
+
 
 class _OnnxBackend:
     def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
@@ -202,6 +207,17 @@ class Predictor:
         _, views, _ = self.load_views(path)
         probs = self._scores(views)  # (K,)
         return Prediction(str(path), self._top(probs), probs)
+
+    def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
+        """Pooled backbone features of one video, averaged over the views: (D,) averaged over
+        the frames too (the classifier's input: ``fc`` of it gives the video's logits), or
+        (T, D) with ``per_frame``. PyTorch checkpoints only (an ONNX file holds no features)."""
+        if not isinstance(self.backend, _TorchBackend):
+            raise ValueError(f"{self.checkpoint}: features need a PyTorch checkpoint "
+                             f"(.safetensors or .pth), not an ONNX file")
+        _, views, _ = self.load_views(path)
+        feats = self.backend.features(views).mean(0)  # (T, D)
+        return feats if per_frame else feats.mean(0)  # (T, D) or (D,)
 
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.

@@ -12,10 +12,10 @@ import contextlib
 import sys
 from typing import Sequence
 
-from tanet.cli import inference, models, training
+from tanet.cli import features, inference, models, training
 
 # Registration order is the order in `tanet --help`.
-GROUPS = (models, training, inference)
+GROUPS = (models, training, inference, features)
 
 
 def _common_options(parser: argparse.ArgumentParser, default: object) -> None:

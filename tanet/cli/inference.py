@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tanet.engine.distributed import DistInfo
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify a video or every video in a directory",
+    p = sub.add_parser("predict", help="classify a video or every video in a directory or list",
                        description="Top-k classes per video from a checkpoint alone (its model "
                                    "card gives frames, size, mean/std and class names).")
-    p.add_argument("input", help="a video file or a directory (walked recursively)")
+    p.add_argument("input", help="a video file, a directory (walked recursively), or a list "
+                                 "(annotation file or paths one a line; relative to its folder)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="tanet .safetensors (or an authors'/mmaction2 .pth), a "
                                           "weights name (e.g. tanet_r50.k400, see `tanet models "
@@ -35,27 +40,34 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """Under torchrun each process takes a share of the videos; rank 0 prints every result,
+    in input order (the output of one process)."""
+    from tanet.apps.sharding import joined
+
+    with joined(args.device) as info:
+        return _predict(args, info)
+
+
+def _predict(args: argparse.Namespace, info: DistInfo) -> int:
     import json
-    from pathlib import Path
 
     from tqdm import tqdm
 
-    from tanet.apps.predict import Predictor, find_videos, write_timeline
+    from tanet.apps.extract import read_video_list
+    from tanet.apps.predict import Predictor, write_timeline
+    from tanet.apps.sharding import ordered_map
+    from tanet.engine.distributed import all_sum
 
-    inp = Path(args.input)
-    if not inp.exists():
-        raise FileNotFoundError(f"{inp}: no such file or directory")
-    paths = find_videos(inp) if inp.is_dir() else [inp]
-    if not paths:
-        raise FileNotFoundError(f"{inp}: no video files found (looked for .mp4, .avi, .mkv, ...)")
+    paths = read_video_list(args.input).files
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
-                          labels=args.labels, device=args.device, amp=args.amp,
-                          sampling=args.sampling)
-    bar = tqdm(paths, desc="predict", unit="video", disable=args.quiet or len(paths) == 1,
-               file=sys.stderr, dynamic_ncols=True)
+                          labels=args.labels, amp=args.amp, sampling=args.sampling,
+                          device=str(info.device) if info.distributed else args.device)
+    bar = tqdm(total=len(paths), desc="predict", unit="video", file=sys.stderr,
+               disable=args.quiet or len(paths) == 1 or not info.main, dynamic_ncols=True)
     failed = 0
-    if args.window:
-        for path in bar:
+    if args.window:  # one CSV + PNG per video: each process writes its own share
+        for path in paths[info.rank::info.world_size]:
+            bar.update(info.world_size)
             try:
                 res = predictor.predict_windows(path, args.window, stride=args.stride)
             except Exception as e:
@@ -64,12 +76,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 continue
             csv_path, png_path = write_timeline(res, args.out, top=args.topk)
             tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}")
-        return 1 if failed else 0
-    for pred in predictor.predict_many(bar):
+        return 1 if all_sum(info, [failed])[0] else 0
+    for pred in ordered_map(predictor.predict_many, paths, info,
+                            progress=bar.update):
         failed += pred.error is not None
         line = json.dumps(pred.to_json()) if args.json else str(pred)
         tqdm.write(line, file=sys.stderr if (pred.error and not args.json) else sys.stdout)
-    return 1 if failed else 0
+    bar.close()
+    return 1 if all_sum(info, [failed])[0] else 0
 
 
 def _add_visualize(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,12 @@ Formats (``format=`` name, auto-detected by :func:`read_annotations` where unamb
   JSON ``{"class name": "index"}``; the class is the template without brackets; ``{id}.webm``.
 * ``sthv1``: Something-Something v1 CSV ``id;label``; videos are frame folders ``{id}``.
 * ``tree``: a class-per-folder directory ``root/<class>/<video or frame folder>``, classes sorted.
+* ``ucf101``: UCF101's official splits: ``classInd.txt`` (``1 ApplyEyeMakeup``, 1-based),
+  ``trainlist0N.txt`` (``Class/v_Class_g08_c01.avi 1``) and ``testlist0N.txt`` (paths only: the
+  class is the folder name); the list file itself, or the folder holding them with ``split=N``.
+* ``hmdb51``: HMDB51's official splits, the folder of ``<class>_test_splitN.txt`` files
+  (``video.avi 1`` per line: 1 train, 2 test, 0 unused) or one of them; ``split`` and ``subset``
+  (``"train"``/``"test"``) choose the videos, ``<class>/video.avi``; classes sorted by name.
 
 Record paths are as written in the file (relative paths are resolved by the dataset against its
 ``root``), except for ``tree``, whose records hold full paths.
@@ -21,6 +27,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,12 +37,15 @@ from tanet.io import TextFileError
 
 __all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "read_video_list",
            "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv", "read_class_tree",
+           "read_ucf101_split", "read_hmdb51_split",
            "read_class_names", "write_class_names", "write_video_list", "detect_format",
            "VIDEO_EXTENSIONS", "FORMATS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
                     ".ts", ".3gp", ".wmv")
-FORMATS = ("frames", "videos", "kinetics", "sthv2", "sthv1", "tree")
+FORMATS = ("frames", "videos", "kinetics", "sthv2", "sthv1", "tree", "ucf101", "hmdb51")
+_UCF_LIST = re.compile(r"^(train|test)list0*(\d+)\.txt$", re.IGNORECASE)
+_HMDB_LIST = re.compile(r"^(.+)_test_split(\d+)\.txt$")
 MAX_CLASSES = 1_000_000  # integer labels above this are a broken file, not a class count
 
 
@@ -322,16 +332,86 @@ def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Recor
     return records, names
 
 
+def read_ucf101_split(path: str | os.PathLike, *, labels=None, split: int = 1,
+                      subset: str = "train") -> tuple[list[Record], list[str]]:
+    """UCF101's ``trainlist0N.txt`` / ``testlist0N.txt`` (or the folder holding them: ``split``
+    and ``subset`` pick the file), classes from ``classInd.txt`` beside it (or ``labels``).
+    Labels come from the class folder of each path; a train list's 1-based label must agree."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{'train' if subset == 'train' else 'test'}list{split:02d}.txt"
+    if labels is None and not (path.parent / "classInd.txt").is_file():
+        raise AnnotationError(path, None, "a UCF101 split list needs classInd.txt beside it "
+                                          "(or pass it as the class names: data.labels)")
+    labels = path.parent / "classInd.txt" if labels is None else labels
+    names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    index = {n: i for i, n in enumerate(names)}
+    records = []
+    for no, s in _lines(path):
+        parts = s.split()
+        rel = parts[0].replace("\\", "/")  # Class/v_Class_g01_c01.avi
+        cls = rel.split("/")[0]
+        if cls not in index or "/" not in rel:
+            raise AnnotationError(path, no, f"expected 'Class/video.avi [label]' with a class of "
+                                            f"classInd.txt, got {s!r}")
+        if len(parts) > 1 and _int(path, no, parts[1], "label") != index[cls] + 1:
+            raise AnnotationError(path, no, f"label {parts[1]} disagrees with classInd.txt "
+                                            f"({cls} is {index[cls] + 1})")
+        records.append(Record(rel, index[cls]))
+    if not records:
+        raise AnnotationError(path, None, "no entries")
+    return records, names
+
+
+def read_hmdb51_split(path: str | os.PathLike, *, labels=None, split: int = 1,
+                      subset: str = "train") -> tuple[list[Record], list[str]]:
+    """HMDB51's ``<class>_test_split<split>.txt`` files of a folder (or the folder of one such
+    file, whose name then gives the split): ``subset="train"`` takes the lines marked 1,
+    ``"test"`` those marked 2; records ``<class>/<video>``, classes sorted (or ``labels``)."""
+    path = Path(path)
+    if path.is_file():
+        m = _HMDB_LIST.match(path.name)
+        split, path = (int(m.group(2)) if m else split), path.parent
+    files = {m.group(1): f for f in sorted(path.glob(f"*_test_split{split}.txt"))
+             if (m := _HMDB_LIST.match(f.name))}
+    if not files:
+        raise AnnotationError(path, None, f"no <class>_test_split{split}.txt files")
+    names = sorted(files) if labels is None else (
+        read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels))
+    want = "1" if subset == "train" else "2"
+    records = []
+    for i, name in enumerate(names):
+        if name not in files:
+            raise AnnotationError(path, None, f"no {name}_test_split{split}.txt for class {name!r}")
+        for no, s in _lines(files[name]):
+            parts = s.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise AnnotationError(files[name], no, f"expected 'video.avi 0|1|2', got {s!r}")
+            if parts[1] == want:
+                records.append(Record(f"{name}/{parts[0]}", i))
+    if not records:
+        raise AnnotationError(path, None, f"no {subset} videos in split {split}")
+    return records, names
+
+
 # ------------------------------------------------------------------------------ dispatch
 def detect_format(path: str | os.PathLike) -> str:
     """Guess the format from the path and its first entry; raises when ambiguous."""
     path = Path(path)
     if path.is_dir():
+        if any(_HMDB_LIST.match(f.name) for f in path.glob("*_test_split*.txt")):
+            return "hmdb51"
+        if (path / "classInd.txt").is_file():
+            return "ucf101"
         return "tree"
     if not path.is_file():
         raise AnnotationError(path, None, "annotation file not found")
     if path.suffix.lower() == ".json":
         return "sthv2"
+    if _UCF_LIST.match(path.name):  # UCF101's own names; its labels are 1-based
+        return "ucf101"
+    if _HMDB_LIST.match(path.name):
+        return "hmdb51"
     first = next(_lines(path), None)
     if first is None:
         raise AnnotationError(path, None, "empty annotation file")
@@ -351,13 +431,20 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def read_annotations(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
                      labels: str | os.PathLike | Sequence[str] | None = None,
-                     format: str = "auto") -> tuple[list[Record], list[str]]:
+                     format: str = "auto", split: int = 1,
+                     subset: str = "train") -> tuple[list[Record], list[str]]:
     """Read any supported annotation file (or class-per-folder directory).
 
     ``labels``: class names (a list or a class-names file) fixing the label order; ``root``:
-    where the videos are (used to find Kinetics class folders). Returns (records, class_names).
+    where the videos are (used to find Kinetics class folders); ``split`` / ``subset``
+    (``"train"`` or ``"test"``): which official split UCF101/HMDB51 split folders give.
+    Returns (records, class_names).
     """
     fmt = detect_format(path) if format == "auto" else format
+    if fmt == "ucf101":
+        return read_ucf101_split(path, labels=labels, split=split, subset=subset)
+    if fmt == "hmdb51":
+        return read_hmdb51_split(path, labels=labels, split=split, subset=subset)
     if fmt == "frames":
         return read_frame_list(path, labels=labels)
     if fmt == "videos":

@@ -6,7 +6,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,7 @@ from tanet.data.transforms import build_train_transform
 from tanet.data.views import Geometry, test_transform
 from tanet.engine.seeding import SeededItems
 from tanet.models import Recognizer, create_model
+from tanet.models.transfer import init_from_checkpoint
 
 __all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader", "build_model",
            "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
@@ -45,7 +46,9 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
     if not src_path.exists():
         raise FileNotFoundError(f"{src}: data.{split} does not exist")
     labels = list(class_names) if class_names else cfg.data.labels
-    records, names = read_annotations(src_path, root=root, labels=labels, format=cfg.data.format)
+    records, names = read_annotations(src_path, root=root, labels=labels, format=cfg.data.format,
+                                      split=cfg.data.split,
+                                      subset="train" if split == "train" else "test")
     return Split(list(records), list(names), str(src_path))
 
 
@@ -90,8 +93,11 @@ def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, bat
                         sampler=sampler, seed=seed, prefetch_factor=4 if workers > 0 else None)
 
 
-def build_model(cfg: Config, class_names: Sequence[str]) -> Recognizer:
-    """The recognizer of ``model.*`` with ``len(class_names)`` outputs. Its card records the
+def build_model(cfg: Config, class_names: Sequence[str], *,
+                log: Callable[[str], None] | None = None) -> Recognizer:
+    """The recognizer of ``model.*`` with ``len(class_names)`` outputs, started from
+    ``model.init_from`` if set (``log`` gets the report: tensors loaded, re-initialised,
+    adapted) and with a frozen backbone under ``train.freeze_backbone``. Its card records the
     test pipeline of the run (names, crop size, short side, sampling)."""
     model = create_model(cfg.model.name, num_classes=len(class_names),
                          num_segments=cfg.model.num_segments, dropout=cfg.model.dropout,
@@ -106,6 +112,16 @@ def build_model(cfg: Config, class_names: Sequence[str]) -> Recognizer:
         card.resize = cfg.data.short_side
     if cfg.data.sampling:
         card.sampling = cfg.data.sampling
+    if cfg.model.init_from:
+        report = init_from_checkpoint(model, cfg.model.init_from, adapt=cfg.model.adapt_frames)
+        if log is not None:
+            log(str(report))
+    if cfg.train.freeze_backbone:
+        for name, p in model.named_parameters():
+            p.requires_grad_(_is_classifier(name))
+        if log is not None:
+            log("train.freeze_backbone: only fc.weight and fc.bias train; BatchNorm statistics "
+                "are frozen")
     return model
 
 
@@ -115,8 +131,8 @@ def _is_classifier(name: str) -> bool:
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
     """SGD with momentum (or AdamW, ``train.optimizer``); four groups: backbone weights (decay),
-    backbone biases and norms (no decay), classifier weight and bias at ``fc_lr_mult`` x lr
-    (bias without decay)."""
+    backbone biases and norms (no decay), both at ``backbone_lr_mult`` x lr, classifier weight
+    and bias at ``fc_lr_mult`` x lr (bias without decay). Frozen parameters are left out."""
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "fc_w": [], "fc_b": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -126,7 +142,8 @@ def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Opt
         else:
             groups["decay" if p.dim() > 1 else "no_decay"].append(p)
     tc = cfg.train
-    spec = {"decay": (1.0, tc.weight_decay), "no_decay": (1.0, 0.0),
+    bb = tc.backbone_lr_mult
+    spec = {"decay": (bb, tc.weight_decay), "no_decay": (bb, 0.0),
             "fc_w": (tc.fc_lr_mult, tc.weight_decay), "fc_b": (tc.fc_lr_mult, 0.0)}
     param_groups = [{"params": ps, "lr": lr * spec[k][0], "weight_decay": spec[k][1], "name": k}
                     for k, ps in groups.items() if ps]
@@ -157,8 +174,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
 
 
 def set_bn_mode(model: nn.Module, cfg: Config) -> None:
-    """``train.freeze_bn``: every BatchNorm normalises with its running statistics."""
-    if cfg.train.freeze_bn:
+    """``train.freeze_bn`` (or ``freeze_backbone``): every BatchNorm normalises with its
+    running statistics."""
+    if cfg.train.freeze_bn or cfg.train.freeze_backbone:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()

@@ -6,6 +6,7 @@ function here is the single-process identity.
 """
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import sys
@@ -38,10 +39,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
+def init_distributed(device: str | None = None, *, timeout: float | None = None) -> DistInfo:
     """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` if there is one.
 
-    Backend: nccl when CUDA is available (one GPU per local rank), else gloo.
+    Backend: nccl when CUDA is available (one GPU per local rank), else gloo. ``timeout``:
+    seconds a collective waits for the other processes (None: torch's default), e.g. longer
+    for jobs whose processes may finish their shares far apart.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -51,7 +54,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+        wait = None if timeout is None else datetime.timedelta(seconds=timeout)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                                timeout=wait)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 

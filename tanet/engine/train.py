@@ -174,7 +174,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
         raise ValueError(f"{train_split.source}: no training videos")
     names = train_split.class_names
     val_split = read_split(cfg, "val", class_names=names) if cfg.data.val else None
-    model = build_model(cfg, names).to(info.device)
+    model = build_model(cfg, names, log=lambda msg: log(info, msg, quiet)).to(info.device)
     geom = test_geometry(model.card)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,0 +1,256 @@
+"""Features of many videos: ``tanet extract DIR_OR_LIST --checkpoint C --out feats.npz``.
+
+Per video, the backbone's pooled features (:meth:`Predictor.features`): (D,) averaged over
+frames and views, or (T, D) per frame. The output ``.npz`` holds ``features`` (N, D) or
+(N, T, D) float32 in input order, ``paths`` (N,), ``labels`` (N,) and ``class_names`` when the
+list has them, ``ok`` (N,) (False for a video that failed to decode; its row is NaN), ``failed``
+and ``errors`` (indices and messages of those), and ``meta`` (a JSON string: checkpoint,
+options).
+
+Resumable: videos are processed in shards of ``shard_size``; each finished shard is written
+atomically to ``<out>.parts/``, so a rerun of the same command skips what is done. The parts
+are merged, streamed shard by shard (memory: one shard), into ``out`` at the end and removed.
+Under torchrun, shard k goes to rank k mod W and rank 0 writes the one output; shards that rank
+0 cannot see (no shared file system) are sent to it over the process group.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tanet.apps.predict import Predictor, find_videos
+from tanet.apps.sharding import collect_files, owned
+from tanet.engine.distributed import DistInfo, all_gather, all_sum
+
+__all__ = ["VideoList", "read_video_list", "extract", "load_features", "LIST_SUFFIXES"]
+
+LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # files read as lists of videos
+
+
+@dataclass
+class VideoList:
+    """Videos to process: ``paths`` as listed (what outputs record), ``files`` where to read
+    them, and labels and class names when the list has them."""
+
+    paths: list[str]
+    files: list[str]
+    labels: list[int] | None = None
+    class_names: list[str] | None = None
+
+
+def read_video_list(src: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                    split: int = 1, subset: str = "train") -> VideoList:
+    """A video file, a directory (every video under it, recursively), or a list (a
+    ``LIST_SUFFIXES`` file or a UCF101/HMDB51 split folder): an annotation file of any
+    supported format (labels kept; relative paths against ``root``, default the list's folder)
+    or a plain list of paths, one a line."""
+    from tanet.data.annotations import AnnotationError, detect_format, read_annotations
+    from tanet.io import read_text
+
+    path = Path(src)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir() and not _is_split_folder(path):
+        files = [str(p) for p in find_videos(path)]
+        if not files:
+            raise FileNotFoundError(f"{path}: no video files found (looked for .mp4, .avi, ...)")
+        return VideoList(files, files)
+    if path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:  # a video, any container
+        return VideoList([str(path)], [str(path)])
+    base = Path(root) if root is not None else (path if path.is_dir() else path.parent)
+    try:
+        detect_format(path)
+    except AnnotationError:  # not an annotation format: a plain list of paths
+        paths = [ln.strip() for ln in read_text(path).split("\n")
+                 if ln.strip() and not ln.strip().startswith("#")]
+        if not paths:
+            raise FileNotFoundError(f"{path}: an empty list") from None
+        return VideoList(paths, [str(base / p) for p in paths])
+    records, names = read_annotations(path, root=base, split=split, subset=subset)
+    paths = [r.path for r in records]
+    return VideoList(paths, [str(base / p) for p in paths], [r.label for r in records],
+                     list(names))
+
+
+def _is_split_folder(path: Path) -> bool:
+    """A folder of UCF101/HMDB51 split files (an annotation source, not a video folder)."""
+    return (path / "classInd.txt").is_file() or any(path.glob("*_test_split*.txt"))
+
+
+def _meta(videos: VideoList, checkpoint: str, *, per_frame: bool, views: str,
+          shard_size: int) -> dict[str, Any]:
+    """What defines the output: a partial run with other values is not continued."""
+    digest = hashlib.sha256("\n".join(videos.files).encode()).hexdigest()
+    meta: dict[str, Any] = {"checkpoint": str(checkpoint), "per_frame": per_frame,
+                            "views": views, "videos": len(videos.files), "list_sha256": digest,
+                            "shard_size": shard_size}
+    if os.path.isfile(checkpoint):  # a retrained file at the same path is another model
+        st = os.stat(checkpoint)
+        meta["checkpoint_stat"] = [st.st_size, st.st_mtime_ns]
+    return meta
+
+
+def load_features(path: str | os.PathLike) -> dict[str, Any]:
+    """An output of :func:`extract` as a dict of arrays (``meta`` decoded)."""
+    with np.load(path, allow_pickle=False) as z:
+        out: dict[str, Any] = {k: z[k] for k in z.files}
+    out["meta"] = json.loads(str(out["meta"]))
+    return out
+
+
+def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+            per_frame: bool = False, views: str = "1x1", shard_size: int = 64,
+            parts: str | os.PathLike | None = None, device: str = "cpu", amp: str | None = None,
+            quiet: bool = False, info: DistInfo | None = None) -> dict[str, Any]:
+    """Write the features of ``videos`` to ``out`` (.npz; see the module docstring) and return
+    a summary (``videos``, ``failed``, ``out``, ``reused``). ``parts``: the shard folder
+    (default ``<out>.parts``; ``{rank}`` in it gives each process its own)."""
+    info = info or DistInfo()
+    out = Path(out)
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    meta = _meta(videos, str(checkpoint), per_frame=per_frame, views=views,
+                 shard_size=shard_size)
+    # rank 0's view decides for all (the file stats of a checkpoint copied to each machine
+    # differ; the output may be visible to rank 0 only)
+    meta, done = all_gather(info, (meta, _finished(out, meta) if info.main else None))[0]
+    n = len(videos.files)
+    if done is not None:
+        return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n}
+    predictor = Predictor(checkpoint, views=views, device=device, amp=amp)
+    if not hasattr(predictor.backend, "model"):
+        raise ValueError(f"{checkpoint}: features need a PyTorch checkpoint, not an ONNX file")
+    dim = predictor.backend.model.fc.in_features
+    fshape = (predictor.card.num_segments, dim) if per_frame else (dim,)
+    part_dir = Path(str(parts).replace("{rank}", str(info.rank)) if parts else f"{out}.parts")
+    _check_parts(part_dir, meta)
+    shards = [part_dir / f"shard-{k:06d}.npz" for k in range(math.ceil(n / shard_size))]
+    size = [min(n, (k + 1) * shard_size) - k * shard_size for k in range(len(shards))]
+    mine = owned(len(shards), info)
+    todo = [k for k in mine if not shards[k].is_file()]
+    resumed = int(all_sum(info, [sum(size[k] for k in mine if k not in todo)])[0])
+    _run_shards(predictor, videos.files, shards, todo, size, fshape, per_frame,
+                total=sum(size[k] for k in mine), quiet=quiet or not info.main)
+    collect_files(shards, lambda k: k % info.world_size, info)
+    failed = 0
+    if info.main:
+        failed = _merge(out, shards, videos, fshape, meta, shard_size)
+        shutil.rmtree(part_dir, ignore_errors=True)
+    failed = int(all_sum(info, [failed])[0])  # every process answers alike, after the merge
+    if not info.main:  # its own folder ({rank}), or the shared one rank 0 removed
+        shutil.rmtree(part_dir, ignore_errors=True)
+    return {"videos": n, "failed": failed, "out": str(out), "reused": False, "resumed": resumed}
+
+
+def _finished(out: Path, meta: dict[str, Any]) -> int | None:
+    """The number of failed videos if ``out`` is a finished extraction with the same
+    definition, else None (reads two small members, not the features)."""
+    if not out.is_file():
+        return None
+    try:
+        with np.load(out, allow_pickle=False) as z:
+            if json.loads(str(z["meta"])) != meta:
+                return None
+            return int((~z["ok"]).sum())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def _check_parts(part_dir: Path, meta: dict[str, Any]) -> None:
+    """Create the shard folder, or check that the partial run in it is this one."""
+    from tanet.io import atomic_write_text
+
+    manifest = part_dir / "manifest.json"
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != meta:
+            raise ValueError(f"{part_dir}: holds a partial extraction with another list, "
+                             f"checkpoint or options; delete it (or choose another --out) to "
+                             f"start afresh")
+        return
+    atomic_write_text(manifest, json.dumps(meta))
+
+
+def _run_shards(predictor: Predictor, files: Sequence[str], shards: Sequence[Path],
+                todo: Sequence[int], size: Sequence[int], fshape: tuple[int, ...],
+                per_frame: bool, *, total: int, quiet: bool) -> None:
+    """Compute and write the shards ``todo`` (``size[k]`` videos from ``sum(size[:k])``); a
+    video that fails gets a NaN row."""
+    from tqdm import tqdm
+
+    from tanet.io import atomic_path
+
+    bar = tqdm(total=total, initial=total - sum(size[k] for k in todo), desc="extract",
+               unit="video", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    for k in todo:
+        lo = k * size[0]
+        hi = lo + size[k]
+        feats = np.full((hi - lo, *fshape), np.nan, np.float32)  # (S, D) or (S, T, D)
+        failed, errors = [], []
+        for i in range(lo, hi):
+            try:
+                feats[i - lo] = predictor.features(files[i], per_frame=per_frame)
+            except Exception as e:  # one bad file must not stop a long run
+                msg = str(e)
+                failed.append(i)
+                errors.append(msg if msg.startswith(files[i]) else
+                              f"{files[i]}: {type(e).__name__}: {msg}")
+            bar.update(1)
+        with atomic_path(shards[k]) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats, start=np.int64(lo), failed=np.array(failed, np.int64),
+                     errors=np.array(errors, dtype=str))
+    bar.close()
+
+
+def _put(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+
+
+def _merge(out: Path, shards: Sequence[Path], videos: VideoList, fshape: tuple[int, ...],
+           meta: dict[str, Any], shard_size: int) -> int:
+    """Stream the shards into one ``.npz`` (atomically); returns the number of failed videos."""
+    from tanet.io import atomic_path
+
+    n = len(videos.files)
+    failed: list[int] = []
+    errors: list[str] = []
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        with zf.open("features.npy", "w", force_zip64=True) as f:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (n, *fshape)}
+            np.lib.format.write_array_header_2_0(f, header)
+            for k, shard in enumerate(shards):
+                with np.load(shard, allow_pickle=False) as z:
+                    size = min(n, (k + 1) * shard_size) - k * shard_size
+                    feats = z["features"]  # (S, D) or (S, T, D)
+                    if int(z["start"]) != k * shard_size or feats.shape != (size, *fshape):
+                        raise ValueError(f"{shard}: not shard {k} of this extraction; delete "
+                                         f"{shard.parent} and run again")
+                    f.write(np.ascontiguousarray(feats, dtype="<f4").tobytes())
+                    failed += z["failed"].tolist()
+                    errors += z["errors"].tolist()
+        ok = np.ones(n, bool)
+        ok[failed] = False
+        _put(zf, "paths", np.array(videos.paths, dtype=str))
+        if videos.labels is not None:
+            _put(zf, "labels", np.array(videos.labels, np.int64))
+        if videos.class_names is not None:
+            _put(zf, "class_names", np.array(videos.class_names, dtype=str))
+        _put(zf, "ok", ok)
+        _put(zf, "failed", np.array(failed, np.int64))
+        _put(zf, "errors", np.array(errors, dtype=str))
+        _put(zf, "meta", np.array(json.dumps(meta)))
+    return len(failed)
