@@ -551,5 +551,6 @@ def get_index(container, stream, path: str, st: os.stat_result, *,
         return index, True
     t0 = time.perf_counter()
     index = build(container, stream, exact=exact)
-    _store(key, index, disk=exact or time.perf_counter() - t0 >= _STORE_AFTER_S)
+    slow = time.perf_counter() - t0 >= _STORE_AFTER_S
+    _store(key, index, disk=slow or (index.exact and index.num_frames > _SMALL))
     return index, True
