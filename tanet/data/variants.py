@@ -80,6 +80,7 @@ def _packets(src: Path) -> list[tuple[bytes, bool, int | None, int | None]]:
 def _write(src: Path, dst: Path, packets, *, options: dict | None = None) -> Path:
     """Mux ``packets`` [(data, keyframe, pts, dts)] into ``dst`` with ``src``'s stream setup."""
     dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(src)) as i, av.open(str(dst), "w", options=options or {}) as o:
         tpl = i.streams.video[0]
         s = o.add_stream_from_template(tpl)
@@ -153,5 +154,6 @@ def truncate(src: str | os.PathLike, dst: str | os.PathLike, keep: float | int) 
     """The first ``keep`` bytes of ``src`` (a float in (0, 1): that fraction of its size)."""
     data = Path(src).read_bytes()
     n = int(len(data) * keep) if isinstance(keep, float) else int(keep)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     Path(dst).write_bytes(data[:n])
     return Path(dst)
