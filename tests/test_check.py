@@ -7,7 +7,6 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from tanet.apps import check as C

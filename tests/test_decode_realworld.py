@@ -9,14 +9,14 @@ import av
 import numpy as np
 import pytest
 
-from tanet.data import frame_index
+from tanet.data import frame_index, index_cache
 from tanet.data import variants as V
 from tanet.data.decode import FrameIndexError, VideoDecodeError, open_video
 from tanet.data.encode import write_video
 
 from test_data_decode import _content, _reference
 
-N = 60  # frames of the clean sources (more than frame_index._SMALL: the fast route is open)
+N = 60  # frames of the clean sources (more than frame_index.SMALL: the fast route is open)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _check_reads(path, ref, seed: int) -> None:
 def test_count_and_frames_equal_a_sequential_decode(files, name):
     ref = _reference(files[name])
     _check_reads(files[name], ref, seed=len(name))
-    frame_index.clear_memory_cache()  # again from the disk cache (or a rebuild): same frames
+    index_cache.clear_memory_cache()  # again from the disk cache (or a rebuild): same frames
     _check_reads(files[name], ref, seed=len(name) + 1)
 
 
@@ -135,7 +135,7 @@ def test_hidden_damage_switches_the_file_to_the_exact_index(tmp_path):
         assert np.abs(got.astype(int) - ref[[45, 60, 100]]).max() <= 1
         with pytest.raises(FrameIndexError, match="has 119 frames"):
             r.get_frames([119])
-    frame_index.clear_memory_cache()
+    index_cache.clear_memory_cache()
     with open_video(p) as r:  # from the disk cache
         assert r.info.num_frames == 119 and r.info.exact and r.warnings
     _check_reads(p, ref, seed=3)
@@ -156,9 +156,9 @@ def test_zero_filled_hole_is_damage(files, tmp_path):
 def test_exact_index_is_cached_on_disk_by_path_size_and_mtime(files, monkeypatch):
     p = files["avi_packed"]
     open_video(p).close()
-    cached = list((frame_index.cache_dir() / "video-index").rglob("*.json"))
-    assert cached and frame_index.cache_dir() == frame_index.Path(os.environ["TANET_CACHE_DIR"])
-    frame_index.clear_memory_cache()
+    cached = list((index_cache.cache_dir() / "video-index").rglob("*.json"))
+    assert cached and str(index_cache.cache_dir()) == os.environ["TANET_CACHE_DIR"]
+    index_cache.clear_memory_cache()
 
     def no_build(*a, **k):
         raise AssertionError("rebuilt")

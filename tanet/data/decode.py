@@ -1,4 +1,4 @@
-"""Video decoding: the one module that reads videos (PyAV), with :mod:`.frame_index`.
+"""Video decoding: the one module that reads videos (PyAV, with :mod:`.frame_index`).
 
 Two sources behind one interface (``.info``, ``.warnings``, ``.get_frames(indices)``, context
 manager):
@@ -6,7 +6,7 @@ manager):
 * :class:`VideoReader` reads a video file. Frame ``i`` is the ``i``-th frame a plain sequential
   decode emits and ``num_frames`` is how many it emits, for every file: the index of
   :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
-  trustworthy, else from one full decode (cached on disk, paid once per file). ``get_frames``
+  trustworthy, else from one full decode (:mod:`.index_cache`: paid once per file). ``get_frames``
   decodes forward while the next wanted frame comes before the next keyframe and seeks only when
   that skips work; a surprise on the fast route (a decode error, a frame missing where the
   packets said) switches the file to the exact index. Truncation and damage are recorded in
@@ -29,8 +29,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from tanet.data.frame_index import (FrameIndex, NoFrames, build_exact, clear_memory_cache,
-                                    decode_frames, get_index)
+from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames, rebuild_exact
+from tanet.data.index_cache import clear_memory_cache, get_index, store
 
 __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
            "open_video", "read_frames", "clear_memory_cache"]
@@ -172,6 +172,10 @@ class VideoReader:
         self._index = index
         self._pos_of_pts = ({int(t): i for i, t in enumerate(index.pts)} if index.seekable
                             else {})
+        self._no_skip = np.zeros(index.num_frames, dtype=bool)  # frames in damaged GOPs
+        bounds = np.append(index.keyframes, index.num_frames)
+        for g in index.damaged_gops:
+            self._no_skip[bounds[g]:bounds[g + 1]] = True
         w, h = index.coded_size
         if index.rotation % 180:
             w, h = h, w
@@ -192,23 +196,30 @@ class VideoReader:
 
     def _switch_to_exact(self, why: str) -> None:
         try:
-            index = build_exact(self._container, self._stream, self.path, self._st,
-                                start_ts=self._index.start_ts, reason=why)
+            index = rebuild_exact(self._container, self._stream, start_ts=self._index.start_ts,
+                                  reason=why)
         except NoFrames:
             raise VideoDecodeError(self.path, "no decodable video frame") from None
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
+        store(self.path, self._st, index)
         self._use(index, at_start=False)
 
     # ----------------------------------------------------------------------------- decode
     def _skip(self, pts) -> bool:
         """Whether the frame of the packet with timestamp ``pts`` is wanted by nobody (then a
-        disposable frame need not be decoded: the outputs of the others do not change)."""
-        return pts is not None and self._pos_of_pts.get(pts, -1) not in self._wanted
+        disposable frame need not be decoded: the outputs of the others do not change), and
+        lies in no damaged GOP (where the sequential decode's damage must be reproduced)."""
+        if pts is None:
+            return False
+        i = self._pos_of_pts.get(pts, -1)
+        if i < 0:  # no frame of its own (a packet the decoder drops)
+            return not self._index.damaged_gops
+        return i not in self._wanted and not self._no_skip[i]
 
     def _start_decoder(self) -> None:
         self._errors = []
-        skip = self._skip if self._index.seekable and not self._index.damaged else None
+        skip = self._skip if self._index.seekable else None
         self._frames = decode_frames(self._container, self._stream, skip=skip,
                                      errors=self._errors)
         self._pending, self._pos, self._count, self._last = None, -1, 0, None
@@ -264,20 +275,20 @@ class VideoReader:
 
     def _seek_to_keyframe(self, k: int, target: int) -> None:
         """Make keyframe number ``k`` (frame <= target) the next frame; if the demuxer lands
-        past ``target`` (inexact seek), restart from the beginning."""
-        if k == 0:
-            self._restart()
-            return
-        self._container.seek(int(self._index.seek_ts[k]), stream=self._stream, backward=True,
-                             any_frame=False)
-        self._stream.codec_context.flush_buffers()
-        self._at_start = False
-        self._start_decoder()
-        item = self._next()
-        if item is None or item[0] > target:
-            self._restart()
-            return
-        self._pending = item
+        past ``target`` (an inexact seek), try the keyframe before, then the beginning."""
+        for slot in (k, k - 1):
+            if slot <= 0:
+                break
+            self._container.seek(int(self._index.seek_ts[slot]), stream=self._stream,
+                                 backward=True, any_frame=False)
+            self._stream.codec_context.flush_buffers()
+            self._at_start = False
+            self._start_decoder()
+            item = self._next()
+            if item is not None and item[0] <= target:
+                self._pending = item
+                return
+        self._restart()
 
     def _find(self, target: int, *, from_start: bool = False):
         """Decode up to frame ``target``; its av.VideoFrame, or None if it did not come out."""

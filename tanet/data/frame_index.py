@@ -15,35 +15,24 @@ many it emits. Two routes reach it:
   missing or repeated, counted from the start).
 
 A reader that meets a surprise on the packets route (a decode error, a frame that does not come
-out where the packets said) switches the file to the decoded route. Indices are cached in memory
-and on disk (``$TANET_CACHE_DIR/video-index``, default ``~/.cache/tanet``), keyed by path, size and
-modification time, so each file pays for its index once.
+out where the packets said) switches the file to the decoded route. :mod:`.index_cache` keeps
+indices in memory and on disk, so each file pays for its index once.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import av
 import numpy as np
 
-__all__ = ["FrameIndex", "NoFrames", "get_index", "build_exact", "decode_frames", "cache_dir",
-           "clear_memory_cache"]
+__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "NO_PTS",
+           "SMALL"]
 
-INDEX_VERSION = 1
 _PREFIX = 8  # frames decoded at open to compare output order with timestamp order
-_SMALL = 32  # files that declare at most this many frames are decoded whole at open
-_STORE_AFTER_S = 0.01  # indices that took longer to build are also cached on disk
+SMALL = 32  # files that declare at most this many frames are decoded whole at open
 _TAIL_FULL = 6  # last packets of the tail probe decoded even when no other frame needs them
 _VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 frame (video object plane) start code
-_ZEROS = bytes(16)  # no codec starts a frame with 16 zero bytes
+_ZEROS = bytes(64)  # no encoder starts a frame with 64 zero bytes: a zero-filled hole
 NO_PTS = np.iinfo(np.int64).min
 
 
@@ -65,8 +54,9 @@ class FrameIndex:
     container: str
     warnings: tuple[str, ...] = ()
     reason: str = ""  # why the decoded route was taken
-    damaged: bool = False  # decode errors or corrupt packets: decode every frame, as the
-    # sequential decode does (skipping frames nobody wants would change the damage's effects)
+    damaged_gops: tuple[int, ...] = ()  # keyframe slots whose GOP holds damage: there every
+    # frame is decoded, as the sequential decode does (skipping unwanted ones would change
+    # how the damage spreads)
 
     @property
     def num_frames(self) -> int:
@@ -167,7 +157,7 @@ def _scan(container, stream, *, decode_all: bool) -> tuple[_Scan, str]:
     scan, dec = _Scan(), stream.codec_context
     dec.skip_frame = "DEFAULT"
     reason = "a full decode was asked for" if decode_all else ""
-    if not reason and 0 < (stream.frames or 0) <= _SMALL:
+    if not reason and 0 < (stream.frames or 0) <= SMALL:
         reason = "short enough to decode at open"
     decoding, mpeg4 = True, dec.name == "mpeg4"
     packets = container.demux(stream)
@@ -189,7 +179,7 @@ def _scan(container, stream, *, decode_all: bool) -> tuple[_Scan, str]:
         scan.discard.append(packet.is_discard)
         if packet.is_corrupt:
             scan.corrupt.append(len(scan.pts) - 1)
-        if bytes(memoryview(packet)[:16]) == _ZEROS:  # a zero-filled hole (preallocated download)
+        if bytes(memoryview(packet)[:len(_ZEROS)]) == _ZEROS:  # a hole (preallocated download)
             scan.corrupt.append(len(scan.pts) - 1)
         if mpeg4 and not scan.packed and bytes(packet).count(_VOP) > 1:
             scan.packed = True
@@ -248,9 +238,9 @@ def _arrays_exact(scan: _Scan) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool
     if seekable:
         pos = {t: i for i, t in enumerate(out)}
         starts = {}
-        for t, d, k in zip(scan.pts, scan.dts, scan.key):
+        for t, k in zip(scan.pts, scan.key):
             if k and t in pos and pos[t] > 0:
-                starts[pos[t]] = d if d is not None else t
+                starts[pos[t]] = t  # demuxers seek by presentation time (MP4 with ctts too)
         for i in sorted(starts):
             keys.append(i)
             seeks.append(starts[i])
@@ -269,9 +259,10 @@ def _declared(container, stream, fps: float) -> tuple[int, bool]:
     return (int(round(dur * fps)) if dur > 0 and fps else 0), False
 
 
-def _warnings(scan: _Scan, pts: np.ndarray, declared: tuple[int, bool]) -> tuple[str, ...]:
-    """Truncation and damage, worded for people: ``truncated: 16 of 795 frames``,
-    ``corrupt data at frame 120``."""
+def _damage(scan: _Scan, pts: np.ndarray, declared: tuple[int, bool]
+            ) -> tuple[tuple[str, ...], list[int]]:
+    """Truncation and damage worded for people (``truncated: 16 of 795 frames``, ``corrupt
+    data at frame 120``) and the frames where damage was met (the cut included)."""
     out, n = [], len(pts)
     count, is_count = declared
     last = len(scan.pts) - 1
@@ -292,7 +283,14 @@ def _warnings(scan: _Scan, pts: np.ndarray, declared: tuple[int, bool]) -> tuple
         shown = ", ".join(str(f) for f in damage[:3])
         more = f" (+{len(damage) - 3} more)" if len(damage) > 3 else ""
         out.append(f"corrupt data at frame{'s' if len(damage) > 1 else ''} {shown}{more}")
-    return tuple(out)
+    return tuple(out), damage + ([n - 1] if cut or scan.damage else [])
+
+
+def _gops_of(frames: list[int], keys: np.ndarray, n: int) -> tuple[int, ...]:
+    """Keyframe slots whose GOP holds (or borders, within the decoder's reorder delay) one of
+    ``frames``."""
+    near = {min(max(f + d, 0), max(n - 1, 0)) for f in frames for d in (-4, 0, 4)}
+    return tuple(sorted({int(np.searchsorted(keys, f, side="right")) - 1 for f in near}))
 
 
 def _rotation(frame) -> int:
@@ -337,13 +335,13 @@ def _make(container, stream, scan: _Scan, exact: bool, reason: str) -> FrameInde
     seeks[0] = start
     fps, duration = _timing(stream, pts, len(pts), seekable)
     first = scan.first
+    warnings, damage = _damage(scan, pts, _declared(container, stream, fps))
     return FrameIndex(pts=pts, keyframes=keys, seek_ts=seeks, start_ts=start, exact=exact,
                       seekable=seekable, fps=fps, duration=duration,
                       coded_size=(first.width, first.height), rotation=_rotation(first),
                       codec=stream.codec_context.name, container=container.format.name,
-                      warnings=_warnings(scan, pts, _declared(container, stream, fps)),
-                      reason=reason, damaged=bool(scan.damage or scan.corrupt
-                                                  or scan.demux_error))
+                      warnings=warnings, reason=reason,
+                      damaged_gops=_gops_of(damage, keys, len(pts)))
 
 
 class NoFrames(Exception):
@@ -389,11 +387,14 @@ def _tail_ok(container, stream, scan: _Scan, pts: np.ndarray, keys: np.ndarray) 
     kts = int(pts[k])
     order = {t: j for j, t in enumerate(scan.pts) if t is not None}  # file position
     total = len(scan.pts)
-    container.seek(kts, stream=stream, backward=True, any_frame=False)
-    stream.codec_context.flush_buffers()
     errors: list = []
     skip = (lambda t: t is not None and total - order.get(t, total) > _TAIL_FULL)
-    got = [f.pts for f in decode_frames(container, stream, skip=skip, errors=errors)]
+    try:
+        container.seek(kts, stream=stream, backward=True, any_frame=False)
+        stream.codec_context.flush_buffers()
+        got = [f.pts for f in decode_frames(container, stream, skip=skip, errors=errors)]
+    except av.FFmpegError:  # cannot seek there: let the full decode decide
+        return False
     if errors:
         return False
     got = [t for t in got if t is None or t >= kts]
@@ -425,132 +426,8 @@ def build(container, stream, *, exact: bool = False) -> FrameIndex:
     return _make(container, stream, scan, True, reason)
 
 
-def build_exact(container, stream, path: str, st: os.stat_result, *, start_ts: int,
-                reason: str) -> FrameIndex:
+def rebuild_exact(container, stream, *, start_ts: int, reason: str) -> FrameIndex:
     """The decoded-route index of an open file whose first packet has timestamp ``start_ts``
-    (a reader's switch after a surprise), cached like any index."""
+    (a reader's switch after a surprise, or a full decode asked for later)."""
     _restart(container, stream, start_ts)
-    index = build(container, stream, exact=True)
-    index = replace(index, reason=reason)
-    _store(_key(path, st), index)
-    return index
-
-
-# ------------------------------------------------------------------------------ caches
-_MEMORY: OrderedDict[tuple, FrameIndex] = OrderedDict()
-_MEMORY_SIZE = 4096
-_LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """``$TANET_CACHE_DIR`` (default ``~/.cache/tanet``)."""
-    return Path(os.environ.get("TANET_CACHE_DIR") or Path.home() / ".cache" / "tanet")
-
-
-def _key(path: str, st: os.stat_result) -> tuple:
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-
-
-def _disk_path(key: tuple) -> Path:
-    tag = f"{key[0]}\0{key[1]}\0{key[2]}\0{INDEX_VERSION}\0{av.__version__}"
-    h = hashlib.sha1(tag.encode("utf-8", "surrogateescape")).hexdigest()
-    return cache_dir() / "video-index" / h[:2] / f"{h}.json"
-
-
-def _enc(a: np.ndarray) -> dict:
-    a = np.asarray(a, dtype=np.int64)
-    if len(a) > 2 and np.all(np.diff(a) == a[1] - a[0]):
-        return {"start": int(a[0]), "step": int(a[1] - a[0]), "n": len(a)}
-    return {"b64": base64.b64encode(a.astype("<i8").tobytes()).decode()}
-
-
-def _dec(d: dict) -> np.ndarray:
-    if "b64" in d:
-        return np.frombuffer(base64.b64decode(d["b64"]), dtype="<i8").astype(np.int64)
-    return d["start"] + d["step"] * np.arange(d["n"], dtype=np.int64)
-
-
-def _to_json(key: tuple, index: FrameIndex) -> str:
-    d = asdict(index)
-    for name in ("pts", "keyframes", "seek_ts"):
-        d[name] = _enc(getattr(index, name))
-    d["key"] = list(key)
-    return json.dumps(d)
-
-
-def _from_json(key: tuple, text: str) -> FrameIndex | None:
-    d = json.loads(text)
-    if d.pop("key", None) != list(key):
-        return None
-    for name in ("pts", "keyframes", "seek_ts"):
-        d[name] = _dec(d[name])
-    d["coded_size"] = tuple(d["coded_size"])
-    d["warnings"] = tuple(d["warnings"])
-    return FrameIndex(**d)
-
-
-def _load(key: tuple) -> FrameIndex | None:
-    with _LOCK:
-        index = _MEMORY.get(key)
-        if index is not None:
-            _MEMORY.move_to_end(key)
-            return index
-    try:
-        index = _from_json(key, _disk_path(key).read_text())
-    except (OSError, ValueError, KeyError, TypeError):  # absent, torn or from another version
-        return None
-    if index is not None:
-        _remember(key, index)
-    return index
-
-
-def _remember(key: tuple, index: FrameIndex) -> None:
-    with _LOCK:
-        _MEMORY[key] = index
-        _MEMORY.move_to_end(key)
-        while len(_MEMORY) > _MEMORY_SIZE:
-            _MEMORY.popitem(last=False)
-
-
-def _store(key: tuple, index: FrameIndex, *, disk: bool = True) -> None:
-    """Remember ``index`` in memory and (``disk``) on disk (best effort: a read-only disk is
-    no error). Indices that are quicker to build than to store stay in memory only."""
-    _remember(key, index)
-    if not disk:
-        return
-    path = _disk_path(key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(_to_json(key, index))
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-
-
-def clear_memory_cache() -> None:
-    """Forget the indices held in memory (the disk cache stays)."""
-    with _LOCK:
-        _MEMORY.clear()
-
-
-def get_index(container, stream, path: str, st: os.stat_result, *,
-              exact: bool = False) -> tuple[FrameIndex, bool]:
-    """The index of an open file: cached (memory, then disk) or built now and cached. Returns
-    (index, built): ``built`` means the demuxer moved (it is at the start otherwise)."""
-    key = _key(path, st)
-    index = _load(key)
-    if index is not None and (index.exact or not exact):
-        return index, False
-    if index is not None:  # a packets-route index, and a full decode was asked for
-        index = build_exact(container, stream, path, st, start_ts=index.start_ts,
-                            reason="a full decode was asked for")
-        return index, True
-    t0 = time.perf_counter()
-    index = build(container, stream, exact=exact)
-    slow = time.perf_counter() - t0 >= _STORE_AFTER_S
-    _store(key, index, disk=slow or (index.exact and index.num_frames > _SMALL))
-    return index, True
+    return replace(build(container, stream, exact=True), reason=reason)
