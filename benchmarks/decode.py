@@ -140,8 +140,11 @@ def decord_reads(path) -> str | None:
         return "hangs"
     if r.returncode == 0:
         return None
+    if r.returncode < 0:
+        return f"crashes (signal {-r.returncode})"
     last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
-    return last[:70] if r.returncode > 0 else f"crashes (signal {-r.returncode})"
+    name, _, msg = last.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {msg.split(') ')[-1][:60]}"  # DECORDError: ...
 
 
 def decord_reader():
