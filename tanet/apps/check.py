@@ -207,8 +207,8 @@ def summary(results: Sequence[CheckResult], seconds: float, workers: int) -> str
                                                           causes.most_common(6)))
     decoded = sum(r.index == "decoded" for r in results)
     if decoded:
-        lines.append(f"  {decoded} video(s) indexed by a full decode (timestamps not trusted, "
-                     f"or --deep); their indices are cached for training")
+        lines.append(f"  {decoded} video(s) indexed by a full decode (short, timestamps not to "
+                     f"be trusted, damaged, or --deep)")
     return "\n".join(lines)
 
 
