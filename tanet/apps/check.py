@@ -54,7 +54,10 @@ def check_video(path: str, *, deep: bool = False, template: str = "img_{:05d}.jp
     from tanet.data.decode import VideoDecodeError, open_video
 
     p = Path(path)
-    size = (len(os.listdir(p)) if p.is_dir() else p.stat().st_size) if p.exists() else None
+    try:
+        size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
+    except OSError:  # missing, unreadable: the reader below says which
+        size = None
     try:
         with open_video(p, template=template, exact=deep) as r:
             info, warnings = r.info, list(r.warnings)
