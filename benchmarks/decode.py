@@ -105,6 +105,13 @@ def decode_only(path) -> None:
         s.decode(None)
 
 
+def demux_only(path) -> None:
+    """Every packet's timestamp, nothing decoded (what an index from timestamps alone costs)."""
+    with av.open(str(path)) as c:
+        for _ in c.demux(video=0):
+            pass
+
+
 def ours(path, idx):
     index_cache.clear_memory_cache()
     with D.open_video(path) as r:
@@ -187,10 +194,10 @@ def right(fn, path, clips, ref) -> str:
     return f"{100 * ok / total:.0f} %"
 
 
-def fresh_index_ms(path, rounds: int) -> tuple[float, float, str]:
-    """(median ms to open with no cache at all, median ms of one decode-only pass, route),
-    interleaved."""
-    a, b = [], []
+def fresh_index_ms(path, rounds: int) -> tuple[float, float, float, str]:
+    """Median ms to open with no cache at all, of a demux-only pass and of a decode-only pass,
+    and the route; interleaved."""
+    a, b, c = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
             os.environ["TANET_CACHE_DIR"] = cache
@@ -203,7 +210,10 @@ def fresh_index_ms(path, rounds: int) -> tuple[float, float, str]:
         t0 = time.perf_counter()
         decode_only(path)
         b.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(a), statistics.median(b), route
+        t0 = time.perf_counter()
+        demux_only(path)
+        c.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(a), statistics.median(c), statistics.median(b), route
 
 
 def main() -> None:
@@ -242,12 +252,14 @@ def main() -> None:
             if "decord" in t:
                 ratio = statistics.median(t["decord"]) / statistics.median(t["ours"])
                 print(f"{'':<31}decord / ours = {ratio:.2f}x")
-        print(f"\nindex on a fresh file (no cache; median of {args.fresh_rounds}) vs one "
-              f"decode-only pass of the whole file, ms\n")
-        print(f"{'video':<31}{'route':>9}{'index':>10}{'full decode':>13}{'ratio':>8}")
+        print(f"\nindex on a fresh file (no cache; median of {args.fresh_rounds}) vs a "
+              f"demux-only pass and a decode-only pass of the whole file, ms\n")
+        print(f"{'video':<31}{'route':>9}{'index':>10}{'demux only':>12}{'full decode':>13}"
+              f"{'index / decode':>16}")
         for name, path in videos.items():
-            ms, full, route = fresh_index_ms(path, args.fresh_rounds)
-            print(f"{name:<31}{route:>9}{ms:>10.1f}{full:>13.1f}{ms / full:>8.2f}")
+            ms, demux, full, route = fresh_index_ms(path, args.fresh_rounds)
+            print(f"{name:<31}{route:>9}{ms:>10.1f}{demux:>12.1f}{full:>13.1f}"
+                  f"{ms / full:>16.2f}")
         if dec is None:
             print(f"\ndecord: unavailable ({why})")
 
