@@ -35,6 +35,7 @@ def files(tmp_path_factory):
         "avi_truncated": V.truncate(avi_b, d / "cut.avi", 0.6),
         "mp4_truncated": V.truncate(V.faststart(mp4, d / "fs.mp4"), d / "cut.mp4", 0.6),
         "mp4_last_packet": V.break_packet(mp4, d / "last.mp4"),
+        "h264_raw": write_video(d / "raw.h264", x, gop=12, bframes=3, crf=20),  # no timestamps
     }
 
 
@@ -52,7 +53,8 @@ def _check_reads(path, ref, seed: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["mp4", "avi_bframes", "avi_packed", "mp4_pts_dts", "avi_h264",
-                                  "avi_truncated", "mp4_truncated", "mp4_last_packet"])
+                                  "avi_truncated", "mp4_truncated", "mp4_last_packet",
+                                  "h264_raw"])
 def test_count_and_frames_equal_a_sequential_decode(files, name):
     ref = _reference(files[name])
     _check_reads(files[name], ref, seed=len(name))
@@ -82,6 +84,13 @@ def test_the_lying_files_really_lie(files, name):
         assert all(p.pts == p.dts for p in packets) and len(packets) == N > len(ref)
     with open_video(files[name]) as r:
         assert r.info.exact and r.warnings == []
+
+
+def test_frames_without_timestamps_are_counted_from_the_start(files):
+    with av.open(str(files["h264_raw"])) as c:
+        assert all(p.pts is None for p in c.demux(video=0))
+    with open_video(files["h264_raw"]) as r:
+        assert r.info.exact and not r._index.seekable and r.info.num_frames == N
 
 
 def test_clean_files_keep_the_fast_index(files):
