@@ -63,6 +63,7 @@ class DataConfig:
     test_clips: int = 1  # clips per video at test time
     test_crops: int = 1  # 1 (centre), 3 or 10 crops at test time
     on_error: str = "skip"  # skip | raise, for videos that fail to decode
+    on_warning: str = "keep"  # keep | skip, for truncated or damaged videos (listed either way)
     decode_timeout: float | None = 30.0  # seconds per video before it fails; None: no limit
 
 
@@ -122,6 +123,7 @@ class Config:
     def validate(self, source: str = "config") -> "Config":
         """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
         choices = {"data.sampling": ("segment", "dense"), "data.on_error": ("skip", "raise"),
+                   "data.on_warning": ("keep", "skip"),
                    "train.schedule": ("step", "cosine"),
                    "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
                    "train.amp": ("off", "bf16", "fp16")}

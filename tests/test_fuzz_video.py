@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tanet.data import variants
 from tanet.data.encode import available_codecs, write_video
 
 TOTAL_EXAMPLES = int(os.environ.get("TANET_FUZZ_EXAMPLES", "100"))
@@ -37,6 +38,9 @@ FORMATS = [
     ("avi_mpeg4", ".avi", "mpeg4", {"gop": 5}),
     ("webm_vp9", ".webm", "libvpx-vp9", {"gop": 6}),
     ("webm_vp8", ".webm", "libvpx", {"gop": 6}),
+    # the shapes real datasets hold (tanet.data.variants): DivX packed B-frames, pts = dts
+    ("avi_mpeg4_packed", ".avi", "mpeg4", {"gop": 5, "bframes": 1}),
+    ("mp4_h264_pts_dts", ".mp4", "libx264", {"gop": 4, "bframes": 2, "crf": 20}),
 ]
 FORMATS = [f for f in FORMATS if f[2] in available_codecs()]
 PER_FORMAT = max(5, TOTAL_EXAMPLES // max(1, len(FORMATS)))
@@ -154,6 +158,10 @@ def sources(tmp_path_factory):
         p = write_video(d / f"{name}{suffix}", _content(16, 32, 48), codec=codec, **kw)
         if name.endswith("faststart"):  # the index (moov) before the data, as for streaming
             p = _remux(p, d / f"{name}_fs{suffix}", {"movflags": "faststart"})
+        elif name.endswith("packed"):
+            p = variants.pack_bframes(p, d / f"{name}_packed{suffix}")
+        elif name.endswith("pts_dts"):
+            p = variants.pts_from_dts(p, d / f"{name}_pd{suffix}")
         out[name] = p.read_bytes()
     return out
 

@@ -36,16 +36,19 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
 
 @dataclass
 class Prediction:
-    """Result for one video: ``top`` [(label, prob)], best first; ``error`` if it failed."""
+    """Result for one video: ``top`` [(label, prob)], best first; ``error`` if it failed;
+    ``warnings`` the decoder's (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``)."""
 
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)
     probs: np.ndarray | None = None  # (K,) class probabilities
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.path,
-                             "top": [{"label": lab, "score": round(s, 6)} for lab, s in self.top]}
+                             "top": [{"label": lab, "score": round(s, 6)} for lab, s in self.top],
+                             "warnings": list(self.warnings)}
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -53,7 +56,8 @@ class Prediction:
     def __str__(self) -> str:
         if self.error is not None:
             return f"{self.path}: error: {self.error}"
-        return f"{self.path}: " + ", ".join(f"{lab} ({s:.3f})" for lab, s in self.top)
+        warned = "".join(f" [warning: {w}]" for w in self.warnings)
+        return f"{self.path}: " + ", ".join(f"{lab} ({s:.3f})" for lab, s in self.top) + warned
 
 
 @dataclass
@@ -65,6 +69,7 @@ class WindowPrediction:
     ends: np.ndarray  # (W,)
     probs: np.ndarray  # (W, K)
     class_names: list[str]
+    warnings: list[str] = field(default_factory=list)  # the decoder's
 
 
 @functools.cache
@@ -188,10 +193,12 @@ class Predictor:
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     # ------------------------------------------------------------------------ public
-    def load_views(self, path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    def load_views(self, path: str | os.PathLike, *, warnings: list[str] | None = None
+                   ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """Decode and transform one video (the clip-views policy of :mod:`tanet.data.views`):
         the sampled frames (clips, T, H, W, 3) uint8 (after the test resize), the views
-        (clips*crops, T, C, s, s) float, and the frames' times in seconds (clips, T)."""
+        (clips*crops, T, C, s, s) float, and the frames' times in seconds (clips, T). The
+        decoder's warnings (truncation, damage) are appended to ``warnings`` when given."""
         from tanet.data.decode import open_video
 
         g = self.geometry
@@ -199,14 +206,17 @@ class Predictor:
             frames, idx = read_clips(reader, g.frames, sampling=g.sampling,
                                      dense_stride=g.dense_stride, clips=self.clips)
             fps = reader.info.fps or 25.0
+            if warnings is not None:
+                warnings += reader.warnings
         views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
         return frames, views, idx / fps
 
     def predict(self, path: str | os.PathLike) -> Prediction:
         """Top-k classes of one video; raises ``VideoDecodeError`` if it cannot be read."""
-        _, views, _ = self.load_views(path)
+        warnings: list[str] = []
+        _, views, _ = self.load_views(path, warnings=warnings)
         probs = self._scores(views)  # (K,)
-        return Prediction(str(path), self._top(probs), probs)
+        return Prediction(str(path), self._top(probs), probs, warnings=warnings)
 
     def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
         """Pooled backbone features of one video, averaged over the views: (D,) averaged over
@@ -265,8 +275,9 @@ class Predictor:
                 rows.append(self._scores(to_views(frames, self.transform)[0]))  # (K,)
                 starts.append(s / fps)
                 ends.append((s + length) / fps)
+            warnings = list(reader.warnings)
         return WindowPrediction(str(path), np.array(starts), np.array(ends), np.stack(rows),
-                                self.class_names)
+                                self.class_names, warnings)
 
 
 def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,

@@ -25,7 +25,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="test views, e.g. 1x1 (default) or 10x3")
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per video: path, top [{label, score}], error")
+                   help="one JSON object per video: path, top [{label, score}], warnings "
+                        "(truncated or damaged video), error")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="classify sliding windows of this length; writes a CSV and a PNG timeline")
     p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
@@ -75,7 +76,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                 tqdm.write(f"{path}: error: {e}", file=sys.stderr)
                 continue
             csv_path, png_path = write_timeline(res, args.out, top=args.topk)
-            tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}")
+            tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}"
+                       + "".join(f" [warning: {w}]" for w in res.warnings))
         return 1 if all_sum(info, [failed])[0] else 0
     for pred in ordered_map(predictor.predict_many, paths, info,
                             progress=bar.update):

@@ -1,11 +1,12 @@
 """Dataset and loader: annotations + sampling + decoding + transforms.
 
-``VideoDataset[i]`` returns ``{"video", "label", "index", "path"}`` with ``video`` float
-(T, C, H, W), or (V, T, C, H, W) when clips x crops > 1 (frames chosen and assembled by
-:mod:`tanet.data.views`); a video that fails to decode (or takes longer than
-``decode_timeout``) gives a :class:`SkippedVideo` under ``on_error="skip"``. :func:`collate`
-drops those and reports them in the batch (``skipped``), so the main process sees every skip
-even when worker processes did the decoding.
+``VideoDataset[i]`` returns ``{"video", "label", "index", "path", "warnings"}`` with ``video``
+float (T, C, H, W), or (V, T, C, H, W) when clips x crops > 1 (frames chosen and assembled by
+:mod:`tanet.data.views`) and ``warnings`` the reader's (``truncated: 16 of 795 frames``); a video
+that fails to decode (or takes longer than ``decode_timeout``) gives a :class:`SkippedVideo`
+under ``on_error="skip"``, and so does a video with warnings under ``on_warning="skip"``.
+:func:`collate` drops those and reports them in the batch (``skipped``, ``warnings``), so the
+main process sees every skip and warning even when worker processes did the decoding.
 
 Randomness (sampling offsets, augmentation) is drawn from numpy's and torch's global RNGs, which
 DataLoader seeds per worker and an engine may seed per item for exact reproducibility.
@@ -118,6 +119,8 @@ class VideoDataset(torch.utils.data.Dataset):
             :func:`~tanet.data.transforms.build_train_transform`.
         clips: clips per video at test time (``uniform-N`` / ``dense-N``).
         on_error: ``"skip"`` (return :class:`SkippedVideo`) or ``"raise"``.
+        on_warning: ``"keep"`` (use a truncated or damaged video, reporting its warnings) or
+            ``"skip"`` (a :class:`SkippedVideo` naming the warnings).
         decode_timeout: seconds allowed to open + decode one video (None: no limit).
         frame_template: file names inside frame folders (numbered from 1).
         short_side: optional resize of the short side while decoding (saves work downstream).
@@ -128,11 +131,13 @@ class VideoDataset(torch.utils.data.Dataset):
                  transform: Callable | None = None, clips: int = 1,
                  dense_stride: int | None = None, on_error: str = "skip",
                  decode_timeout: float | None = 30.0, frame_template: str = "img_{:05d}.jpg",
-                 short_side: int | None = None):
+                 short_side: int | None = None, on_warning: str = "keep"):
         if sampling not in ("segment", "dense"):
             raise ValueError(f"sampling must be 'segment' or 'dense', got {sampling!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if on_warning not in ("keep", "skip"):
+            raise ValueError(f"on_warning must be 'keep' or 'skip', got {on_warning!r}")
         if num_segments < 1 or clips < 1:
             raise ValueError("num_segments and clips must be >= 1")
         self.records = list(records)
@@ -140,6 +145,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.num_segments, self.sampling, self.train = num_segments, sampling, train
         self.transform, self.clips, self.dense_stride = transform, clips, dense_stride
         self.on_error, self.decode_timeout = on_error, decode_timeout
+        self.on_warning = on_warning
         self.frame_template, self.short_side = frame_template, short_side
 
     def __len__(self) -> int:
@@ -149,19 +155,20 @@ class VideoDataset(torch.utils.data.Dataset):
         p = self.records[i].path
         return os.path.join(self.root, p) if self.root and not os.path.isabs(p) else p
 
-    def _decode(self, path: str, rng: np.random.Generator) -> np.ndarray:
+    def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         with open_video(path, short_side=self.short_side, template=self.frame_template) as r:
             frames, _ = read_clips(r, self.num_segments, sampling=self.sampling,
                                    dense_stride=self.dense_stride, clips=self.clips,
                                    train=self.train, rng=rng)
-        return frames  # (clips, T, H, W, 3)
+            return frames, list(r.warnings)  # (clips, T, H, W, 3), the reader's warnings
 
     def __getitem__(self, i: int) -> dict[str, Any] | SkippedVideo:
         rec, path = self.records[i], self.path_of(i)
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))  # from the seeded global
         try:
             try:
-                frames = call_with_timeout(lambda: self._decode(path, rng), self.decode_timeout)
+                frames, warnings = call_with_timeout(lambda: self._decode(path, rng),
+                                                     self.decode_timeout)
             except TimeoutError:
                 raise DecodeTimeout(path, f"decoding took longer than {self.decode_timeout:g} s "
                                           f"(data.decode_timeout)") from None
@@ -169,10 +176,13 @@ class VideoDataset(torch.utils.data.Dataset):
             if self.on_error == "raise":
                 raise
             return SkippedVideo(i, path, str(e))
+        if warnings and self.on_warning == "skip":
+            return SkippedVideo(i, path, f"{path}: {'; '.join(warnings)} (data.on_warning=skip)")
         video, label = to_views(frames, self.transform, rec.label)  # (V, T, C, H, W)
         if video.shape[0] == 1:
             video = video[0]  # (T, C, H, W)
-        return {"video": video, "label": int(label), "index": i, "path": path}
+        return {"video": video, "label": int(label), "index": i, "path": path,
+                "warnings": warnings}
 
     def __repr__(self) -> str:
         return (f"VideoDataset({len(self)} videos, T={self.num_segments}, {self.sampling}, "
@@ -184,9 +194,10 @@ def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
     """Stack good items; drop skipped ones and report them.
 
     Returns ``video`` (B, T, C, H, W) or (B, V, T, C, H, W) (None when every item was skipped),
-    ``label`` (B,) long, ``index`` (B,) long, ``path`` list and ``skipped``: the
+    ``label`` (B,) long, ``index`` (B,) long, ``path`` list, ``skipped``: the
     :class:`SkippedVideo` records of the items that failed (the one place skips are reported;
-    it reaches the main process from loader workers too).
+    it reaches the main process from loader workers too) and ``warnings``: (path, message) for
+    every warning of the items used.
     """
     good = [b for b in batch if isinstance(b, dict)]
     return {
@@ -195,6 +206,7 @@ def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
         "index": torch.tensor([b["index"] for b in good], dtype=torch.long),
         "path": [b["path"] for b in good],
         "skipped": [b for b in batch if isinstance(b, SkippedVideo)],
+        "warnings": [(b["path"], w) for b in good for w in b.get("warnings", ())],
     }
 
 

@@ -1,13 +1,16 @@
-"""Video decoding: the one module that imports the decoder (PyAV).
+"""Video decoding: the one module that reads videos (PyAV, with :mod:`.frame_index`).
 
-Two sources behind one interface (``.info``, ``.get_frames(indices)``, context manager):
+Two sources behind one interface (``.info``, ``.warnings``, ``.get_frames(indices)``, context
+manager):
 
-* :class:`VideoReader` reads a video file. On open it demuxes the stream once (packets only, no
-  decoding) to list every frame's presentation timestamp and the keyframes; frame ``i`` is the
-  ``i``-th frame in presentation order, so the count is exact even when the container's header
-  is missing or wrong, and variable frame rate or B-frames do not shift indices. The index is
-  cached per (path, size, mtime). ``get_frames`` decodes forward while the next wanted frame comes
-  before the next keyframe and seeks only when that skips work.
+* :class:`VideoReader` reads a video file. Frame ``i`` is the ``i``-th frame a plain sequential
+  decode emits and ``num_frames`` is how many it emits, for every file: the index of
+  :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
+  trustworthy, else from one full decode (:mod:`.index_cache`: paid once per file). ``get_frames``
+  decodes forward while the next wanted frame comes before the next keyframe and seeks only when
+  that skips work; a surprise on the fast route (a decode error, a frame missing where the
+  packets said) switches the file to the exact index. Truncation and damage are recorded in
+  ``warnings`` (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``).
 * :class:`FrameFolder` reads pre-extracted frames (``img_00001.jpg`` ...), numbered from 1 as the
   authors' and TSN's extraction tools write them; index ``i`` here is file number ``i + 1``.
 
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +29,11 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "FrameFolder", "open_video",
-           "read_frames"]
+from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames, rebuild_exact
+from tanet.data.index_cache import clear_memory_cache, get_index, store
+
+__all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
+           "open_video", "read_frames", "clear_memory_cache"]
 
 # Read timeout (seconds) handed to FFmpeg's interrupt callback: a stalled read (network or
 # FUSE mount) fails instead of blocking. A hang elsewhere is cut by the dataset's decode timeout.
@@ -45,10 +50,15 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"{self.path}: {cause}" if cause is not None else str(path))
 
 
+class FrameIndexError(VideoDecodeError, IndexError):
+    """A frame index outside [0, num_frames): names the file, the index and the true count."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """Metadata of a source. ``width``/``height`` are those of the frames ``get_frames`` returns
-    without ``short_side`` (i.e. after rotation); ``rotation`` is counter-clockwise degrees."""
+    without ``short_side`` (i.e. after rotation); ``rotation`` is counter-clockwise degrees;
+    ``exact``: the frame index came from a full decode."""
 
     num_frames: int
     fps: float
@@ -57,17 +67,8 @@ class VideoInfo:
     height: int
     rotation: int = 0
     codec: str = ""
-
-
-@dataclass(frozen=True)
-class _Index:
-    pts: np.ndarray        # (N,) int64 presentation timestamps, sorted; frame i has pts[i]
-    keyframes: np.ndarray  # (K,) int64 frame indices of keyframes, sorted
-
-
-_INDEX_CACHE: OrderedDict[tuple, _Index] = OrderedDict()
-_INDEX_CACHE_SIZE = 4096
-_CACHE_LOCK = threading.Lock()
+    container: str = ""
+    exact: bool = False
 
 
 _LOCAL = threading.local()
@@ -99,31 +100,57 @@ def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
+class _Surprise(Exception):
+    """The packets route met something its index did not predict."""
+
+
 class VideoReader:
-    """Frame-accurate reader of one video file (see module docstring).
+    """Frame-exact reader of one video file (see module docstring).
 
     ``threads``: decoder threads (0 = FFmpeg's choice). The default 1 suits data-loader workers,
-    which already use every core; raise it for single-video tools.
+    which already use every core; raise it for single-video tools. ``exact``: build the index
+    by a full decode even where timestamps look trustworthy (``tanet check --deep``).
     """
 
     def __init__(self, path: str | os.PathLike, *, short_side: int | None = None,
-                 threads: int = 1):
+                 threads: int = 1, exact: bool = False):
         self.path = str(path)
         self.short_side = short_side
+        self.threads = threads
+        self.warnings: list[str] = []
         p = Path(self.path)
         if not p.exists():
             raise VideoDecodeError(self.path, "file not found")
         if p.is_dir():
             raise VideoDecodeError(self.path, "is a directory, not a video file "
                                    "(use FrameFolder for extracted frames)")
-        st = p.stat()
-        if st.st_size == 0 and p.is_file():
+        self._st = p.stat()
+        if self._st.st_size == 0 and p.is_file():
             raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        self._open()
+        try:
+            index, built = get_index(self._container, self._stream, self.path, self._st,
+                                     exact=exact)
+            self._use(index, at_start=not built)
+        except NoFrames:
+            self._container.close()
+            raise VideoDecodeError(self.path, "no decodable video frame") from None
+        except av.FFmpegError as e:
+            self._container.close()
+            raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
+        except BaseException:
+            self._container.close()
+            raise
+
+    # ----------------------------------------------------------------------------- setup
+    def _open(self) -> None:
+        """Open the container and set up the decoder of its first video stream."""
         try:
             self._container = av.open(self.path, metadata_errors="ignore",
                                       timeout=(_IO_TIMEOUT, _IO_TIMEOUT))
         except av.FFmpegError as e:
-            raise VideoDecodeError(self.path, f"cannot open as a video ({_why(e)})") from None
+            raise VideoDecodeError(self.path, f"cannot open as a video ({_why(e)}"
+                                              f"{_mp4_hint(self.path)})") from None
         except OSError as e:
             raise VideoDecodeError(self.path, f"cannot open ({e.strerror or e})") from None
         try:
@@ -134,161 +161,167 @@ class VideoReader:
             if self._stream.codec_context is None:  # e.g. a damaged sample description
                 raise VideoDecodeError(self.path, "video stream has an unknown codec "
                                                   "(no decoder for it)")
-            self._stream.thread_type = "AUTO" if threads != 1 else "SLICE"
-            self._stream.codec_context.thread_count = threads
-            key = (os.path.abspath(self.path), st.st_size, st.st_mtime_ns)
-            with _CACHE_LOCK:
-                index = _INDEX_CACHE.get(key)
-                if index is not None:
-                    _INDEX_CACHE.move_to_end(key)
-            if index is None:
-                index = self._build_index()
-                with _CACHE_LOCK:
-                    _INDEX_CACHE[key] = index
-                    while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-                        _INDEX_CACHE.popitem(last=False)
-            self._index = index
-            self._pos_of_pts = {int(t): i for i, t in enumerate(index.pts)}
-            self._wanted: set[int] = {0}  # frames get_frames needs; others may be skipped
-            self.info = self._make_info()
-        except av.FFmpegError as e:
-            self._container.close()
-            raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
+            self._stream.thread_type = "AUTO" if self.threads != 1 else "SLICE"
+            self._stream.codec_context.thread_count = self.threads
         except BaseException:
             self._container.close()
             raise
 
-    # ----------------------------------------------------------------------------- setup
-    def _build_index(self) -> _Index:
-        """Demux every packet once (no decoding): presentation timestamps and keyframes."""
-        pts, keys = [], []
-        try:
-            for packet in self._container.demux(self._stream):
-                if packet.size == 0:
-                    continue
-                t = packet.pts if packet.pts is not None else packet.dts
-                if t is None:
-                    continue
-                pts.append(t)
-                keys.append(packet.is_keyframe)
-        except av.FFmpegError:
-            pass  # truncated tail: keep the packets read so far
-        if not pts:
-            raise VideoDecodeError(self.path, "no video frames (empty or unreadable stream)")
-        pts_arr = np.asarray(pts, dtype=np.int64)
-        order = np.argsort(pts_arr, kind="stable")
-        pts_sorted = pts_arr[order]
-        keep = np.ones(len(pts_sorted), dtype=bool)
-        keep[1:] = pts_sorted[1:] != pts_sorted[:-1]  # duplicate timestamps: one frame
-        positions = np.cumsum(keep) - 1  # sorted slot -> frame index
-        is_key = np.asarray(keys, dtype=bool)[order]
-        keyframes = np.unique(positions[is_key])
-        if len(keyframes) == 0 or keyframes[0] != 0:
-            keyframes = np.concatenate([[0], keyframes]).astype(np.int64)
-        return _Index(pts=pts_sorted[keep], keyframes=keyframes.astype(np.int64))
-
-    def _make_info(self) -> VideoInfo:
-        s, idx = self._stream, self._index
-        n = len(idx.pts)
-        tb = float(s.time_base) if s.time_base else 0.0
-        rate = s.average_rate or s.guessed_rate or s.base_rate
-        fps = float(rate) if rate else 0.0
-        if n > 1 and tb:
-            span = float(idx.pts[-1] - idx.pts[0]) * tb
-            step = span / (n - 1)
-            duration = span + step
-            if not fps or abs(fps * step - 1) > 0.5:  # header rate absent or far off (VFR)
-                fps = (n - 1) / span if span > 0 else fps
-        else:
-            duration = float(s.duration * tb) if s.duration and tb else (n / fps if fps else 0.0)
-        rotation = self._probe_rotation()
-        w, h = self._pending[1].width, self._pending[1].height  # of the first decoded frame
-        self._coded_size = (w, h)
-        if rotation % 180:
+    def _use(self, index: FrameIndex, *, at_start: bool) -> None:
+        """Read through ``index`` from now on (``at_start``: the demuxer has not moved)."""
+        self._index = index
+        self._pos_of_pts = ({int(t): i for i, t in enumerate(index.pts)} if index.seekable
+                            else {})
+        self._no_skip = np.zeros(index.num_frames, dtype=bool)  # frames in damaged GOPs
+        bounds = np.append(index.keyframes, index.num_frames)
+        for g in index.damaged_gops:
+            self._no_skip[bounds[g]:bounds[g + 1]] = True
+        w, h = index.coded_size
+        if index.rotation % 180:
             w, h = h, w
-        return VideoInfo(num_frames=n, fps=fps, duration=duration, width=w, height=h,
-                         rotation=rotation, codec=s.codec_context.name)
+        self.info = VideoInfo(num_frames=index.num_frames, fps=index.fps,
+                              duration=index.duration, width=w, height=h,
+                              rotation=index.rotation, codec=index.codec,
+                              container=index.container, exact=index.exact)
+        self.warnings = list(index.warnings) + [w for w in self.warnings
+                                                if w not in index.warnings]
+        self._wanted: set[int] = {0}  # frames get_frames needs; others may be skipped
+        self._frames = None  # the decoder's frames since the last (re)start; None: not started
+        self._at_start = at_start
+        self._pending = None  # (index, frame) taken from the decoder but not yet used
+        self._pos = -1  # index of the latest frame taken
+        self._count = 0  # frames emitted since the start (frames told apart by counting)
+        self._errors: list = []
+        self._last = None  # (index, frame) of the latest frame before the current target
 
-    def _probe_rotation(self) -> int:
-        """Rotation from the display matrix, read off the first decoded frame (kept for reuse)."""
-        self._seek_start()
-        item = self._next()
-        if item is None:
-            raise VideoDecodeError(self.path, "no decodable video frame")
-        self._pending = item
-        raw = float(getattr(item[1], "rotation", 0) or 0)
-        if not -360 <= raw <= 360:  # a degenerate display matrix (NaN read as INT_MIN): ignore
-            return 0
-        rotation = int(round(raw)) % 360
-        return rotation - rotation % 90
+    def _switch_to_exact(self, why: str) -> None:
+        try:
+            index = rebuild_exact(self._container, self._stream, start_ts=self._index.start_ts,
+                                  reason=why)
+        except NoFrames:
+            raise VideoDecodeError(self.path, "no decodable video frame") from None
+        except av.FFmpegError as e:
+            raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
+        store(self.path, self._st, index)
+        self._use(index, at_start=False)
 
     # ----------------------------------------------------------------------------- decode
-    def _seek_start(self) -> None:
-        self._seek_pts(0)
+    def _skip(self, pts) -> bool:
+        """Whether the frame of the packet with timestamp ``pts`` is wanted by nobody (then a
+        disposable frame need not be decoded: the outputs of the others do not change), and
+        lies in no damaged GOP (where the sequential decode's damage must be reproduced)."""
+        if pts is None:
+            return False
+        i = self._pos_of_pts.get(pts, -1)
+        if i < 0:  # no frame of its own (a packet the decoder drops)
+            return not self._index.damaged_gops
+        return i not in self._wanted and not self._no_skip[i]
 
-    def _seek_pts(self, ts: int) -> None:
-        self._container.seek(ts, stream=self._stream, backward=True, any_frame=False)
-        self._stream.codec_context.flush_buffers()
-        self._frames = self._decode_iter()
-        self._pos, self._pending = -1, None
+    def _start_decoder(self) -> None:
+        self._errors = []
+        skip = self._skip if self._index.seekable else None
+        self._frames = decode_frames(self._container, self._stream, skip=skip,
+                                     errors=self._errors)
+        self._pending, self._pos, self._count, self._last = None, -1, 0, None
 
-    def _decode_iter(self):
-        """Decoded frames; a corrupt packet is dropped and decoding goes on."""
-        dec = self._stream.codec_context
-        skipping = False
-        packets = self._container.demux(self._stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError:  # unreadable rest of the file (corrupt index): stream ends
-                break
-            # A frame nobody wants that no other frame references (a disposable B-frame) need
-            # not be decoded at all: outputs of the other frames are unchanged.
-            t = packet.pts
-            skip = t is not None and self._pos_of_pts.get(t, -1) not in self._wanted
-            if skip != skipping:
-                dec.skip_frame = "NONREF" if skip else "DEFAULT"
-                skipping = skip
-            try:
-                frames = dec.decode(packet)
-            except av.FFmpegError:  # a corrupt packet: drop it, the next keyframe recovers
-                continue
-            yield from frames
-        try:
-            yield from dec.decode(None)
-        except av.FFmpegError:
-            return
+    def _restart(self) -> None:
+        """Decode from the first packet again, as the sequential decode does."""
+        if not self._at_start:
+            if self._index.seekable:
+                self._container.seek(self._index.start_ts, stream=self._stream, backward=True,
+                                     any_frame=False)
+                self._stream.codec_context.flush_buffers()
+            else:  # frames are counted from the start: be sure it is the start
+                self._reopen()
+        self._at_start = False
+        self._start_decoder()
+        if self._index.seekable:
+            item = self._next()
+            if item is not None and item[0] != 0 and not self._index.exact:
+                raise _Surprise("the decode from the start does not begin with frame 0")
+            if item is not None and item[0] != 0:  # the seek missed the first packet
+                self._reopen()
+                self._at_start = False
+                self._start_decoder()
+                item = self._next()
+            self._pending = item
+
+    def _reopen(self) -> None:
+        self._container.close()
+        self._open()
 
     def _next(self):
         """The next decoded frame as (index, av.VideoFrame), or None at the end."""
         if self._pending is not None:
             item, self._pending = self._pending, None
             return item
-        frame = next(self._frames, None)
-        if frame is None:
-            return None
-        t = frame.pts if frame.pts is not None else frame.dts
-        i = self._pos_of_pts.get(t) if t is not None else None
-        if i is None and t is not None:  # timestamp missing from the index: nearest slot
-            i = int(min(np.searchsorted(self._index.pts, t), len(self._index.pts) - 1))
-        return (self._pos + 1 if i is None else i), frame
+        while True:
+            frame = next(self._frames, None)
+            if self._errors:
+                if not self._index.exact:
+                    raise _Surprise("a decode error")
+                self._errors.clear()  # known to the exact index already
+            if frame is None:
+                return None
+            if not self._index.seekable:
+                self._count += 1
+                return self._count - 1, frame
+            i = self._pos_of_pts.get(frame.pts)
+            if i is not None:
+                return i, frame
+            if not self._index.exact:
+                raise _Surprise(f"a frame with timestamp {frame.pts} that no packet has")
+            # (decoded route) a frame the sequential decode does not emit, e.g. after a seek
 
     def _seek_to_keyframe(self, k: int, target: int) -> None:
-        """Make keyframe ``k`` (<= target) the next frame; if the demuxer lands past ``target``
-        (inexact seek), restart from the beginning."""
-        self._seek_pts(int(self._index.pts[k]))
-        item = self._next()
-        if item is not None and item[0] > target and k > 0:
-            self._seek_start()
-            return
-        self._pending = item
+        """Make keyframe number ``k`` (frame <= target) the next frame; if the demuxer lands
+        past ``target`` (an inexact seek), try the keyframe before, then the beginning."""
+        for slot in (k, k - 1):
+            if slot <= 0:
+                break
+            self._container.seek(int(self._index.seek_ts[slot]), stream=self._stream,
+                                 backward=True, any_frame=False)
+            self._stream.codec_context.flush_buffers()
+            self._at_start = False
+            self._start_decoder()
+            item = self._next()
+            if item is not None and item[0] <= target:
+                self._pending = item
+                return
+        self._restart()
+
+    def _find(self, target: int, *, from_start: bool = False):
+        """Decode up to frame ``target``; its av.VideoFrame, or None if it did not come out."""
+        keyframes = self._index.keyframes
+        if from_start:
+            self._restart()
+        else:
+            k = int(np.searchsorted(keyframes, target, side="right") - 1)
+            if self._frames is None:
+                upcoming = None
+            else:
+                upcoming = self._pending[0] if self._pending is not None else self._pos + 1
+            if upcoming is None or target < upcoming or int(keyframes[k]) > upcoming:
+                self._seek_to_keyframe(k, target)  # behind us, or a keyframe skips work
+        while True:
+            item = self._next()
+            if item is None:  # end of stream
+                return None
+            i, frame = item
+            if i < target:
+                self._pos, self._last = i, item
+                continue
+            if i == target:
+                self._pos = i
+                return frame
+            self._pending = item  # the target frame never came out of the decoder
+            self._pos = target
+            return None
 
     def _convert(self, frame, rotation: int) -> np.ndarray:
         """RGB (H, W, 3) at the first frame's size: a stream whose resolution changes midway
         (or a corrupt header that claims so) still gives frames of one shape."""
-        w, h = self._coded_size
+        w, h = self._index.coded_size
         if rotation % 180:
             oh, ow = _resized(h, w, self.short_side)
         else:
@@ -301,57 +334,49 @@ class VideoReader:
             rgb = ref.reformat(frame, format="rgb24", threads=1)
         return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
 
+    def _read(self, idx: np.ndarray) -> np.ndarray:
+        rot = self.info.rotation
+        self._wanted = set(idx.tolist())
+        got: dict[int, np.ndarray] = {}
+        for target in np.unique(idx).tolist():  # sorted
+            frame = self._find(target)
+            if frame is None and not self._index.exact:
+                raise _Surprise(f"frame {target} did not come out of the decoder")
+            if frame is None:  # (decoded route) the seek missed it: the sequential way
+                frame = self._find(target, from_start=True)
+            if frame is None:  # even so: the nearest earlier frame, else the next one
+                src = self._last or self._pending
+                if src is None:
+                    raise VideoDecodeError(self.path, f"no decodable frame near index "
+                                                      f"{target} of {self.info.num_frames}")
+                note = f"frame {target} did not decode when read; frame {src[0]} stands in"
+                if note not in self.warnings:
+                    self.warnings.append(note)
+                frame = src[1]
+            got[target] = self._convert(frame, rot)
+        return np.stack([got[i] for i in idx.tolist()])  # (T, H, W, 3)
+
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3).
 
-        Indices outside [0, num_frames) raise ``IndexError``. A frame that cannot be decoded
-        (corrupt packet, stream cut short) is replaced by the nearest earlier decoded frame,
-        else the next one; a video with no decodable frame raises :class:`VideoDecodeError`.
+        An index outside [0, num_frames) raises :class:`FrameIndexError` (an ``IndexError``
+        and a :class:`VideoDecodeError`) naming the file, the index and the count.
         """
         idx = _checked_indices(self.path, indices, self.info.num_frames)
-        n = self.info.num_frames
-        keyframes, rot = self._index.keyframes, self.info.rotation
-        self._wanted = set(idx.tolist())
-        got: dict[int, np.ndarray] = {}
-        last = None  # (index, frame or array) of the latest decoded frame, to fill gaps
         try:
-            for target in np.unique(idx).tolist():  # sorted
-                if target in got:
-                    continue
-                k = int(keyframes[np.searchsorted(keyframes, target, side="right") - 1])
-                upcoming = self._pending[0] if self._pending is not None else self._pos + 1
-                if target < upcoming or k > upcoming:  # behind us, or a keyframe skips work
-                    self._seek_to_keyframe(k, target)
-                while True:
-                    item = self._next()
-                    if item is None:  # end of stream
-                        break
-                    i, frame = item
-                    self._pos = i
-                    if i < target:
-                        last = item
-                        continue
-                    if i == target:
-                        got[i] = self._convert(frame, rot)
-                        last = (i, got[i])
-                    else:  # the target frame never came out of the decoder
-                        self._pending, self._pos = item, i - 1
-                    break
-                if target not in got:
-                    src = last if last is not None else self._pending
-                    if src is None:
-                        raise VideoDecodeError(self.path, f"no decodable frame near index "
-                                                          f"{target} of {n}")
-                    got[target] = src[1] if isinstance(src[1], np.ndarray) else \
-                        self._convert(src[1], rot)
+            try:
+                return self._read(idx)
+            except _Surprise as e:
+                self._switch_to_exact(str(e))
+                idx = _checked_indices(self.path, indices, self.info.num_frames)
+                return self._read(idx)
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"decoding failed ({_why(e)})") from None
-        return np.stack([got[i] for i in idx.tolist()])  # (T, H, W, 3)
 
     # ----------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
         self._frames = None
-        self._pending = None
+        self._pending = self._last = None
         self._container.close()
 
     def __enter__(self) -> "VideoReader":
@@ -365,14 +390,44 @@ class VideoReader:
 
 
 def _checked_indices(path: str | os.PathLike, indices: Sequence[int], n: int) -> np.ndarray:
-    """``indices`` as a flat int64 array, each in [0, n), or a ValueError/IndexError naming
-    the file."""
+    """``indices`` as a flat int64 array, each in [0, n), or a :class:`FrameIndexError` naming
+    the file, the index and the count (ValueError for no indices)."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size == 0:
         raise ValueError(f"{path}: no frame indices requested")
-    if idx.min() < 0 or idx.max() >= n:
-        raise IndexError(f"{path}: frame index out of range [0, {n}): {idx.min()}..{idx.max()}")
+    if idx.max() >= n:
+        raise FrameIndexError(path, f"frame index {idx.max()} is past the end: the video has "
+                                    f"{n} frames (indices 0..{n - 1})")
+    if idx.min() < 0:
+        raise FrameIndexError(path, f"frame index {idx.min()} is negative (the video has "
+                                    f"{n} frames)")
     return idx
+
+
+def _mp4_hint(path: str) -> str:
+    """``; ...`` when ``path`` is an MP4/MOV without its index (moov) box: cut short before the
+    end, where most writers put that box."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[4:8] != b"ftyp":
+                return ""
+            size, at, end = int.from_bytes(head[:4], "big"), 0, os.fstat(f.fileno()).st_size
+            while size >= 8 and at + size <= end:
+                at += size
+                f.seek(at)
+                box = f.read(8)
+                if len(box) < 8:
+                    break
+                if box[4:8] == b"moov":
+                    return ""
+                size = int.from_bytes(box[:4], "big")
+                if size == 1:  # 64-bit size
+                    size = int.from_bytes(f.read(8), "big")
+    except OSError:
+        return ""
+    return "; the MP4 index (moov box) is missing: the file was cut short (interrupted " \
+           "download or recording) and cannot be played"
 
 
 def _why(e: BaseException) -> str:
@@ -392,6 +447,7 @@ class FrameFolder:
         self.path = str(path)
         self.template = template
         self.short_side = short_side
+        self.warnings: list[str] = []
         p = Path(self.path)
         if not p.is_dir():
             raise VideoDecodeError(self.path, "frame folder not found")
@@ -404,7 +460,7 @@ class FrameFolder:
         first = self._load(0)
         h, w = first.shape[:2]
         self.info = VideoInfo(num_frames=n, fps=fps, duration=n / fps, width=w, height=h,
-                              codec="images")
+                              codec="images", container="folder", exact=True)
 
     def _load(self, i: int) -> np.ndarray:
         from PIL import Image
@@ -438,11 +494,12 @@ class FrameFolder:
 
 
 def open_video(path: str | os.PathLike, *, short_side: int | None = None,
-               template: str = "img_{:05d}.jpg", threads: int = 1):
-    """A reader for ``path``: a :class:`FrameFolder` for a directory, else a :class:`VideoReader`."""
+               template: str = "img_{:05d}.jpg", threads: int = 1, exact: bool = False):
+    """A reader for ``path``: a :class:`FrameFolder` for a directory, else a :class:`VideoReader`
+    (``exact``: see there)."""
     if Path(path).is_dir():
         return FrameFolder(path, template, short_side=short_side)
-    return VideoReader(path, short_side=short_side, threads=threads)
+    return VideoReader(path, short_side=short_side, threads=threads, exact=exact)
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int], *,

@@ -71,7 +71,7 @@ def train_dataset(cfg: Config, split: Split, geom: Geometry) -> VideoDataset:
     return VideoDataset(split.records, root=cfg.data.root, num_segments=geom.frames,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=True,
                         transform=transform, on_error=cfg.data.on_error,
-                        decode_timeout=cfg.data.decode_timeout,
+                        on_warning=cfg.data.on_warning, decode_timeout=cfg.data.decode_timeout,
                         frame_template=cfg.data.frame_template)
 
 
@@ -83,7 +83,8 @@ def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=False,
                         transform=test_transform(geom, crops), clips=clips,
                         on_error=cfg.data.on_error, decode_timeout=cfg.data.decode_timeout,
-                        frame_template=cfg.data.frame_template, short_side=geom.short_side)
+                        frame_template=cfg.data.frame_template, short_side=geom.short_side,
+                        on_warning=cfg.data.on_warning)
 
 
 def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, batch_size: int,

@@ -39,6 +39,7 @@ class EvalResult:
     paths: list[str] = field(default_factory=list)
     skipped_paths: list[str] = field(default_factory=list)
     loss: float = 0.0  # mean cross-entropy of the view-averaged logits
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
 
     @property
     def num_skipped(self) -> int:
@@ -49,7 +50,7 @@ class EvalResult:
         cm = confusion_matrix(self.scores.argmax(1), self.labels, num_classes)
         return {"top1": acc[1], "top5": acc[5], "mean_class_acc": mean_class_accuracy(cm),
                 "num_videos": int(self.labels.numel()), "num_skipped": self.num_skipped,
-                "loss": self.loss}
+                "num_warnings": len({p for p, _ in self.warnings}), "loss": self.loss}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Shard:
     indices: list[torch.Tensor] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     skipped_paths: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     loss_sum: float = 0.0
 
 
@@ -75,6 +77,7 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, info: DistIn
     bar = tqdm(loader, desc=desc, disable=quiet or not info.main, leave=False, dynamic_ncols=True)
     for batch in bar:
         shard.skipped_paths += [s.path for s in batch["skipped"]]
+        shard.warnings += batch["warnings"]
         video = batch["video"]
         if video is None:
             continue
@@ -105,6 +108,7 @@ def _gather(info: DistInfo, shard: _Shard, num_classes: int) -> EvalResult:
     return EvalResult(scores=scores[order], labels=labels[order], indices=index[order],
                       paths=[paths[i] for i in order.tolist()],
                       skipped_paths=[x for p in parts for x in p.skipped_paths],
+                      warnings=[w for p in parts for w in p.warnings],
                       loss=sum(p.loss_sum for p in parts) / max(int(index.numel()), 1))
 
 
@@ -128,7 +132,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
     The model and its test pipeline (frames, crop size, short side, sampling, class names) come
     from the checkpoint's card; ``cfg`` (default: the config stored in the checkpoint, with
     ``--set`` overrides) gives the data and may override the short side and sampling. Writes
-    ``results.json``, ``predictions.csv`` and ``confusion.png`` to ``out`` (default:
+    ``results.json`` (``num_warnings``: videos read truncated or damaged, listed in
+    ``warnings.txt``), ``predictions.csv`` and ``confusion.png`` to ``out`` (default:
     ``<checkpoint dir>/test``) and returns the results (plus ``eval``: the scores).
     """
     info = info or init_distributed()
@@ -160,6 +165,7 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
     m = res.metrics(card.num_classes)
     results = {"top1": m["top1"], "top5": m["top5"], "mean_class_acc": m["mean_class_acc"],
                "num_videos": m["num_videos"], "num_skipped": m["num_skipped"],
+               "num_warnings": m["num_warnings"],
                "views": f"{clips}x{crops}", "checkpoint": str(checkpoint), "data": split.source,
                "seconds": time.perf_counter() - t0}
     if info.main:
@@ -173,7 +179,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
 
 def _write_test_outputs(out_dir: Path, res: EvalResult, results: dict[str, Any],
                         names: list[str], model_name: str) -> None:
-    """predictions.csv, confusion.png, skipped.txt (if any) and results.json, atomically."""
+    """predictions.csv, confusion.png, skipped.txt and warnings.txt (if any) and results.json,
+    atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     k = len(names)
     with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -190,4 +197,7 @@ def _write_test_outputs(out_dir: Path, res: EvalResult, results: dict[str, Any],
                           title=f"{model_name}: top-1 {100 * results['top1']:.1f} %")
     if res.skipped_paths:
         atomic_write_text(out_dir / "skipped.txt", "".join(p + "\n" for p in res.skipped_paths))
+    if res.warnings:  # truncated or damaged videos that were scored
+        atomic_write_text(out_dir / "warnings.txt",
+                          "".join(f"{p}\t{w}\n" for p, w in res.warnings))
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")

@@ -54,6 +54,7 @@ class RunningStats:
     correct: float = 0.0
     seen: float = 0.0
     skipped: float = 0.0
+    warned: float = 0.0  # videos read with warnings (truncated or damaged)
     nonfinite: float = 0.0  # optimiser steps skipped for a NaN/Inf loss or gradient
     time: float = 0.0
 
@@ -66,15 +67,18 @@ class RunningStats:
 
 @dataclass
 class _EpochLog:
-    """Videos to list beside the run: failed to decode, or in a batch with a NaN/Inf loss."""
+    """Videos to list beside the run: failed to decode, read with warnings (``path<TAB>
+    warning``), or in a batch with a NaN/Inf loss."""
 
     skipped: list[str] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
 
     def flush(self, run: "_Run", epoch: int) -> None:
-        """Append ``epoch<TAB>path`` lines of every rank to ``skipped.txt`` / ``nonfinite.txt``
-        (collective: one gather for both lists); empties the lists."""
-        lists = {"skipped.txt": self.skipped, "nonfinite.txt": self.nonfinite}
+        """Append ``epoch<TAB>entry`` lines of every rank to ``skipped.txt`` / ``nonfinite.txt``
+        / ``warnings.txt`` (collective: one gather for all lists); empties the lists."""
+        lists = {"skipped.txt": self.skipped, "nonfinite.txt": self.nonfinite,
+                 "warnings.txt": self.warned}
         for name in lists:
             paths = [p for g in all_gather(run.info, lists) for p in g[name]]
             if paths and run.info.main:
@@ -83,6 +87,7 @@ class _EpochLog:
                     f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
         self.skipped.clear()
         self.nonfinite.clear()
+        self.warned.clear()
 
 
 @dataclass
@@ -129,7 +134,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
 
     Files under ``cfg.output``: ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
     ``last.safetensors`` + ``last.state.pt``, ``best.safetensors`` (by validation top-1),
-    ``skipped.txt`` (videos that failed to decode), ``nonfinite.txt`` (videos of batches with a
+    ``skipped.txt`` (videos that failed to decode), ``warnings.txt`` (videos read with
+    warnings: truncated or damaged), ``nonfinite.txt`` (videos of batches with a
     NaN/Inf loss, ``train.on_nonfinite=skip``) and ``tb/`` (TensorBoard, optional).
 
     ``last`` is saved after every epoch and every ``train.checkpoint_every`` steps; the first
@@ -315,6 +321,8 @@ def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
         batch = next(batches)
         stats.skipped += len(batch["skipped"])
         log_.skipped += [s.path for s in batch["skipped"]]
+        log_.warned += [f"{p}\t{w}" for p, w in batch["warnings"]]
+        stats.warned += len({p for p, _ in batch["warnings"]})
         last = (micro + 1) % tc.accumulate == 0 or micro + 1 == run.micro_per_epoch
         _forward_backward(run, batch, window, stats, sync=last)
         if not last:
@@ -421,6 +429,10 @@ def _end_epoch(run: _Run, epoch: int, stats: RunningStats) -> None:
     if int(tot.skipped):
         warn(info, f"epoch {epoch + 1}: skipped {int(tot.skipped)} video(s) that failed to "
                    f"decode (listed in {run.out / 'skipped.txt'})")
+    if int(tot.warned):
+        record["warned"] = int(tot.warned)
+        warn(info, f"epoch {epoch + 1}: {int(tot.warned)} video(s) truncated or damaged, used "
+                   f"(listed in {run.out / 'warnings.txt'}; data.on_warning=skip leaves them out)")
     is_last = epoch + 1 == tc.epochs
     improved = False
     if run.val_loader is not None and ((epoch + 1) % tc.eval_every == 0 or is_last):

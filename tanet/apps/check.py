@@ -1,0 +1,282 @@
+"""``tanet check``: scan a dataset's videos before training.
+
+Every video of an annotation list (any format of :mod:`tanet.data.annotations`) or a folder is
+opened and indexed as training would read it (:class:`~tanet.data.decode.VideoReader`): its
+frame count, rate, codec and container, and its status: ``ok``, ``warning`` (truncated or
+damaged, still readable) or ``error`` (cannot be read). ``deep`` decodes every frame (the exact
+index, cached on disk, so training pays nothing more). Videos are checked in parallel worker
+processes; a decoder crash costs only the video that caused it. :func:`write_fixed_list` writes
+the annotation list without the bad videos, in the input's format.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tanet.data.annotations import (VIDEO_EXTENSIONS, AnnotationError, Record, detect_format,
+                                    read_annotations)
+
+__all__ = ["CheckResult", "check_video", "read_dataset", "check_all", "write_csv",
+           "write_fixed_list", "summary"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row of the CSV."""
+
+    path: str
+    status: str  # ok | warning | error
+    frames: int | None = None
+    fps: float | None = None
+    duration: float | None = None
+    size: int | None = None  # bytes (files) or number of images (frame folders)
+    codec: str = ""
+    container: str = ""
+    cause: str = ""  # the error, or the warnings joined by "; "
+    index: str = ""  # packets (timestamps trusted) | decoded (a full decode) | folder
+
+
+COLUMNS = tuple(f.name for f in fields(CheckResult))
+
+
+def check_video(path: str, *, deep: bool = False, template: str = "img_{:05d}.jpg",
+                listed_frames: int | None = None) -> CheckResult:
+    """Open and index one video (``deep``: decode every frame); never raises for a bad video.
+    ``listed_frames``: the count a frame list states, compared with the folder's."""
+    from tanet.data.decode import VideoDecodeError, open_video
+
+    p = Path(path)
+    try:
+        size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
+    except OSError:  # missing, unreadable: the reader below says which
+        size = None
+    try:
+        with open_video(p, template=template, exact=deep) as r:
+            info, warnings = r.info, list(r.warnings)
+            if deep and info.num_frames:  # frames come out of the colour conversion too
+                r.get_frames([0, info.num_frames // 2, info.num_frames - 1])
+                warnings += [w for w in r.warnings if w not in warnings]
+    except VideoDecodeError as e:
+        return CheckResult(str(path), "error", size=size, cause=e.cause)
+    except Exception as e:  # a bug or an unexpected failure: reported, the scan goes on
+        return CheckResult(str(path), "error", size=size, cause=f"{type(e).__name__}: {e}")
+    if listed_frames is not None and listed_frames != info.num_frames:
+        warnings.append(f"the list says {listed_frames} frames, the folder has "
+                        f"{info.num_frames}")
+    index = "folder" if info.container == "folder" else ("decoded" if info.exact else "packets")
+    return CheckResult(str(path), "warning" if warnings else "ok", info.num_frames,
+                       round(info.fps, 3), round(info.duration, 3), size, info.codec,
+                       info.container, "; ".join(warnings), index)
+
+
+def _job(args: tuple) -> CheckResult:
+    path, deep, template, listed = args
+    return check_video(path, deep=deep, template=template, listed_frames=listed)
+
+
+# ------------------------------------------------------------------------------ input
+@dataclass
+class Dataset:
+    """The videos to check and where they came from."""
+
+    source: Path
+    format: str  # an annotations format, or "folder" (a flat folder of videos)
+    records: list[Record]
+    paths: list[str]  # the records' videos as files to open (root applied)
+
+
+def _flat_folder(path: Path) -> list[Record]:
+    return [Record(str(p), -1) for p in sorted(path.rglob("*"))
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")]
+
+
+def read_dataset(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                 labels: str | None = None, format: str = "auto") -> Dataset:
+    """The videos of an annotation file or a folder (class-per-folder, else every video file
+    under it). Relative paths are resolved against ``root``, else the working directory,
+    else the list's own directory."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or directory")
+    if source.is_dir() and format in ("auto", "tree"):
+        try:
+            records, _ = read_annotations(source, labels=labels, format="tree")
+            fmt = "tree"
+        except AnnotationError:
+            records, fmt = _flat_folder(source), "folder"
+        if not records:
+            raise FileNotFoundError(f"{source}: no video files found (looked for "
+                                    f"{', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
+    else:
+        fmt = detect_format(source) if format == "auto" else format
+        records, _ = read_annotations(source, root=root, labels=labels, format=fmt)
+    base = Path(root) if root is not None else None
+    if base is None and records and not os.path.isabs(records[0].path):
+        probe = records[: min(len(records), 20)]
+        here = sum(Path(r.path).exists() for r in probe)
+        beside = sum((source.parent / r.path).exists() for r in probe)
+        base = source.parent if beside > here else None
+    paths = [r.path if base is None or os.path.isabs(r.path) else str(base / r.path)
+             for r in records]
+    return Dataset(source, fmt, records, paths)
+
+
+# ------------------------------------------------------------------------------ the scan
+def check_all(jobs: Sequence[tuple], *, workers: int,
+              progress: Callable[[], None] = lambda: None) -> list[CheckResult]:
+    """:func:`check_video` of every job in ``workers`` processes (results in input order).
+    A worker that dies (a crash in the decoder) is replaced; the videos it had in hand are
+    checked again one by one, each alone in a process, so only the culprit is marked."""
+    results: list[CheckResult | None] = [None] * len(jobs)
+    if workers <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = _job(job)
+            progress()
+        return results  # type: ignore[return-value]
+    todo = iter(range(len(jobs)))
+    pool = cf.ProcessPoolExecutor(workers)
+    inflight: dict[cf.Future, int] = {}
+    try:
+        while True:
+            while len(inflight) < 4 * workers and (i := next(todo, None)) is not None:
+                inflight[pool.submit(_job, jobs[i])] = i
+            if not inflight:
+                break
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            broken = []
+            for f in done:
+                i = inflight.pop(f)
+                try:
+                    results[i] = f.result()
+                    progress()
+                except cf.process.BrokenProcessPool:
+                    broken.append(i)
+            if broken:
+                broken += inflight.values()
+                inflight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for i in broken:
+                    results[i] = _isolated(jobs[i])
+                    progress()
+                pool = cf.ProcessPoolExecutor(workers)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results  # type: ignore[return-value]
+
+
+def _isolated(job: tuple) -> CheckResult:
+    """One job alone in a fresh process: its result, or an error row if that process dies."""
+    with cf.ProcessPoolExecutor(1) as pool:
+        try:
+            return pool.submit(_job, job).result()
+        except cf.process.BrokenProcessPool:
+            return CheckResult(job[0], "error", cause="the decoder crashed on this file (its "
+                                                      "process died)")
+
+
+# ------------------------------------------------------------------------------ output
+def write_csv(path: str | os.PathLike, results: Sequence[CheckResult]) -> Path:
+    """The CSV (one row per video, :data:`COLUMNS`), atomically."""
+    from tanet.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in results:
+        w.writerow(["" if v is None else v for v in astuple(r)])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def summary(results: Sequence[CheckResult], seconds: float, workers: int) -> str:
+    """What a person reads after a scan: counts, rate, the commonest causes."""
+    n = len(results)
+    status = Counter(r.status for r in results)
+    lines = [f"checked {n} videos in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} videos/s, "
+             f"{workers} process{'es' if workers > 1 else ''}): {status['ok']} ok, "
+             f"{status['warning']} warning, {status['error']} error"]
+    for kind in ("error", "warning"):
+        causes = Counter(c.split(" (")[0].split(":")[0] for r in results if r.status == kind
+                         for c in (r.cause.split("; ") if kind == "warning" else [r.cause]))
+        if causes:
+            lines.append(f"  {kind} causes: " + "; ".join(f"{c}: {k}" for c, k in
+                                                          causes.most_common(6)))
+    decoded = sum(r.index == "decoded" for r in results)
+    if decoded:
+        lines.append(f"  {decoded} video(s) indexed by a full decode (short, timestamps not to "
+                     f"be trusted, damaged, or --deep)")
+    return "\n".join(lines)
+
+
+def write_fixed_list(ds: Dataset, keep: Sequence[bool], out: str | os.PathLike) -> int:
+    """The annotation list of ``ds`` without the entries whose ``keep`` is False, in the input's
+    format (a class-per-folder tree becomes a ``path label`` video list; a flat folder a list
+    of paths). Returns the number of entries written."""
+    from tanet.io import atomic_write_text, read_text
+
+    if len(keep) != len(ds.records):
+        raise ValueError("one keep flag per record")
+    kept = [r for r, k in zip(ds.records, keep) if k]
+    if ds.format in ("tree", "folder"):
+        text = "".join(f"{r.path} {r.label}\n" if ds.format == "tree" else f"{r.path}\n"
+                       for r in kept)
+    elif ds.format == "sthv2":
+        items = json.loads(read_text(ds.source))
+        text = json.dumps([it for it, k in zip(items, keep) if k], indent=1) + "\n"
+    elif ds.format == "kinetics":
+        rows = list(csv.reader(io.StringIO(read_text(ds.source), newline="")))
+        entries = [row for row in rows[1:] if row and "".join(row).strip()]
+        _same_count(ds, len(entries))
+        flags = iter(keep)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(rows[0])
+        w.writerows(row for row in entries if next(flags))
+        text = buf.getvalue()
+    else:  # one entry a line; comments and blank lines kept
+        lines = read_text(ds.source).split("\n")
+        entry = [bool(s.strip()) and not s.strip().startswith("#") for s in lines]
+        _same_count(ds, sum(entry))
+        flags = iter(keep)
+        text = "\n".join(s for s, e in zip(lines, entry) if not e or next(flags))
+    atomic_write_text(out, text)
+    return len(kept)
+
+
+def _same_count(ds: Dataset, entries: int) -> None:
+    if entries != len(ds.records):
+        raise ValueError(f"{ds.source}: found {entries} entries but read {len(ds.records)} "
+                         f"videos; cannot write a fixed list safely")
+
+
+def run_check(source: str | os.PathLike, *, out: str | os.PathLike, root=None, labels=None,
+              format: str = "auto", deep: bool = False, workers: int | None = None,
+              template: str = "img_{:05d}.jpg", fix_list: str | os.PathLike | None = None,
+              drop_warnings: bool = False, quiet: bool = False) -> tuple[list[CheckResult], str]:
+    """Read the dataset, check every video (progress bar unless ``quiet``), write the CSV (and
+    the fixed list); returns the results and the summary text."""
+    from tqdm import tqdm
+
+    ds = read_dataset(source, root=root, labels=labels, format=format)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(ds.paths)))
+    listed = [r.num_frames if ds.format == "frames" else None for r in ds.records]
+    jobs = [(p, deep, template, n) for p, n in zip(ds.paths, listed)]
+    t0 = time.perf_counter()
+    with tqdm(total=len(jobs), desc="check", unit="video", disable=quiet,
+              dynamic_ncols=True) as bar:
+        results = check_all(jobs, workers=workers, progress=lambda: bar.update(1))
+    text = summary(results, time.perf_counter() - t0, workers)
+    write_csv(out, results)
+    text += f"\n  table -> {out}"
+    if fix_list is not None:
+        bad = ("error", "warning") if drop_warnings else ("error",)
+        n = write_fixed_list(ds, [r.status not in bad for r in results], fix_list)
+        text += f"\n  fixed list: {n} of {len(results)} entries -> {fix_list}"
+    return results, text

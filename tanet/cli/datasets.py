@@ -1,0 +1,51 @@
+"""Commands about datasets: check."""
+from __future__ import annotations
+
+import argparse
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="scan a dataset's videos: frames, codec, truncation, damage",
+                       description="Open and index every video of an annotation list (any "
+                                   "format) or a folder, in parallel; write a CSV (path, status "
+                                   "ok/warning/error, frames, fps, duration, size, codec, "
+                                   "container, cause, index) and print a summary.")
+    p.add_argument("input", metavar="DIR_OR_LIST",
+                   help="annotation file (video list, frame list, Kinetics CSV, Something-"
+                        "Something JSON/CSV) or a folder (class-per-folder, or any videos)")
+    p.add_argument("--out", default="check.csv", help="the CSV to write (default: check.csv)")
+    p.add_argument("--fix-list", default=None, metavar="OUT",
+                   help="write the annotation list without the videos in error, same format")
+    p.add_argument("--drop-warnings", action="store_true",
+                   help="with --fix-list: leave out truncated or damaged videos too")
+    p.add_argument("--deep", action="store_true",
+                   help="decode every frame (slower; finds damage anywhere in a file; the exact "
+                        "indices it builds are cached for training)")
+    p.add_argument("--root", default=None, help="prefix of relative paths in the list "
+                                                "(default: the working directory, else the "
+                                                "list's directory)")
+    p.add_argument("--labels", default=None, help="class names file (for lists that need one)")
+    p.add_argument("--format", default="auto",
+                   choices=("auto", "frames", "videos", "kinetics", "sthv2", "sthv1", "tree"))
+    p.add_argument("--frame-template", default="img_{:05d}.jpg",
+                   help="file names inside frame folders, numbered from 1")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: one per CPU core)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any video is in error (or, with --drop-warnings, warned)")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tanet.apps.check import run_check
+
+    results, text = run_check(args.input, out=args.out, root=args.root, labels=args.labels,
+                              format=args.format, deep=args.deep, workers=args.workers,
+                              template=args.frame_template, fix_list=args.fix_list,
+                              drop_warnings=args.drop_warnings, quiet=args.quiet)
+    print(text)
+    bad = ("error", "warning") if args.drop_warnings else ("error",)
+    return 1 if args.strict and any(r.status in bad for r in results) else 0
+
+
+COMMANDS = [_add_check]

@@ -1,0 +1,134 @@
+"""``tanet check``: a dataset with good, lying, truncated and broken videos (written here) is
+scanned in worker processes; the CSV, the summary and the fixed list (same format) are right."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+
+from tanet.apps import check as C
+from tanet.cli import main
+from tanet.data import variants as V
+from tanet.data.annotations import read_annotations
+from tanet.data.encode import write_video
+
+from test_data_decode import _content
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    d = tmp_path_factory.mktemp("check")
+    v = d / "videos"
+    x = _content(40, 32, 48)
+    good = write_video(v / "a" / "good.mp4", x, gop=10, bframes=2)
+    b1 = write_video(d / "b1.avi", x, codec="mpeg4", bframes=1)
+    V.pack_bframes(b1, v / "a" / "packed.avi")
+    full = write_video(d / "full.avi", x, codec="mpeg4", gop=10)
+    V.truncate(full, v / "b" / "cut.avi", 0.5)
+    V.truncate(good, v / "b" / "cut.mp4", 0.5)  # no moov: an error
+    (v / "b" / "notes.mp4").write_text("not a video\n")
+    frames = v / "b" / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    for i in range(5):
+        Image.fromarray(x[i]).save(frames / f"img_{i + 1:05d}.jpg")
+    (d / "list.txt").write_text("# train split\na/good.mp4 0\na/packed.avi 0\n\nb/cut.avi 1\n"
+                                "b/cut.mp4 1\nb/notes.mp4 1\nb/gone.mp4 1\n")
+    (d / "frames.txt").write_text(f"{frames} 5 0\n{frames} 7 0\n{v / 'b' / 'nothing'} 3 1\n")
+    return d
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
+def test_check_list_in_processes_csv_summary_and_fixed_list(ds, tmp_path, capsys):
+    out, fixed = tmp_path / "check.csv", tmp_path / "fixed.txt"
+    rc = main(["check", str(ds / "list.txt"), "--root", str(ds / "videos"), "--out", str(out),
+               "--fix-list", str(fixed), "--workers", "2", "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "checked 6 videos" in text and "2 ok, 1 warning, 3 error" in text
+    rows = _rows(out)
+    v = ds / "videos"
+    assert list(rows) == [str(v / p) for p in ("a/good.mp4", "a/packed.avi", "b/cut.avi",
+                                               "b/cut.mp4", "b/notes.mp4", "b/gone.mp4")]
+    good, packed, cut = rows[str(v / "a/good.mp4")], rows[str(v / "a/packed.avi")], \
+        rows[str(v / "b/cut.avi")]
+    assert (good["status"], good["frames"], good["codec"], good["index"]) == \
+        ("ok", "40", "h264", "packets")
+    assert float(good["fps"]) == 25.0 and float(good["duration"]) == pytest.approx(1.6)
+    assert int(good["size"]) == (v / "a/good.mp4").stat().st_size and "mp4" in good["container"]
+    assert (packed["status"], packed["frames"], packed["index"]) == ("ok", "40", "decoded")
+    assert cut["status"] == "warning" and cut["cause"] == f"truncated: {cut['frames']} of 40 " \
+                                                          f"frames"
+    assert "moov box) is missing" in rows[str(v / "b/cut.mp4")]["cause"]
+    assert rows[str(v / "b/gone.mp4")]["cause"] == "file not found"
+    # same format, comments and blank lines kept, the three unreadable videos gone
+    assert fixed.read_text() == "# train split\na/good.mp4 0\na/packed.avi 0\n\nb/cut.avi 1\n"
+    recs, _ = read_annotations(fixed)
+    assert [r.path for r in recs] == ["a/good.mp4", "a/packed.avi", "b/cut.avi"]
+    rc = main(["check", str(ds / "list.txt"), "--root", str(ds / "videos"), "--out",
+               str(out), "--fix-list", str(fixed), "--drop-warnings", "--strict", "--quiet",
+               "--workers", "1"])
+    assert rc == 1 and fixed.read_text() == "# train split\na/good.mp4 0\na/packed.avi 0\n\n"
+
+
+def test_check_folder_deep_and_frame_list(ds, tmp_path):
+    results, text = C.run_check(ds / "videos", out=tmp_path / "c.csv", deep=True, workers=1,
+                                quiet=True, fix_list=tmp_path / "fixed.txt")
+    by_name = {os.path.basename(r.path): r for r in results}
+    assert all(r.index in ("decoded", "folder") for r in results if r.status != "error")
+    assert by_name["good.mp4"].status == "ok" and by_name["good.mp4"].frames == 40
+    lines = (tmp_path / "fixed.txt").read_text().splitlines()  # the tree as a video list
+    assert f"{ds / 'videos' / 'a' / 'good.mp4'} 0" in lines and len(lines) == 4
+    results, _ = C.run_check(ds / "frames.txt", out=tmp_path / "f.csv", workers=1, quiet=True,
+                             fix_list=tmp_path / "frames_fixed.txt")
+    assert [r.status for r in results] == ["ok", "warning", "error"]
+    assert results[1].cause == "the list says 7 frames, the folder has 5"
+    assert results[0].index == "folder" and results[0].size == 5
+    assert (tmp_path / "frames_fixed.txt").read_text().splitlines() == \
+        (ds / "frames.txt").read_text().splitlines()[:2]
+
+
+def test_fixed_sthv2_and_kinetics_lists_keep_their_format(ds, tmp_path):
+    items = [{"id": "1", "template": "Pushing [something]"},
+             {"id": "2", "template": "Pulling [something]"},
+             {"id": "3", "template": "Pushing [something]"}]
+    (tmp_path / "labels.json").write_text(json.dumps({"Pushing something": "0",
+                                                      "Pulling something": "1"}))
+    (tmp_path / "train.json").write_text(json.dumps(items))
+    ds2 = C.read_dataset(tmp_path / "train.json")
+    assert C.write_fixed_list(ds2, [True, False, True], tmp_path / "fixed.json") == 2
+    assert json.loads((tmp_path / "fixed.json").read_text()) == [items[0], items[2]]
+    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                    "dance,abc,0,10,train\n\nrun,xyz,5,15,train\n")
+    ds3 = C.read_dataset(tmp_path / "k.csv")
+    assert ds3.format == "kinetics" and len(ds3.records) == 2
+    C.write_fixed_list(ds3, [False, True], tmp_path / "k_fixed.csv")
+    assert (tmp_path / "k_fixed.csv").read_text() == \
+        "label,youtube_id,time_start,time_end,split\nrun,xyz,5,15,train\n"
+
+
+def test_a_worker_crash_costs_only_its_video(ds, monkeypatch):
+    """A decoder crash (here: the worker process is killed on one file) is isolated: the scan
+    goes on in fresh processes and only that file is marked."""
+    real = C.check_video
+
+    def crashing(path, **kw):
+        if path.endswith("packed.avi"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, **kw)
+
+    monkeypatch.setattr(C, "check_video", crashing)  # inherited by the forked workers
+    v = ds / "videos"
+    jobs = [(str(v / p), False, "img_{:05d}.jpg", None) for p in
+            ("a/good.mp4", "a/packed.avi", "b/cut.avi", "a/good.mp4", "b/notes.mp4")]
+    results = C.check_all(jobs, workers=2)
+    assert [r.status for r in results] == ["ok", "error", "warning", "ok", "error"]
+    assert "crashed" in results[1].cause
