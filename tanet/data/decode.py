@@ -29,7 +29,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames, rebuild_exact
+from tanet.data.frame_index import (FrameIndex, NoFrames, decode_frames, mp4_index_hint,
+                                    rebuild_exact)
 from tanet.data.index_cache import clear_memory_cache, get_index, store
 
 __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
@@ -150,7 +151,7 @@ class VideoReader:
                                       timeout=(_IO_TIMEOUT, _IO_TIMEOUT))
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"cannot open as a video ({_why(e)}"
-                                              f"{_mp4_hint(self.path)})") from None
+                                              f"{mp4_index_hint(self.path)})") from None
         except OSError as e:
             raise VideoDecodeError(self.path, f"cannot open ({e.strerror or e})") from None
         try:
@@ -402,32 +403,6 @@ def _checked_indices(path: str | os.PathLike, indices: Sequence[int], n: int) ->
         raise FrameIndexError(path, f"frame index {idx.min()} is negative (the video has "
                                     f"{n} frames)")
     return idx
-
-
-def _mp4_hint(path: str) -> str:
-    """``; ...`` when ``path`` is an MP4/MOV without its index (moov) box: cut short before the
-    end, where most writers put that box."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head[4:8] != b"ftyp":
-                return ""
-            size, at, end = int.from_bytes(head[:4], "big"), 0, os.fstat(f.fileno()).st_size
-            while size >= 8 and at + size <= end:
-                at += size
-                f.seek(at)
-                box = f.read(8)
-                if len(box) < 8:
-                    break
-                if box[4:8] == b"moov":
-                    return ""
-                size = int.from_bytes(box[:4], "big")
-                if size == 1:  # 64-bit size
-                    size = int.from_bytes(f.read(8), "big")
-    except OSError:
-        return ""
-    return "; the MP4 index (moov box) is missing: the file was cut short (interrupted " \
-           "download or recording) and cannot be played"
 
 
 def _why(e: BaseException) -> str:

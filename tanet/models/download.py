@@ -154,8 +154,8 @@ def download(url: str, dst: str | os.PathLike, *, sha256: str | None = None,
         with os.fdopen(fd, "wb") as out:
             digest = _stream(url, out, dst, progress)
         check_sha256(digest, sha256, what=f"download of {url}",
-                     fix=f"nothing was kept. Try again; if it persists the file at that "
-                         f"address changed or is corrupt")
+                     fix="nothing was kept. Try again; if it persists the file at that "
+                         "address changed or is corrupt")
         os.replace(tmp, dst)
     except KeyboardInterrupt:
         tmp.unlink(missing_ok=True)
