@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 import av
 import numpy as np
 
-__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "mp4_index_hint", "NO_PTS",
-           "SMALL"]
+__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "mp4_index_hint",
+           "NO_PTS", "SMALL"]
 
 _PREFIX = 8  # frames decoded at open to compare output order with timestamp order
 SMALL = 32  # files that declare at most this many frames are decoded whole at open
