@@ -30,7 +30,8 @@ def multipart(filename: str, data: bytes, field: str = "file") -> tuple[bytes, s
 class Server:
     """``python -m tanet serve ...`` on a free loopback port; ``stop()`` sends SIGTERM."""
 
-    def __init__(self, checkpoint: Path, tmp_dir: Path, log: Path, *args: str) -> None:
+    def __init__(self, checkpoint: Path, tmp_dir: Path, log: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.tmp_dir = tmp_dir
         self.log_path = log
@@ -38,8 +39,8 @@ class Server:
         cmd = [sys.executable, "-m", "tanet", "serve", "--checkpoint", str(checkpoint),
                "--host", "127.0.0.1", "--port", str(self.port), "--tmp-dir", str(tmp_dir), *args]
         self._log = open(log, "wb")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

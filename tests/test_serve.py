@@ -23,6 +23,16 @@ from _serve import Server, multipart  # noqa: E402
 
 NAMES = ["run", "jump", "swim", "climb", "throw"]
 KEY = "s3cret-key"
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the server beside the test process on 2 cores
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test process and the server share 2 cores: one torch thread each."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +55,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(files):
     s = Server(files["ckpt"], files["dir"] / "uploads", files["dir"] / "server.log",
-               "--max-batch", "8", "--decode-workers", "2", "--quiet")
+               "--max-batch", "8", "--decode-workers", "2", "--quiet", env=ONE_THREAD)
     yield s
     assert s.stop() in (0, -15), s.log()  # uvicorn re-raises SIGTERM after a clean shutdown
     assert list(s.tmp_dir.iterdir()) == []
@@ -195,7 +205,7 @@ def test_visualize_returns_tanet_visualize_pictures(files, server):
 def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
     s = Server(files["ckpt"], tmp_path / "uploads", tmp_path / "server.log", "--sequential",
                "--max-queue", "2", "--timeout", "4", "--max-upload-mb", "0.1", "--api-key", KEY,
-               "--quiet")
+               "--quiet", env=ONE_THREAD)
     try:
         key = {"X-API-Key": KEY}
         assert s.request("GET", "/healthz")[0] == 200  # open: load balancers probe it
@@ -248,17 +258,15 @@ def test_batcher_runs_concurrent_views_as_one_batch():
     ``max_batch`` views, in arrival order, and each gets exactly its own rows."""
     from tanet.apps.serve.batching import Batcher
 
-    torch.manual_seed(0)
-    model = tanet.create_model("tanet_tiny", num_classes=5, num_segments=4).eval()
+    weight = torch.randn(4 * 3 * 8 * 8, 5)
     gate, sizes = threading.Event(), []
 
-    def backend(views):  # (N, T, C, H, W) -> (N, K)
+    def backend(views):  # (N, T, C, H, W) -> (N, K): a linear classifier, row by row
         sizes.append(len(views))
         gate.wait(10)
-        with torch.no_grad():
-            return model(views).numpy()
+        return (views.flatten(1) @ weight).numpy()
 
-    clips = [torch.randn(v, 4, 3, 32, 32) for v in (1, 1, 2, 1, 1, 1, 1, 2)]
+    clips = [torch.randn(v, 4, 3, 8, 8) for v in (1, 1, 2, 1, 1, 1, 1, 2)]
     batcher = Batcher(backend, max_batch=4, max_wait_ms=1).start()
     out = [None] * len(clips)
 
@@ -279,9 +287,8 @@ def test_batcher_runs_concurrent_views_as_one_batch():
         t.join(10)
     batcher.close()
     assert sizes == [1, 4, 3, 2], sizes  # 1 | 1+2+1 | 1+1+1 (the next has 2) | 2
-    with torch.no_grad():
-        for views, logits in zip(clips, out):
-            assert np.allclose(logits, model(views).numpy(), atol=1e-5)
+    for views, logits in zip(clips, out):
+        assert np.allclose(logits, (views.flatten(1) @ weight).numpy(), atol=1e-4)
 
 
 def _chrome():

@@ -27,6 +27,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="videos decoded at once while the model runs")
     g.add_argument("--sequential", action="store_true",
                    help="one request at a time, no batching, no overlap (a baseline)")
+    g.add_argument("--release-memory", action="store_true",
+                   help="let glibc return freed memory to the OS (default: keep it for the next "
+                        "batch; big batches page-fault their activations anew otherwise)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-queue", type=int, default=64,
                    help="requests in progress; more are refused with 503 + Retry-After")
@@ -60,7 +63,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         decode_workers=args.decode_workers, sequential=args.sequential,
         max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_views=args.max_views,
         timeout_s=args.timeout, api_key=args.api_key or None,
-        cors_origins=tuple(args.cors_origin), tmp_dir=args.tmp_dir)
+        cors_origins=tuple(args.cors_origin), tmp_dir=args.tmp_dir,
+        keep_memory=not args.release_memory)
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
                 access_log=not args.quiet, timeout_graceful_shutdown=10)

@@ -36,7 +36,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from tanet.apps.predict import Prediction, Predictor, WindowPrediction
-from tanet.apps.serve.batching import BatchedBackend, Batcher, JobCancelled, WorkerPool
+from tanet.apps.serve.batching import (BatchedBackend, Batcher, JobCancelled, WorkerPool,
+                                       keep_freed_memory)
 from tanet.apps.serve.guard import GuardMiddleware
 from tanet.apps.serve.metrics import CONTENT_TYPE_LATEST, Admission, ServeMetrics
 from tanet.apps.serve.uploads import UploadError, receive_upload
@@ -68,6 +69,7 @@ class ServeSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     tmp_dir: str | None = None  # where uploads are spooled (default: a new temporary folder)
+    keep_memory: bool = True  # glibc keeps freed memory for the next batch (keep_freed_memory)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -119,6 +121,8 @@ class _Service:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = s = settings
+        if s.keep_memory:
+            keep_freed_memory()
         self.metrics = ServeMetrics()
         self.predictor = Predictor(s.checkpoint, views=s.views, topk=s.topk, labels=s.labels,
                                    device=s.device)
@@ -241,16 +245,22 @@ class _Service:
         from tanet.apps.visualize import write_pictures
 
         predictor = self.predictor.with_options(views="1x1", topk=topk)
-        with self._vis_lock, tempfile.TemporaryDirectory(dir=self.tmp) as out:
+        locked = False
+        try:
+            with self.pool.waiting():  # queue for the copy without holding a decode slot
+                locked = self._vis_lock.acquire()
             if self._vis_model is None:
                 self._vis_model = copy.deepcopy(self.model_backend.model).eval()
-            try:
+            with tempfile.TemporaryDirectory(dir=self.tmp) as out:
                 files = write_pictures(self._vis_model, predictor, path, out, topk=topk, name=name)
-            except VideoDecodeError as e:
-                err = Prediction(str(path), error=_error_message(path, e)).to_json()
-                return 422, _renamed(err, str(path), name)
-            images = {f.stem: "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()
-                      for f in files}
+                images = {f.stem: "data:image/png;base64," + base64.b64encode(f.read_bytes())
+                          .decode() for f in files}
+        except VideoDecodeError as e:
+            err = Prediction(str(path), error=_error_message(path, e)).to_json()
+            return 422, _renamed(err, str(path), name)
+        finally:
+            if locked:
+                self._vis_lock.release()
         return 200, {"path": name, "images": images}
 
 

@@ -17,6 +17,7 @@ A cancelled job (deadline passed) stops at its next model call.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import queue
 import threading
 import time
@@ -27,7 +28,28 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-__all__ = ["Batcher", "WorkerPool", "BatchedBackend", "JobCancelled", "Job"]
+__all__ = ["Batcher", "WorkerPool", "BatchedBackend", "JobCancelled", "Job", "keep_freed_memory"]
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the OS (one arena,
+    no mmap for big blocks, no trimming); returns False where there is no glibc.
+
+    Why batching needs it: PyTorch on the CPU has no caching allocator, and glibc serves every
+    block over 32 MB with a fresh mmap that is unmapped on free. One TANet-R50 clip (8 frames at
+    224 px) has activations of ~25 MB, which glibc recycles; a batch of 2-4 clips has 50-100 MB
+    ones, so every batch page-faults its activations in anew (measured: 0 minor faults per call
+    at batch 1, 175k at batch 2, 800k at batch 4; with this, none), which made a batch slower
+    per clip than single clips. The cost: the peak stays resident, as with a GPU caching
+    allocator. Call it before the model is loaded and before any worker thread starts.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # <malloc.h>
+    settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1))
+    return all(mallopt(key, value) == 1 for key, value in settings)
 
 
 class JobCancelled(RuntimeError):
