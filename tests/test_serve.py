@@ -89,6 +89,8 @@ def test_answer_equals_tanet_predict_json(files, server, capsys):
     status, _, card = server.request("GET", "/v1/model")
     assert status == 200 and card["classes"] == NAMES and card["frames"] == 4
     assert card["size"] == [32, 32] and card["backend"] == "pytorch" and card["name"] == "tanet_tiny"
+    _, hdrs, _ = server.request("GET", "/v1/model", headers={"Origin": "http://elsewhere.test"})
+    assert "access-control-allow-origin" not in hdrs  # CORS is off unless asked for
 
 
 def test_load_64_requests_8_at_a_time(files, server):
@@ -184,6 +186,8 @@ def test_bad_uploads_are_4xx_and_server_keeps_serving(files, server):
                          ("window=-1", "window"), ("stride=1", "stride needs window")):
         status, _, err = server.upload(f"/v1/predict?{query}", video, "a.mp4")
         assert status == 400 and words in err["error"], (query, err)
+    status, _, ok = server.upload("/v1/predict", video, "../../etc/x/evil.mp4")
+    assert status == 200 and ok["path"] == "evil.mp4"  # a client's name is never a path here
     _raw_post(server.port, body, ctype, send=2000).close()  # the client goes away mid-upload
     status, _, ok = server.upload("/v1/predict", video, "a.mp4")
     assert status == 200 and ok["top"]
@@ -205,7 +209,7 @@ def test_visualize_returns_tanet_visualize_pictures(files, server):
 def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
     s = Server(files["ckpt"], tmp_path / "uploads", tmp_path / "server.log", "--sequential",
                "--max-queue", "2", "--timeout", "4", "--max-upload-mb", "0.1", "--api-key", KEY,
-               "--quiet", env=ONE_THREAD)
+               "--cors-origin", "http://app.test", "--quiet", env=ONE_THREAD)
     try:
         key = {"X-API-Key": KEY}
         assert s.request("GET", "/healthz")[0] == 200  # open: load balancers probe it
@@ -213,7 +217,9 @@ def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
             status, hdrs, err = s.request("GET", path)
             assert status == 401 and "API key" in err["error"] and hdrs["www-authenticate"]
         assert s.request("GET", "/v1/model", headers={"X-API-Key": "wrong"})[0] == 401
-        assert s.request("GET", "/v1/model", headers={"Authorization": f"Bearer {KEY}"})[0] == 200
+        status, hdrs, _ = s.request("GET", "/v1/model", headers={"Authorization": f"Bearer {KEY}",
+                                                                 "Origin": "http://app.test"})
+        assert status == 200 and hdrs["access-control-allow-origin"] == "http://app.test"
         video = files["videos"]["d.mp4"].read_bytes()
         assert len(video) < 0.1 * 2**20 < 300_000
         assert s.upload("/v1/predict", video, "d.mp4")[0] == 401

@@ -127,7 +127,7 @@ class _Service:
         self.predictor = Predictor(s.checkpoint, views=s.views, topk=s.topk, labels=s.labels,
                                    device=s.device)
         self.model_backend = self.predictor.backend  # the real one; only the batcher calls it
-        self.onnx = str(s.checkpoint).endswith(".onnx")
+        self.onnx = Path(s.checkpoint).suffix == ".onnx"  # as Predictor decides
         max_batch = 1 if s.sequential else s.max_batch
         slots = 1 if s.sequential else s.decode_workers
         self.batcher = Batcher(self.model_backend, max_batch=max_batch,

@@ -2,7 +2,8 @@
 
 With an API key, ``/v1/*`` and ``/metrics`` answer 401 unless the request carries it as
 ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (compared in constant time); the page, its
-static files and ``/healthz`` stay open. Every HTTP request is counted by endpoint (the route's
+static files, ``/healthz`` and CORS preflights (``OPTIONS``, which browsers send without it) stay
+open. Every HTTP request is counted by endpoint (the route's
 path; ``other`` for unknown paths, so random URLs cannot blow up the label set) and status.
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            if self.api_key and _protected(path) and not self._authorised(scope):
+            if (self.api_key and _protected(path) and scope.get("method") != "OPTIONS"
+                    and not self._authorised(scope)):  # CORS preflights carry no key
                 await self._unauthorised(send_status)
             else:
                 await self.app(scope, receive, send_status)
