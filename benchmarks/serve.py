@@ -1,5 +1,6 @@
 """Requests/s and p50/p95 latency of ``tanet serve`` at concurrency 1, 4 and 16: one request at a
-time (``--sequential``) vs dynamic batching, PyTorch vs ONNX Runtime, TANet-R50 8f.
+time (``--sequential``) vs dynamic batching (its default: the batch size calibrated at start-up)
+vs batching fixed at 16 views, PyTorch vs ONNX Runtime, TANet-R50 8f.
 
 Builds a random-init tanet_r50 (400 classes, T=8, head std 0.02), saves it, exports it to ONNX,
 writes the 10 s 340x256 25 fps H.264 video of benchmarks/predict.py, and starts one real
@@ -34,9 +35,8 @@ from predict import make_video  # noqa: E402
 from _serve import Server, multipart  # noqa: E402
 
 MODES = {"one at a time": ["--sequential"],
-         "dynamic batching": ["--max-batch", "16", "--decode-workers", "2"],
-         # the same, with glibc's default of unmapping big freed blocks (PyTorch only)
-         "batching, released": ["--max-batch", "16", "--decode-workers", "2", "--release-memory"]}
+         "dynamic batching": ["--max-batch", "16"],  # the default: calibrated at start-up
+         "batching, fixed 16": ["--max-batch", "16", "--no-calibrate"]}
 
 
 def post(port: int, body: bytes, ctype: str) -> tuple[float, int, bytes]:
@@ -90,6 +90,13 @@ def batch_stats(server: Server) -> str:
         return "-"
     return (f"{s['tanet_batch_views_sum'] / calls:.1f} views, "
             f"{s['tanet_batch_requests_sum'] / calls:.1f} requests / model call")
+
+
+def calibration(server: Server) -> str:
+    """The start-up calibration of a server (ms per view by batch size -> chosen max batch)."""
+    b = server.request("GET", "/v1/model")[2]["batching"]
+    cal = b["ms_per_view_by_batch"]
+    return f"; calibration {cal} -> max batch {b['max_batch']}" if cal else ""
 
 
 def _malloc(keep: bool) -> None:
@@ -172,8 +179,6 @@ def main() -> int:
         servers = {}
         for backend in args.backends.split(","):
             for mode, flags in MODES.items():
-                if backend == "onnx" and "--release-memory" in flags:
-                    continue  # ONNX Runtime has its own arena: glibc's setting does not matter
                 servers[backend, mode] = Server(files[backend], tmp / f"up-{backend}-{len(servers)}",
                                                 tmp / f"log-{len(servers)}.txt", "--quiet", *flags)
         try:
@@ -189,7 +194,7 @@ def main() -> int:
                         rates.setdefault((key, c), []).append(r)
                         lats.setdefault((key, c), []).extend(lat)
                         answers.setdefault(key, []).extend(ans)
-            stats = {key: batch_stats(s) for key, s in servers.items()}
+            stats = {key: batch_stats(s) + calibration(s) for key, s in servers.items()}
         finally:
             for s in servers.values():
                 s.stop()

@@ -55,7 +55,8 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(files):
     s = Server(files["ckpt"], files["dir"] / "uploads", files["dir"] / "server.log",
-               "--max-batch", "8", "--decode-workers", "2", "--quiet", env=ONE_THREAD)
+               "--max-batch", "8", "--no-calibrate", "--decode-workers", "2", "--quiet",
+               env=ONE_THREAD)
     yield s
     assert s.stop() in (0, -15), s.log()  # uvicorn re-raises SIGTERM after a clean shutdown
     assert list(s.tmp_dir.iterdir()) == []
@@ -152,14 +153,21 @@ def _raw_post(port: int, body: bytes, ctype: str, send: int, length: int | None 
 
 
 def _status_of(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, whole response) read from a raw socket."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
     sock.close()
     return int(data.split(b" ", 2)[1]), data
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if (
+        b"content-length:" in head) else 0
 
 
 def test_bad_uploads_are_4xx_and_server_keeps_serving(files, server):
@@ -295,6 +303,26 @@ def test_batcher_runs_concurrent_views_as_one_batch():
     assert sizes == [1, 4, 3, 2], sizes  # 1 | 1+2+1 | 1+1+1 (the next has 2) | 2
     for views, logits in zip(clips, out):
         assert np.allclose(logits, (views.flatten(1) @ weight).numpy(), atol=1e-4)
+
+
+def test_calibration_keeps_the_batch_size_that_pays():
+    """A backend whose call costs the same for any batch is calibrated to the limit; one whose
+    batches cost 1.5x per view more than single views, to 1."""
+    from tanet.apps.serve.batching import calibrate_batch
+
+    def flat(views):
+        time.sleep(0.02)
+        return np.zeros((len(views), 3))
+
+    def worse(views):
+        time.sleep(0.02 * len(views) * (1.5 if len(views) > 1 else 1))
+        return np.zeros((len(views), 3))
+
+    example = lambda n: torch.zeros(n, 4, 3, 8, 8)  # noqa: E731
+    size, per_view = calibrate_batch(flat, example, 4)
+    assert size == 4 and set(per_view) == {1, 2, 4} and per_view[4] < per_view[1] / 2
+    size, per_view = calibrate_batch(worse, example, 16)
+    assert size == 1 and set(per_view) == {1, 2}  # stops at the first size that does not pay
 
 
 def _chrome():

@@ -20,7 +20,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, metavar="VIEWS",
-                   help="most views per model call (1: no batching)")
+                   help="most views per model call (1: no batching); lowered at start-up to the "
+                        "largest size that is still faster per view on this machine")
+    g.add_argument("--no-calibrate", action="store_true",
+                   help="keep --max-batch as given (no start-up timing of batch sizes)")
     g.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch that is not full waits for more")
     g.add_argument("--decode-workers", type=int, default=2,
@@ -64,7 +67,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_views=args.max_views,
         timeout_s=args.timeout, api_key=args.api_key or None,
         cors_origins=tuple(args.cors_origin), tmp_dir=args.tmp_dir,
-        keep_memory=not args.release_memory)
+        keep_memory=not args.release_memory, calibrate=not args.no_calibrate)
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
                 access_log=not args.quiet, timeout_graceful_shutdown=10)

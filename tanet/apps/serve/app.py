@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -37,7 +38,7 @@ from starlette.exceptions import HTTPException
 
 from tanet.apps.predict import Prediction, Predictor, WindowPrediction
 from tanet.apps.serve.batching import (BatchedBackend, Batcher, JobCancelled, WorkerPool,
-                                       keep_freed_memory)
+                                       calibrate_batch, keep_freed_memory)
 from tanet.apps.serve.guard import GuardMiddleware
 from tanet.apps.serve.metrics import CONTENT_TYPE_LATEST, Admission, ServeMetrics
 from tanet.apps.serve.uploads import UploadError, receive_upload
@@ -58,7 +59,8 @@ class ServeSettings:
     topk: int = 5
     labels: str | None = None
     device: str = "cpu"
-    max_batch: int = 16  # views per model call; 1 turns batching off
+    max_batch: int = 16  # views per model call at most; 1 turns batching off
+    calibrate: bool = True  # lower max_batch to the size that is still faster per view here
     max_wait_ms: float = 5.0
     decode_workers: int = 2
     sequential: bool = False  # one request at a time (decode, then model): the baseline
@@ -141,8 +143,20 @@ class _Service:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._vis_lock = threading.Lock()
         self._vis_model: Any = None
+        self.calibration: dict[int, float] | None = None
 
     def start(self) -> None:
+        s = self.settings
+        if s.calibrate and not s.sequential and self.batcher.max_batch > 1:
+            c = self.predictor.card
+            size, per_view = calibrate_batch(
+                self.model_backend, lambda n: torch.randn(n, c.num_segments, *c.input_size),
+                self.batcher.max_batch)
+            self.calibration = {n: round(1000 * t, 2) for n, t in per_view.items()}
+            logging.getLogger("uvicorn.error").info(  # uvicorn's start-up lines (--quiet: off)
+                "batch calibration, ms per view by batch size: %s -> max batch %d",
+                self.calibration, size)
+            self.batcher.max_batch = size
         self.batcher.start()
 
     def stop(self) -> None:
@@ -172,7 +186,8 @@ class _Service:
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_queue": s.max_queue,
                            "max_views": s.max_views, "timeout_s": s.timeout_s},
                 "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": s.max_wait_ms,
-                             "decode_workers": s.decode_workers, "sequential": s.sequential}}
+                             "decode_workers": s.decode_workers, "sequential": s.sequential,
+                             "ms_per_view_by_batch": self.calibration}}
 
     async def run_upload(self, request: Request, job: Callable[[Path, str], tuple[int, dict]]
                          ) -> JSONResponse:
