@@ -179,8 +179,9 @@ def main() -> int:
         servers = {}
         for backend in args.backends.split(","):
             for mode, flags in MODES.items():
-                servers[backend, mode] = Server(files[backend], tmp / f"up-{backend}-{len(servers)}",
-                                                tmp / f"log-{len(servers)}.txt", "--quiet", *flags)
+                i = len(servers)
+                servers[backend, mode] = Server(files[backend], tmp / f"up-{i}",
+                                                tmp / f"log-{i}.txt", "--quiet", *flags)
         try:
             for s in servers.values():  # warm-up: first calls, every batch size up to 16
                 run_cell(s.port, body, ctype, 16, 1)

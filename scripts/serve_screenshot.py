@@ -72,7 +72,8 @@ def main() -> int:
                                   "v.currentTime = 3; window.scrollTo(0, 0);")
             wait.until(lambda d: d.find_element(By.ID, "now").text.startswith("3.0 s"))
             wait.until(lambda d: d.execute_script(  # the frame at 3 s is shown, no spinner
-                "const v = document.getElementById('video'); return !v.seeking && v.readyState >= 2;"))
+                "const v = document.getElementById('video');"
+                "return !v.seeking && v.readyState >= 2;"))
             time.sleep(0.5)
             shot = tmp / "shot.png"
             driver.save_screenshot(str(shot))

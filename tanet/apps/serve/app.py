@@ -19,7 +19,6 @@ import asyncio
 import base64
 import copy
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -110,8 +109,8 @@ def timeline_json(res: WindowPrediction, topk: int) -> dict[str, Any]:
     windows = []
     for s, e, p in zip(res.starts, res.ends, res.probs):  # p: (K,)
         order = p.argsort()[::-1][:topk]
-        windows.append({"start": round(float(s), 4), "end": round(float(e), 4),
-                        "top": [{"label": names[i], "score": round(float(p[i]), 6)} for i in order]})
+        top = [{"label": names[i], "score": round(float(p[i]), 6)} for i in order]
+        windows.append({"start": round(float(s), 4), "end": round(float(e), 4), "top": top})
     peaks = res.probs.max(0).argsort()[::-1][:topk]  # (topk,)
     series = [{"label": names[c], "scores": [round(float(v), 6) for v in res.probs[:, c]]}
               for c in peaks]

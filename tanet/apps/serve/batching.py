@@ -225,7 +225,8 @@ class WorkerPool:
         self._local = threading.local()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
-        """Run ``fn(*args)`` on a pool thread holding a decode slot; ``job.future`` has its result."""
+        """Run ``fn(*args)`` on a pool thread holding a decode slot; ``job.future`` has the
+        result."""
         job = Job()
 
         def run() -> Any:
