@@ -177,12 +177,13 @@ def main() -> int:
         reference = Predictor(ckpt).predict(video)
         files = {"pytorch": ckpt, "onnx": onnx}
         servers = {}
-        for backend in args.backends.split(","):
-            for mode, flags in MODES.items():
-                i = len(servers)
-                servers[backend, mode] = Server(files[backend], tmp / f"up-{i}",
-                                                tmp / f"log-{i}.txt", "--quiet", *flags)
         try:
+            for backend in args.backends.split(","):
+                for mode, flags in MODES.items():  # start-up calibration: up to minutes
+                    i = len(servers)
+                    servers[backend, mode] = Server(files[backend], tmp / f"up-{i}",
+                                                    tmp / f"log-{i}.txt", "--quiet", *flags,
+                                                    ready_s=1800)
             for s in servers.values():  # warm-up: first calls, every batch size up to 16
                 run_cell(s.port, body, ctype, 16, 1)
             rates: dict = {}

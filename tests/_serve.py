@@ -32,7 +32,7 @@ class Server:
     """``python -m tanet serve ...`` on a free loopback port; ``stop()`` sends SIGTERM."""
 
     def __init__(self, checkpoint: Path, tmp_dir: Path, log: Path, *args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ready_s: float = 90) -> None:
         self.port = free_port()
         self.tmp_dir = tmp_dir
         self.log_path = log
@@ -42,7 +42,7 @@ class Server:
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
@@ -53,7 +53,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server did not answer /healthz within 90 s:\n{self.log()}")
+        raise RuntimeError(f"server did not answer /healthz within {ready_s:g} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

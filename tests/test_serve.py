@@ -216,7 +216,7 @@ def test_visualize_returns_tanet_visualize_pictures(files, server):
 
 
 def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
-    s = Server(files["ckpt"], tmp_path / "uploads", tmp_path / "server.log", "--sequential",
+    s = Server(files["ckpt"], tmp_path / "uploads", tmp_path / "server.log", "--max-batch", "4",
                "--max-queue", "2", "--timeout", "4", "--max-upload-mb", "0.1", "--api-key", KEY,
                "--cors-origin", "http://app.test", "--quiet", env=ONE_THREAD)
     try:
@@ -226,9 +226,11 @@ def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
             status, hdrs, err = s.request("GET", path)
             assert status == 401 and "API key" in err["error"] and hdrs["www-authenticate"]
         assert s.request("GET", "/v1/model", headers={"X-API-Key": "wrong"})[0] == 401
-        status, hdrs, _ = s.request("GET", "/v1/model", headers={"Authorization": f"Bearer {KEY}",
-                                                                 "Origin": "http://app.test"})
+        status, hdrs, card = s.request("GET", "/v1/model", headers={
+            "Authorization": f"Bearer {KEY}", "Origin": "http://app.test"})
         assert status == 200 and hdrs["access-control-allow-origin"] == "http://app.test"
+        timed = card["batching"]["ms_per_view_by_batch"]  # calibrated at start-up
+        assert card["batching"]["max_batch"] in (1, 2, 4) and "1" in timed
         video = files["videos"]["d.mp4"].read_bytes()
         assert len(video) < 0.1 * 2**20 < 300_000
         assert s.upload("/v1/predict", video, "d.mp4")[0] == 401
