@@ -61,30 +61,34 @@ def calibrate_batch(backend: Callable[[torch.Tensor], np.ndarray],
                     example: Callable[[int], torch.Tensor], limit: int, *,
                     gain: float = 0.05) -> tuple[int, dict[int, float]]:
     """The batch size (views) up to which this backend on this machine still gets faster per
-    view: seconds per view at 1, 2, 4, ... views (best of 2 calls after a warm-up call), stopping
-    at the first size that is not ``gain`` faster per view than the best so far. Returns
+    view. Sizes 1, 2, 4, ... are tried in turn, each timed against the best size so far in
+    alternation (best of 2 calls each, after a warm-up call, so that load from elsewhere hits
+    both alike); it stops at the first size that is not ``gain`` faster per view. Returns
     (batch size, {views: seconds per view}).
 
-    Why: on a GPU bigger batches are cheaper per clip, but on a small CPU they may not be. On the
-    2-core development machine, eager PyTorch ran TANet-R50 slower per clip in batches of 4-8
-    than one at a time (its conv, BN and ReLU passes over 25 MB of activations per clip stay in
-    the 32 MB L3 cache; a batch's do not), while ONNX Runtime (fused kernels) gained from them.
+    Why: on a GPU bigger batches are cheaper per clip, but on a small CPU they may not be:
+    eager PyTorch runs convolution, batch norm and ReLU as separate passes over the
+    activations, which for one TANet-R50 clip (8 frames, ~25 MB) can stay in a 32 MB L3 cache
+    and for a batch cannot; ONNX Runtime fuses them.
     """
-    best, best_t, per_view = 1, float("inf"), {}
-    n = 1
-    while n <= max(1, limit):
-        x = example(n)  # (n, T, C, H, W)
-        backend(x)  # the first call of a shape sets up kernels
-        seconds = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            backend(x)
-            seconds.append(time.perf_counter() - t0)
-        per_view[n] = min(seconds) / n
-        if per_view[n] < best_t * (1 - gain):
-            best, best_t = n, per_view[n]
-        elif n > 1:
+    def seconds(x: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        backend(x)
+        return time.perf_counter() - t0
+
+    best, inputs = 1, {1: example(1)}  # (n, T, C, H, W)
+    backend(inputs[1])  # the first call of a shape sets up kernels
+    per_view = {1: min(seconds(inputs[1]) for _ in range(2))}
+    n = 2
+    while n <= limit:
+        inputs[n] = example(n)
+        backend(inputs[n])
+        pairs = [(seconds(inputs[best]), seconds(inputs[n])) for _ in range(2)]
+        per_view[best] = min(per_view[best], min(a for a, _ in pairs) / best)
+        per_view[n] = min(b for _, b in pairs) / n
+        if per_view[n] >= per_view[best] * (1 - gain):
             break
+        best = n
         n *= 2
     return best, per_view
 
