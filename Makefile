@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(PY) -m tanet demo
 
 test: $(STAMP)
+	@bash scripts/browser-deps.sh
 	$(PY) -m pytest -q tests
 
 fuzz: $(STAMP)

@@ -9,6 +9,7 @@ from ``tanet export``). Nothing is kept between videos, so memory does not grow 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass, field
@@ -193,6 +194,18 @@ class Predictor:
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     # ------------------------------------------------------------------------ public
+    def with_options(self, *, views: str | tuple[int, int] | None = None,
+                     topk: int | None = None) -> "Predictor":
+        """A predictor sharing this one's model and backend (nothing reloaded) with other views
+        and/or top-k; the server makes one per request."""
+        p = copy.copy(self)
+        if views is not None:
+            p.clips, p.crops = parse_views(views)
+            p.transform = test_transform(p.geometry, p.crops)
+        if topk is not None:
+            p.topk = max(1, min(topk, p.card.num_classes))
+        return p
+
     def load_views(self, path: str | os.PathLike, *, warnings: list[str] | None = None
                    ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """Decode and transform one video (the clip-views policy of :mod:`tanet.data.views`):

@@ -18,7 +18,7 @@ import torch.nn as nn
 from tanet.models.tam import TAM
 
 __all__ = ["TamCapture", "capture_tam", "plot_tam_kernels", "plot_frames", "plot_frame_evidence",
-           "frame_evidence", "visualize_video"]
+           "frame_evidence", "visualize_video", "write_pictures"]
 
 
 @dataclass
@@ -200,10 +200,18 @@ def visualize_video(video: str | os.PathLike, checkpoint: str | os.PathLike,
         raise ValueError(f"{checkpoint}: visualize needs the PyTorch checkpoint (.safetensors), "
                          "not an ONNX export")
     predictor = Predictor(checkpoint, views="1x1", topk=topk)
-    model = predictor.backend.model
+    return write_pictures(predictor.backend.model, predictor, video, out_dir, topk=topk)
+
+
+def write_pictures(model: nn.Module, predictor, video: str | os.PathLike,
+                   out_dir: str | os.PathLike, *, topk: int = 5,
+                   name: str | None = None) -> list[Path]:
+    """The pictures of :func:`visualize_video` with a loaded ``model`` and a 1x1-view
+    ``Predictor`` (its pipeline and class names); ``name`` titles them (default: the file's
+    name). The server calls this per upload."""
     frames, views, times = predictor.load_views(video)  # (1, T, H, W, 3), (1, T, C, s, s), (1, T)
     out = Path(out_dir)
-    name = Path(video).name
+    name = name or Path(video).name
     written = [plot_frames(frames[0], out / "frames.png", times=times[0],
                            title=f"{name}: sampled frames")]
     if any(isinstance(m, TAM) for m in model.modules()):

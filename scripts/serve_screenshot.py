@@ -1,0 +1,93 @@
+"""The README's picture of `tanet serve`'s page (docs/serve.png).
+
+Writes an 8 s video of four synthetic-benchmark motions in a row (move_right, move_left, grow,
+shrink), starts `tanet serve` with CHECKPOINT on a free loopback port, opens the page in headless
+Chromium (Debian's chromium + chromium-driver), uploads the video, waits for the top-k and the
+timeline, moves the playhead to 3 s and saves a screenshot.
+Usage: python scripts/serve_screenshot.py CHECKPOINT [--out docs/serve.png] [--width 900]
+(the README's: the checkpoint of `make demo`, runs/demo/tanet/best.safetensors)
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _serve import Server  # noqa: E402
+
+
+def motions_video(path: Path) -> Path:
+    """move_right, move_left (the same clip reversed), grow, shrink: 4 x 16 frames at 8 fps,
+    upscaled 3x to 192 px so that the page shows them large."""
+    from tanet.data.encode import write_video
+    from tanet.data.synthetic import render_sequence
+
+    rng = np.random.default_rng(3)
+    right = render_sequence(0, rng)  # (16, 64, 64, 3)
+    grow = render_sequence(1, rng)
+    clip = np.concatenate([right, right[::-1], grow, grow[::-1]])  # (64, 64, 64, 3)
+    clip = clip.repeat(3, axis=1).repeat(3, axis=2)  # (64, 192, 192, 3)
+    return write_video(path, np.ascontiguousarray(clip), fps=8, crf=18)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "serve.png"))
+    ap.add_argument("--width", type=int, default=900, help="width of the saved PNG")
+    args = ap.parse_args()
+
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = motions_video(tmp / "motions.mp4")
+        server = Server(Path(args.checkpoint), tmp / "up", tmp / "server.log", "--quiet")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium")
+        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                    f"--user-data-dir={tmp / 'profile'}", "--window-size=1000,1240"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        try:
+            wait = WebDriverWait(driver, 120)
+            driver.get(f"http://127.0.0.1:{server.port}/")
+            driver.execute_script("document.getElementById('window').value = '2';")
+            driver.find_element(By.ID, "file").send_keys(str(video))
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg"))
+            driver.execute_script("const v = document.getElementById('video');"
+                                  "v.currentTime = 3; window.scrollTo(0, 0);")
+            wait.until(lambda d: d.find_element(By.ID, "now").text.startswith("3.0 s"))
+            wait.until(lambda d: d.execute_script(  # the frame at 3 s is shown, no spinner
+                "const v = document.getElementById('video');"
+                "return !v.seeking && v.readyState >= 2;"))
+            time.sleep(0.5)
+            shot = tmp / "shot.png"
+            driver.save_screenshot(str(shot))
+        finally:
+            driver.quit()
+            server.stop()
+        img = Image.open(shot).convert("RGB")
+        img = img.resize((args.width, round(img.height * args.width / img.width)), Image.LANCZOS)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        img.quantize(colors=128).save(out, optimize=True)
+    print(f"{out}: {out.stat().st_size // 1024} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""Dynamic batching: a worker pool that decodes uploads and one model thread that runs the views
+of concurrent requests as one batch.
+
+Each request is a job on a :class:`WorkerPool` thread that runs the ordinary
+``Predictor.predict`` (decode, views, scores, top-k), so an answer equals ``tanet predict``'s by
+construction. The predictor's ``backend`` is a :class:`BatchedBackend`: calling it hands the
+views to the :class:`Batcher` and waits. The batcher's thread, the only one that runs the model,
+takes the waiting views in arrival order, concatenates up to ``max_batch`` views (waiting at most
+``max_wait_ms`` for more once one is there), runs the real backend once and gives every job its
+rows.
+
+A job holds one of ``decode_slots`` slots while it decodes and gives it back while it waits for
+the model, so a few decoders run at a time (not one per request on two cores) and the next
+requests are decoded while the model runs the current batch: the model never waits on a decoder.
+A cancelled job (deadline passed) stops at its next model call.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["Batcher", "WorkerPool", "BatchedBackend", "JobCancelled", "Job", "keep_freed_memory",
+           "calibrate_batch"]
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the OS (one arena,
+    no mmap for big blocks, no trimming); returns False where there is no glibc.
+
+    Why batching needs it: PyTorch on the CPU has no caching allocator, and glibc serves every
+    block over 32 MB with a fresh mmap that is unmapped on free. One TANet-R50 clip (8 frames at
+    224 px) has activations of ~25 MB, which glibc recycles; a batch of 2-4 clips has 50-100 MB
+    ones, so every batch page-faults its activations in anew (measured: 0 minor faults per call
+    at batch 1, 175k at batch 2, 800k at batch 4; with this, none), which made a batch slower
+    per clip than single clips. The cost: the peak stays resident, as with a GPU caching
+    allocator. Call it before the model is loaded and before any worker thread starts.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # <malloc.h>
+    settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1))
+    return all(mallopt(key, value) == 1 for key, value in settings)
+
+
+class JobCancelled(RuntimeError):
+    """The request's deadline passed or the server is stopping; its job stops."""
+
+
+def calibrate_batch(backend: Callable[[torch.Tensor], np.ndarray],
+                    example: Callable[[int], torch.Tensor], limit: int, *,
+                    gain: float = 0.05) -> tuple[int, dict[int, float]]:
+    """The batch size (views) up to which this backend on this machine still gets faster per
+    view. Sizes 1, 2, 4, ... are tried in turn, each timed against the best size so far in
+    alternation (best of 2 calls each, after a warm-up call, so that load from elsewhere hits
+    both alike); it stops at the first size that is not ``gain`` faster per view. Returns
+    (batch size, {views: seconds per view}).
+
+    Why: on a GPU bigger batches are cheaper per clip, but on a small CPU they may not be:
+    eager PyTorch runs convolution, batch norm and ReLU as separate passes over the
+    activations, which for one TANet-R50 clip (8 frames, ~25 MB) can stay in a 32 MB L3 cache
+    and for a batch cannot; ONNX Runtime fuses them.
+    """
+    def seconds(x: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        backend(x)
+        return time.perf_counter() - t0
+
+    best, inputs = 1, {1: example(1)}  # (n, T, C, H, W)
+    backend(inputs[1])  # the first call of a shape sets up kernels
+    per_view = {1: min(seconds(inputs[1]) for _ in range(2))}
+    n = 2
+    while n <= limit:
+        inputs[n] = example(n)
+        backend(inputs[n])
+        pairs = [(seconds(inputs[best]), seconds(inputs[n])) for _ in range(2)]
+        per_view[best] = min(per_view[best], min(a for a, _ in pairs) / best)
+        per_view[n] = min(b for _, b in pairs) / n
+        if per_view[n] >= per_view[best] * (1 - gain):
+            break
+        best = n
+        n *= 2
+    return best, per_view
+
+
+@dataclass
+class _Item:
+    views: torch.Tensor  # (V, T, C, H, W)
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """The model thread: ``infer(views)`` from any thread, batched with other callers' views.
+
+    Args:
+        backend: views (N, T, C, H, W) -> logits (N, K) numpy (a Predictor's backend).
+        max_batch: most views per model call (1: no batching); a request with more views than
+            this runs alone.
+        max_wait_ms: how long a batch that is not full waits for more views.
+        on_batch: called after every model call with (views, requests, seconds).
+    """
+
+    def __init__(self, backend: Callable[[torch.Tensor], np.ndarray], *, max_batch: int = 16,
+                 max_wait_ms: float = 5.0,
+                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.backend = backend
+        self.max_batch = max_batch
+        self.max_wait = max(0.0, max_wait_ms) / 1000
+        self.on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._held: _Item | None = None  # the item that did not fit into the previous batch
+        self._closed = False
+        self._lock = threading.Lock()  # orders puts before and after the closing sentinel
+        self._thread = threading.Thread(target=self._loop, name="tanet-model", daemon=True)
+
+    def start(self) -> "Batcher":
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the running batch, fail the waiting ones, stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a batch (not counting the running one)."""
+        return self._queue.qsize() + (self._held is not None)
+
+    def infer(self, views: torch.Tensor) -> np.ndarray:
+        """Logits (V, K) of ``views`` (V, T, C, H, W); blocks until its batch has run."""
+        item = _Item(views)
+        with self._lock:
+            if self._closed:
+                raise JobCancelled("the server is shutting down")
+            self._queue.put(item)
+        return item.future.result()
+
+    def _collect(self) -> list[_Item] | None:
+        """The next batch in arrival order, or None when closed."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        batch, n = [first], len(first.views)
+        deadline = time.monotonic() + self.max_wait
+        while n < self.max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None or n + len(item.views) > self.max_batch:
+                self._held = item  # the sentinel too: it ends the loop after this batch
+                break
+            batch.append(item)
+            n += len(item.views)
+        return batch
+
+    def _loop(self) -> None:
+        while (batch := self._collect()) is not None:
+            self._run(batch)
+        while True:  # closed: nobody will run what is still queued
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.future.set_exception(JobCancelled("the server is shutting down"))
+
+    def _run(self, batch: list[_Item]) -> None:
+        sizes = [len(it.views) for it in batch]
+        views = batch[0].views if len(batch) == 1 else torch.cat([it.views for it in batch])
+        t0 = time.perf_counter()
+        try:
+            logits = self.backend(views)  # (sum V, K)
+        except BaseException as e:  # every waiter gets the error; the thread lives on
+            for it in batch:
+                it.future.set_exception(e)
+            return
+        seconds = time.perf_counter() - t0
+        start = 0
+        for it, v in zip(batch, sizes):
+            it.future.set_result(logits[start:start + v])  # (V, K)
+            start += v
+        if self.on_batch is not None:
+            self.on_batch(start, len(batch), seconds)
+
+
+class Job:
+    """One request's work on the pool: ``cancel()`` makes it stop at its next model call."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.future: Future | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.future is not None:
+            self.future.cancel()  # only succeeds while the job has not started
+
+
+class WorkerPool:
+    """Threads that run jobs; at most ``decode_slots`` of them work outside the model at once.
+
+    ``threads`` bounds the jobs in progress (those waiting for the model included); make it
+    ``max_batch + decode_slots`` so that a full batch can wait while the next ones decode.
+    """
+
+    def __init__(self, threads: int, decode_slots: int) -> None:
+        if threads < 1 or decode_slots < 1:
+            raise ValueError(f"need threads >= 1 and decode_slots >= 1, got {threads}, "
+                             f"{decode_slots}")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="tanet-worker")
+        self._slots = threading.Semaphore(decode_slots)
+        self._local = threading.local()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
+        """Run ``fn(*args)`` on a pool thread holding a decode slot; ``job.future`` has the
+        result."""
+        job = Job()
+
+        def run() -> Any:
+            if job.cancelled.is_set():
+                raise JobCancelled("cancelled before it started")
+            self._local.job = job
+            with self._slots:
+                try:
+                    return fn(*args)
+                finally:
+                    self._local.job = None
+
+        job.future = self._executor.submit(run)
+        return job
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Give the calling job's decode slot back for the duration (it waits for the model);
+        raises :class:`JobCancelled` before and after if its job was cancelled."""
+        job: Job | None = getattr(self._local, "job", None)
+        if job is None:  # not a pool thread: nothing to give back
+            yield
+            return
+        if job.cancelled.is_set():
+            raise JobCancelled("deadline passed")
+        self._slots.release()
+        try:
+            yield
+        finally:
+            self._slots.acquire()
+        if job.cancelled.is_set():
+            raise JobCancelled("deadline passed")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class BatchedBackend:
+    """Stands in for ``Predictor.backend``: views (V, T, C, H, W) -> logits (V, K) through the
+    batcher, with the job's decode slot given back while it waits."""
+
+    def __init__(self, batcher: Batcher, pool: WorkerPool) -> None:
+        self.batcher = batcher
+        self.pool = pool
+
+    def __call__(self, views: torch.Tensor) -> np.ndarray:
+        with self.pool.waiting():
+            return self.batcher.infer(views)

@@ -1,0 +1,373 @@
+// tanet serve's page: pick or drop a video, see the model's top-k, the sliding-window timeline
+// (synced with the video's playhead) and TAM's kernels. Plain JS, no build step, no network
+// beyond this server.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+  const SVG = "http://www.w3.org/2000/svg";
+  const state = { file: null, url: null, card: null, timeline: null, tamFor: null, gen: 0 };
+
+  // ------------------------------------------------------------------ talking to the server
+  function authHeaders() {
+    const key = $("api-key").value.trim();
+    return key ? { "X-API-Key": key } : {};
+  }
+
+  async function api(path, options = {}) {
+    const res = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+    let body;
+    try {
+      body = await res.json();
+    } catch (e) {
+      body = { error: `HTTP ${res.status} ${res.statusText}` };
+    }
+    if (!res.ok) {
+      const err = new Error(body.error || `HTTP ${res.status}`);
+      err.status = res.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function upload(path, params) {
+    const form = new FormData();
+    form.append("file", state.file, state.file.name);
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) query.set(k, v);
+    return api(`${path}?${query}`, { method: "POST", body: form });
+  }
+
+  async function loadCard() {
+    try {
+      const card = await api("v1/model");
+      state.card = card;
+      $("model-info").textContent = `${card.name}: ${card.num_classes} classes, ${card.frames} ` +
+        `frames of ${card.size[1]}×${card.size[0]} px, ${card.backend}`;
+      $("topk").value = card.topk;
+      if (![...$("views").options].some((o) => o.value === card.views)) {
+        $("views").add(new Option(card.views, card.views));
+      }
+      $("views").value = card.views;
+    } catch (e) {
+      if (e.status === 401) {
+        $("model-info").textContent = "This server needs an API key: enter it under Options.";
+        $("options").open = true;
+      } else {
+        $("model-info").textContent = `Cannot read the model card: ${e.message}`;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ status and errors
+  function setStatus(text) {
+    $("status").textContent = text;
+  }
+
+  function showError(text) {
+    $("error").textContent = text;
+    $("error").hidden = !text;
+  }
+
+  function pct(score) {
+    return `${(100 * score).toFixed(1)} %`;
+  }
+
+  // ------------------------------------------------------------------ a new video
+  function videoDuration(video) {
+    return new Promise((resolve) => {
+      if (video.readyState >= 1) return resolve(video.duration);
+      const done = () => resolve(video.readyState >= 1 ? video.duration : NaN);
+      video.addEventListener("loadedmetadata", done, { once: true });
+      video.addEventListener("error", done, { once: true });
+      setTimeout(done, 4000);
+    });
+  }
+
+  function autoWindow(duration) {
+    const asked = parseFloat($("window").value);
+    if (asked > 0) return asked;
+    if (!Number.isFinite(duration)) return 2;  // the browser cannot play it: ask anyway
+    if (duration < 4) return null;
+    return Math.min(10, Math.max(1, Math.round(duration / 8)));
+  }
+
+  async function handleFile(file) {
+    if (!file) return;
+    const gen = ++state.gen;
+    state.file = file;
+    state.timeline = null;
+    state.tamFor = null;
+    showError("");
+    if (state.url) URL.revokeObjectURL(state.url);
+    state.url = URL.createObjectURL(file);
+    const video = $("video");
+    video.src = state.url;
+    $("file-name").textContent = file.name;
+    $("result").hidden = false;
+    $("drop").classList.add("compact");
+    $("topk-list").replaceChildren();
+    $("topk-list").setAttribute("aria-busy", "true");
+    $("chart").replaceChildren();
+    $("now").textContent = "";
+    $("tam").replaceChildren();
+    $("timeline-note").textContent = "";
+    setStatus(`Classifying ${file.name}…`);
+    const topk = $("topk").value;
+    let pred;
+    try {
+      pred = await upload("v1/predict", { views: $("views").value, topk });
+    } catch (e) {
+      if (gen === state.gen) {
+        setStatus("");
+        showError(`${file.name}: ${e.message}`);
+      }
+      return;
+    }
+    if (gen !== state.gen) return;
+    renderTop(pred);
+    if (!$("panel-tam").hidden) loadTam();
+    const duration = await videoDuration(video);
+    const window = autoWindow(duration);
+    if (gen !== state.gen) return;
+    if (window === null) {
+      $("timeline-note").textContent = `The video is ${duration.toFixed(1)} s long: too short for ` +
+        "a timeline (4 s or more, or set a window under Options).";
+      return;
+    }
+    $("timeline-note").textContent = `Classifying ${window} s windows…`;
+    try {
+      const tl = await upload("v1/predict", { views: "1x1", topk, window });
+      if (gen !== state.gen) return;
+      renderTimeline(tl, duration);
+    } catch (e) {
+      if (gen === state.gen) $("timeline-note").textContent = `No timeline: ${e.message}`;
+    }
+  }
+
+  function renderTop(pred) {
+    const list = $("topk-list");
+    list.replaceChildren();
+    for (const { label, score } of pred.top) {
+      const li = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "label";
+      name.textContent = label;
+      const track = document.createElement("span");
+      track.className = "track";
+      track.setAttribute("aria-hidden", "true");
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.width = `${Math.max(0.5, 100 * score)}%`;
+      track.append(fill);
+      const value = document.createElement("span");
+      value.className = "score";
+      value.textContent = pct(score);
+      li.append(name, track, value);
+      list.append(li);
+    }
+    list.removeAttribute("aria-busy");
+    const top = pred.top[0];
+    const warnings = pred.warnings && pred.warnings.length ? ` (warnings: ${pred.warnings.join("; ")})` : "";
+    setStatus(top ? `${pred.path}: ${top.label} (${pct(top.score)})${warnings}` : "");
+  }
+
+  // ------------------------------------------------------------------ the timeline chart
+  function el(name, attrs, parent) {
+    const node = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (parent) parent.append(node);
+    return node;
+  }
+
+  function renderTimeline(tl, duration) {
+    const wins = tl.windows;
+    if (!wins.length) return;
+    const end = Math.max(wins[wins.length - 1].end, Number.isFinite(duration) ? duration : 0);
+    const W = 720, H = 240, m = { l: 44, r: 12, t: 10, b: 34 };
+    const x = (t) => m.l + (t / end) * (W - m.l - m.r);
+    const y = (p) => m.t + (1 - p) * (H - m.t - m.b);
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "slider", tabindex: "0",
+                            "aria-label": "Timeline: class scores over time; arrows move the video",
+                            "aria-valuemin": "0", "aria-valuemax": end.toFixed(2) });
+    for (const p of [0, 0.25, 0.5, 0.75, 1]) {
+      el("line", { x1: m.l, x2: W - m.r, y1: y(p), y2: y(p), class: "grid" }, svg);
+      el("text", { x: m.l - 6, y: y(p) + 4, class: "tick", "text-anchor": "end" }, svg).textContent = p.toFixed(2);
+    }
+    const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300].find((s) => end / s <= 8) || 600;
+    for (let t = 0; t <= end + 1e-9; t += step) {
+      el("text", { x: x(t), y: H - m.b + 16, class: "tick", "text-anchor": "middle" }, svg).textContent = `${t}s`;
+    }
+    el("text", { x: (m.l + W - m.r) / 2, y: H - 4, class: "axis", "text-anchor": "middle" }, svg)
+      .textContent = "time (s, window centre)";
+    const mids = wins.map((w) => (w.start + w.end) / 2);
+    const legend = document.createElement("ul");
+    legend.className = "legend";
+    tl.series.forEach((s, i) => {
+      const color = COLORS[i % COLORS.length];
+      const pts = s.scores.map((v, j) => `${x(mids[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      el("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }, svg);
+      s.scores.forEach((v, j) => el("circle", { cx: x(mids[j]), cy: y(v), r: 2.5, fill: color }, svg));
+      const li = document.createElement("li");
+      li.innerHTML = `<span class="swatch" style="background:${color}"></span>`;
+      li.append(document.createTextNode(s.label));
+      legend.append(li);
+    });
+    const head = el("line", { x1: x(0), x2: x(0), y1: m.t, y2: H - m.b, class: "playhead" }, svg);
+    state.timeline = { tl, end, x, head, svg, mids, step: tl.stride || 1, m, W };
+    svg.addEventListener("pointerdown", (ev) => {
+      seekFromPointer(ev);
+      svg.setPointerCapture(ev.pointerId);
+    });
+    svg.addEventListener("pointermove", (ev) => { if (ev.buttons) seekFromPointer(ev); });
+    svg.addEventListener("keydown", onChartKey);
+    $("chart").replaceChildren(svg, legend);
+    $("timeline-note").textContent = `${wins.length} windows of ${tl.window} s every ` +
+      `${(+tl.stride).toFixed(2)} s. Click or use the arrow keys on the chart to move the video.`;
+    updatePlayhead();
+  }
+
+  function seekFromPointer(ev) {
+    const t = state.timeline;
+    const box = t.svg.getBoundingClientRect();
+    const px = ((ev.clientX - box.left) / box.width) * t.W;
+    seek(((px - t.m.l) / (t.W - t.m.l - t.m.r)) * t.end);
+  }
+
+  function seek(time) {
+    const t = state.timeline;
+    const video = $("video");
+    const clamped = Math.min(Math.max(0, time), t.end);
+    if (video.readyState >= 1) video.currentTime = clamped;
+    updatePlayhead(clamped);
+  }
+
+  function onChartKey(ev) {
+    const t = state.timeline;
+    const now = $("video").readyState >= 1 ? $("video").currentTime : t.shown || 0;
+    const moves = { ArrowLeft: -t.step, ArrowDown: -t.step, ArrowRight: t.step, ArrowUp: t.step,
+                    PageDown: -5 * t.step, PageUp: 5 * t.step };
+    if (ev.key in moves) seek(now + moves[ev.key]);
+    else if (ev.key === "Home") seek(0);
+    else if (ev.key === "End") seek(t.end);
+    else return;
+    ev.preventDefault();
+  }
+
+  function updatePlayhead(at) {
+    const t = state.timeline;
+    if (!t) return;
+    const video = $("video");
+    const time = at != null ? at : (video.readyState >= 1 ? video.currentTime : 0);
+    t.shown = time;
+    t.head.setAttribute("x1", t.x(time));
+    t.head.setAttribute("x2", t.x(time));
+    let best = 0;
+    t.mids.forEach((mid, j) => { if (Math.abs(mid - time) < Math.abs(t.mids[best] - time)) best = j; });
+    const w = t.tl.windows[best];
+    const top = w.top[0];
+    const text = `${time.toFixed(1)} s: ${top.label} ${pct(top.score)} ` +
+      `(window ${w.start.toFixed(1)}–${w.end.toFixed(1)} s)`;
+    $("now").textContent = text;
+    t.svg.setAttribute("aria-valuenow", time.toFixed(2));
+    t.svg.setAttribute("aria-valuetext", text);
+  }
+
+  function followVideo() {
+    updatePlayhead();
+    if (!$("video").paused) requestAnimationFrame(followVideo);
+  }
+
+  // ------------------------------------------------------------------ TAM tab
+  async function loadTam() {
+    if (!state.file || state.tamFor === state.file) return;
+    const note = $("tam-note");
+    if (state.card && !state.card.visualize) {
+      note.textContent = "This server runs an ONNX export: TAM's kernels need the PyTorch checkpoint.";
+      return;
+    }
+    const file = (state.tamFor = state.file);
+    note.textContent = "Drawing TAM's importance maps and kernels…";
+    try {
+      const r = await upload("v1/visualize", { topk: $("topk").value });
+      if (state.file !== file) return;
+      const captions = {
+        tam_kernels: "Per stage: TAM's importance map L (channels × frames), its aggregation kernels G and their mean.",
+        frames: "The frames the model sampled.",
+        evidence: "Per-frame class evidence before the average over frames.",
+      };
+      const figures = ["tam_kernels", "frames", "evidence"].filter((k) => r.images[k]).map((k) => {
+        const fig = document.createElement("figure");
+        const img = document.createElement("img");
+        img.src = r.images[k];
+        img.alt = captions[k];
+        img.id = `tam-${k}`;
+        const cap = document.createElement("figcaption");
+        cap.textContent = captions[k];
+        fig.append(img, cap);
+        return fig;
+      });
+      $("tam").replaceChildren(...figures);
+      note.textContent = r.images.tam_kernels ? `TAM in ${r.path}, as tanet visualize draws it.`
+        : "This model has no TAM (TSN/TSM): frames and evidence only.";
+    } catch (e) {
+      state.tamFor = null;
+      note.textContent = `No pictures: ${e.message}`;
+    }
+  }
+
+  // ------------------------------------------------------------------ tabs (WAI-ARIA pattern)
+  function selectTab(tab, focus) {
+    for (const t of document.querySelectorAll('[role="tab"]')) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", on);
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+    if (focus) tab.focus();
+    if (tab.id === "tab-tam") loadTam();
+  }
+
+  function setupTabs() {
+    const tabs = [...document.querySelectorAll('[role="tab"]')];
+    tabs.forEach((tab, i) => {
+      tab.addEventListener("click", () => selectTab(tab, false));
+      tab.addEventListener("keydown", (ev) => {
+        const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[ev.key];
+        if (next === undefined) return;
+        selectTab(tabs[(next + tabs.length) % tabs.length], true);
+        ev.preventDefault();
+      });
+    });
+  }
+
+  // ------------------------------------------------------------------ wiring
+  function setupInput() {
+    $("file").addEventListener("change", (ev) => handleFile(ev.target.files[0]));
+    const drop = $("drop");
+    for (const name of ["dragenter", "dragover"]) {
+      drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+    }
+    for (const name of ["dragleave", "drop"]) {
+      drop.addEventListener(name, () => drop.classList.remove("over"));
+    }
+    drop.addEventListener("drop", (ev) => {
+      ev.preventDefault();
+      if (ev.dataTransfer.files.length) handleFile(ev.dataTransfer.files[0]);
+    });
+    // a file dropped beside the zone must not navigate away from the page
+    window.addEventListener("dragover", (ev) => ev.preventDefault());
+    window.addEventListener("drop", (ev) => ev.preventDefault());
+    $("api-key").addEventListener("change", loadCard);
+    const video = $("video");
+    video.addEventListener("timeupdate", () => updatePlayhead());
+    video.addEventListener("seeked", () => updatePlayhead());
+    video.addEventListener("play", () => requestAnimationFrame(followVideo));
+  }
+
+  setupTabs();
+  setupInput();
+  loadCard();
+})();

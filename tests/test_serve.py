@@ -1,0 +1,397 @@
+"""`tanet serve` through its real parts: a server subprocess on 127.0.0.1, real mp4 uploads, a
+load test whose every answer must equal `tanet predict --json`'s, bad and oversize uploads, a full
+queue, the API key, temporary files, and the page in headless Chromium."""
+import base64
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+import tanet
+from tanet.apps.predict import Predictor
+from tanet.data.encode import write_video
+from tanet.models.checkpoint import save_model
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from _serve import Server, multipart  # noqa: E402
+
+NAMES = ["run", "jump", "swim", "climb", "throw"]
+KEY = "s3cret-key"
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the server beside the test process on 2 cores
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test process and the server share 2 cores: one torch thread each."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    m = tanet.create_model("tanet_tiny", num_classes=5, num_segments=4, class_names=NAMES)
+    m.card.input_size, m.card.resize = (3, 32, 32), 36
+    with torch.no_grad():
+        m.fc.weight.normal_(0, 0.3)
+    ckpt = save_model(d / "tiny.safetensors", m)
+    rng = np.random.default_rng(0)
+    videos = {}
+    for name, (n, h, w) in {"a.mp4": (30, 48, 64), "b.mp4": (12, 40, 40),
+                            "c.mp4": (50, 64, 48), "d.mp4": (20, 36, 52)}.items():
+        videos[name] = write_video(d / name, rng.integers(0, 255, (n, h, w, 3), np.uint8), fps=10)
+    return {"dir": d, "ckpt": ckpt, "videos": videos}
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    s = Server(files["ckpt"], files["dir"] / "uploads", files["dir"] / "server.log",
+               "--max-batch", "8", "--no-calibrate", "--decode-workers", "2", "--quiet",
+               env=ONE_THREAD)
+    yield s
+    assert s.stop() in (0, -15), s.log()  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert list(s.tmp_dir.iterdir()) == []
+
+
+def _same(answer: dict, expected: dict) -> bool:
+    """Same top-k labels, scores within 1e-5, same other keys (path compared by file name)."""
+    a_top, e_top = answer["top"], expected["top"]
+    return ([t["label"] for t in a_top] == [t["label"] for t in e_top]
+            and all(abs(x["score"] - y["score"]) <= 1e-5 for x, y in zip(a_top, e_top))
+            and set(answer) == set(expected))
+
+
+def _empty_soon(folder, seconds=10.0) -> list:
+    deadline = time.monotonic() + seconds
+    while (left := list(folder.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_answer_equals_tanet_predict_json(files, server, capsys):
+    from tanet.cli import main
+
+    video = files["videos"]["a.mp4"]
+    assert main(["predict", str(video), "--checkpoint", str(files["ckpt"]), "--json",
+                 "--topk", "3", "--views", "2x3"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    status, _, body = server.upload("/v1/predict?topk=3&views=2x3", video.read_bytes(), "a.mp4")
+    assert status == 200 and body["path"] == "a.mp4"
+    assert _same(body, {**cli, "path": "a.mp4"}), (body, cli)
+    status, _, card = server.request("GET", "/v1/model")
+    assert status == 200 and card["classes"] == NAMES and card["frames"] == 4
+    assert card["size"] == [32, 32] and card["backend"] == "pytorch"
+    assert card["name"] == "tanet_tiny"
+    _, hdrs, _ = server.request("GET", "/v1/model", headers={"Origin": "http://elsewhere.test"})
+    assert "access-control-allow-origin" not in hdrs  # CORS is off unless asked for
+
+
+def test_load_64_requests_8_at_a_time(files, server):
+    combos = [(name, views, k) for name in files["videos"] for views, k in (("1x1", 5), ("2x1", 2))]
+    expected = {}
+    for views in ("1x1", "2x1"):
+        p = Predictor(files["ckpt"], views=views, topk=5)
+        for name, path in files["videos"].items():
+            for k in (5, 2):
+                expected[name, views, k] = {**p.with_options(topk=k).predict(path).to_json(),
+                                            "path": name}
+    data = {name: path.read_bytes() for name, path in files["videos"].items()}
+    jobs = [combos[i % len(combos)] for i in range(64)]
+
+    def call(job):
+        name, views, k = job
+        return server.upload(f"/v1/predict?views={views}&topk={k}", data[name], name)
+
+    with ThreadPoolExecutor(8) as ex:
+        answers = list(ex.map(call, jobs))
+    assert [a[0] for a in answers] == [200] * 64, [a for a in answers if a[0] != 200][:2]
+    bad = [(job, a[2]) for job, a in zip(jobs, answers) if not _same(a[2], expected[job])]
+    assert not bad, bad[:2]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, hdrs, text = server.request("GET", "/metrics")
+    assert status == 200 and hdrs["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    ok = samples[("tanet_requests_total", (("endpoint", "/v1/predict"), ("status", "200")))]
+    assert ok >= 64 and samples[("tanet_queue_depth", ())] == 0
+    assert samples[("tanet_batch_views_count", ())] >= 1
+    assert samples[("tanet_request_seconds_count", (("endpoint", "/v1/predict"),))] >= 64
+    assert list(server.tmp_dir.iterdir()) == []
+
+
+def test_window_timeline(files, server):
+    video = files["videos"]["c.mp4"]
+    status, _, body = server.upload("/v1/predict?window=2&topk=2", video.read_bytes(), "c.mp4")
+    assert status == 200, body
+    ref = Predictor(files["ckpt"], topk=2).predict_windows(video, 2.0)
+    assert [w["start"] for w in body["windows"]] == [0.0, 1.0, 2.0, 3.0] == list(ref.starts)
+    assert body["windows"][-1]["end"] == 5.0 and body["stride"] == 1.0
+    for w, p in zip(body["windows"], ref.probs):
+        assert w["top"][0]["label"] == NAMES[int(p.argmax())]
+        assert abs(w["top"][0]["score"] - p.max()) <= 1e-5
+    assert len(body["series"]) == 2 and len(body["series"][0]["scores"]) == 4
+
+
+def _raw_post(port: int, body: bytes, ctype: str, send: int, length: int | None = None,
+              key: str | None = None) -> socket.socket:
+    """A POST /v1/predict whose first ``send`` bytes of ``body`` go out; the socket stays open."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {length if length is not None else len(body)}\r\n"
+            + (f"X-API-Key: {key}\r\n" if key else "") + "\r\n")
+    s.sendall(head.encode() + body[:send])
+    return s
+
+
+def _status_of(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, whole response) read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return int(data.split(b" ", 2)[1]), data
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if (
+        b"content-length:" in head) else 0
+
+
+def test_bad_uploads_are_4xx_and_server_keeps_serving(files, server):
+    video = files["videos"]["a.mp4"].read_bytes()
+    cases = {
+        "garbage.mp4": (np.random.default_rng(1).bytes(4000), 422, "garbage.mp4: "),
+        "empty.mp4": (b"", 400, "empty upload"),
+        "half.mp4": (video[:len(video) // 2], 422, "half.mp4: "),
+    }
+    for name, (data, want, words) in cases.items():
+        status, _, body = server.upload("/v1/predict", data, name)
+        assert status == want and words in body["error"], (name, status, body)
+        assert str(server.tmp_dir) not in json.dumps(body)  # no server path leaks out
+    assert server.request("POST", "/v1/predict", b"x" * 10,
+                          {"Content-Type": "application/octet-stream"})[0] == 415
+    body, ctype = multipart("a.mp4", video, field="video")
+    status, _, err = server.request("POST", "/v1/predict", body, {"Content-Type": ctype})
+    assert status == 400 and "no 'file' field" in err["error"]
+    body, ctype = multipart("a.mp4", video)
+    cut = body[:len(body) - 40]  # the closing boundary is missing
+    status, _, err = server.request("POST", "/v1/predict", cut, {"Content-Type": ctype})
+    assert status == 400 and "truncated upload" in err["error"]
+    for query, words in (("views=3x4", "crops in 1, 3, 10"), ("topk=0", "topk"),
+                         ("window=-1", "window"), ("stride=1", "stride needs window")):
+        status, _, err = server.upload(f"/v1/predict?{query}", video, "a.mp4")
+        assert status == 400 and words in err["error"], (query, err)
+    status, _, ok = server.upload("/v1/predict", video, "../../etc/x/evil.mp4")
+    assert status == 200 and ok["path"] == "evil.mp4"  # a client's name is never a path here
+    _raw_post(server.port, body, ctype, send=2000).close()  # the client goes away mid-upload
+    status, _, ok = server.upload("/v1/predict", video, "a.mp4")
+    assert status == 200 and ok["top"]
+    assert _empty_soon(server.tmp_dir) == []
+    assert server.proc.poll() is None
+
+
+def test_visualize_returns_tanet_visualize_pictures(files, server):
+    status, _, body = server.upload("/v1/visualize?topk=3", files["videos"]["b.mp4"].read_bytes(),
+                                    "b.mp4")
+    assert status == 200 and body["path"] == "b.mp4"
+    assert set(body["images"]) == {"frames", "tam_kernels", "evidence"}
+    for url in body["images"].values():
+        png = base64.b64decode(url.split(",", 1)[1])
+        assert url.startswith("data:image/png;base64,") and png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(png) > 2000
+
+
+def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
+    s = Server(files["ckpt"], tmp_path / "uploads", tmp_path / "server.log", "--max-batch", "4",
+               "--max-queue", "2", "--timeout", "4", "--max-upload-mb", "0.1", "--api-key", KEY,
+               "--cors-origin", "http://app.test", "--quiet", env=ONE_THREAD)
+    try:
+        key = {"X-API-Key": KEY}
+        assert s.request("GET", "/healthz")[0] == 200  # open: load balancers probe it
+        for path in ("/v1/model", "/metrics"):
+            status, hdrs, err = s.request("GET", path)
+            assert status == 401 and "API key" in err["error"] and hdrs["www-authenticate"]
+        assert s.request("GET", "/v1/model", headers={"X-API-Key": "wrong"})[0] == 401
+        status, hdrs, card = s.request("GET", "/v1/model", headers={
+            "Authorization": f"Bearer {KEY}", "Origin": "http://app.test"})
+        assert status == 200 and hdrs["access-control-allow-origin"] == "http://app.test"
+        timed = card["batching"]["ms_per_view_by_batch"]  # calibrated at start-up
+        assert card["batching"]["max_batch"] in (1, 2, 4) and "1" in timed
+        video = files["videos"]["d.mp4"].read_bytes()
+        assert len(video) < 0.1 * 2**20 < 300_000
+        assert s.upload("/v1/predict", video, "d.mp4")[0] == 401
+        status, _, body = s.upload("/v1/predict", video, "d.mp4", headers=key)
+        assert status == 200 and body["top"]
+        status, _, err = s.upload("/v1/predict", bytes(300_000), "big.mp4", headers=key)
+        assert status == 413 and "too large" in err["error"]
+        big, ctype = multipart("big.mp4", bytes(300_000))  # no Content-Length: counted as it comes
+        status, _, err = s.request("POST", "/v1/predict", iter([big[i:i + 65536] for i in
+                                   range(0, len(big), 65536)]),
+                                   {"Content-Type": ctype, **key})
+        assert status == 413 and "too large" in err["error"]
+
+        body, ctype = multipart("slow.mp4", video)
+        held = [_raw_post(s.port, body, ctype, send=500, key=KEY) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while s.request("GET", "/healthz")[2]["queue_depth"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        status, hdrs, err = s.upload("/v1/predict", video, "d.mp4", headers=key, timeout=10)
+        assert status == 503 and int(hdrs["retry-after"]) >= 1 and "busy" in err["error"]
+        assert time.monotonic() - t0 < 3  # refused at once, not queued
+        codes = [_status_of(sock) for sock in held]  # the stalled uploads hit the deadline
+        assert [c for c, _ in codes] == [408, 408] and b"deadline" in codes[0][1]
+        status, _, body = s.upload("/v1/predict", video, "d.mp4", headers=key)
+        assert status == 200 and body["top"]
+        assert s.request("GET", "/healthz")[2]["queue_depth"] == 0
+        assert _empty_soon(s.tmp_dir) == []
+    finally:
+        assert s.stop() in (0, -15), s.log()
+
+
+def test_serve_cli_errors_before_listening(tmp_path):
+    from tanet.cli import main
+
+    assert main(["serve", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 1
+    assert main(["serve", "--checkpoint", "x", "--max-batch", "0"]) == 1
+
+
+def test_batcher_runs_concurrent_views_as_one_batch():
+    """While the model runs one call, 7 more callers arrive: they run as batches of at most
+    ``max_batch`` views, in arrival order, and each gets exactly its own rows."""
+    from tanet.apps.serve.batching import Batcher
+
+    weight = torch.randn(4 * 3 * 8 * 8, 5)
+    gate, sizes = threading.Event(), []
+
+    def backend(views):  # (N, T, C, H, W) -> (N, K): a linear classifier, row by row
+        sizes.append(len(views))
+        gate.wait(10)
+        return (views.flatten(1) @ weight).numpy()
+
+    clips = [torch.randn(v, 4, 3, 8, 8) for v in (1, 1, 2, 1, 1, 1, 1, 2)]
+    batcher = Batcher(backend, max_batch=4, max_wait_ms=1).start()
+    out = [None] * len(clips)
+
+    def call(i):
+        out[i] = batcher.infer(clips[i])
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    while not sizes:
+        time.sleep(0.01)
+    for i in range(1, len(clips)):  # queued in order while the first call runs
+        threads.append(threading.Thread(target=call, args=(i,)))
+        threads[-1].start()
+        while batcher.queued < i:
+            time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert sizes == [1, 4, 3, 2], sizes  # 1 | 1+2+1 | 1+1+1 (the next has 2) | 2
+    for views, logits in zip(clips, out):
+        assert np.allclose(logits, (views.flatten(1) @ weight).numpy(), atol=1e-4)
+
+
+def test_calibration_keeps_the_batch_size_that_pays():
+    """A backend whose call costs the same for any batch is calibrated to the limit; one whose
+    batches cost 1.5x per view more than single views, to 1."""
+    from tanet.apps.serve.batching import calibrate_batch
+
+    def flat(views):
+        time.sleep(0.02)
+        return np.zeros((len(views), 3))
+
+    def worse(views):
+        time.sleep(0.02 * len(views) * (1.5 if len(views) > 1 else 1))
+        return np.zeros((len(views), 3))
+
+    example = lambda n: torch.zeros(n, 4, 3, 8, 8)  # noqa: E731
+    size, per_view = calibrate_batch(flat, example, 4)
+    assert size == 4 and set(per_view) == {1, 2, 4} and per_view[4] < per_view[1] / 2
+    size, per_view = calibrate_batch(worse, example, 16)
+    assert size == 1 and set(per_view) == {1, 2}  # stops at the first size that does not pay
+
+
+def _chrome():
+    """Headless Debian Chromium driven by Selenium, or a skip saying what is missing."""
+    import shutil
+
+    missing = [b for b in ("chromium", "chromedriver") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"browser test skipped: {' and '.join(missing)} not installed (Debian: apt-get "
+                    "install chromium chromium-driver; `make test` does it when run as root)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: "
+                                    "selenium not installed (pip install -e '.[dev]')")
+    import tempfile
+
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    profile = tempfile.mkdtemp(prefix="tanet-chromium-")
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts), profile
+
+
+def test_browser_page_upload_shows_top1_timeline_and_tam(files, server, capsys):
+    """Headless Chromium: open the page, upload a real video, wait for the top-1 label, move the
+    timeline with the keyboard, open the TAM tab with the keyboard, check phone width; the
+    screenshots are saved under build/test-artifacts/."""
+    import shutil
+    from pathlib import Path
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, profile = _chrome()
+    video = files["videos"]["c.mp4"]  # 5 s: long enough for a timeline
+    top1 = Predictor(files["ckpt"]).predict(video).top[0][0]
+    out = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        wait.until(lambda d: "tanet_tiny" in d.find_element(By.ID, "model-info").text)
+        driver.find_element(By.ID, "file").send_keys(str(video))
+        first = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#topk-list li .label"))[0]
+        assert first.text == top1
+        chart = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg"))[0]
+        chart.send_keys(Keys.END)  # keyboard seek: the playhead and the readout follow
+        wait.until(lambda d: d.find_element(By.ID, "now").text.startswith("5.0 s: "))
+        driver.save_screenshot(str(out / "serve_page.png"))
+        tab = driver.find_element(By.ID, "tab-timeline")
+        tab.send_keys(Keys.ARROW_RIGHT)  # tabs are keyboard operable
+        assert driver.switch_to.active_element.get_attribute("id") == "tab-tam"
+        img = wait.until(lambda d: d.find_elements(By.ID, "tam-tam_kernels"))[0]
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", img) > 200)
+        driver.save_screenshot(str(out / "serve_page_tam.png"))
+        driver.set_window_size(390, 844)  # phone width: nothing wider than the screen
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+        driver.save_screenshot(str(out / "serve_page_phone.png"))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    with capsys.disabled():
+        print(f"\nbrowser screenshots: {out}/serve_page*.png")
