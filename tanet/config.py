@@ -84,6 +84,7 @@ class TrainConfig:
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
     channels_last: bool = False
+    compile: bool = False  # torch.compile (Inductor) the training forward/backward
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     seed: int = 0
