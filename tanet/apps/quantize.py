@@ -18,7 +18,9 @@ Convolutions, the classifier and the residual additions are int8 in every mode.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -120,7 +122,7 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike,
     kernel, aggregation = tam_nodes(src)
     exclude = {"tam": kernel | aggregation, "tam-kernel": kernel, "none": set()}[keep_float]
     out = Path(out)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_quantizer():
         prep = Path(tmp) / "prep.onnx"
         quant_pre_process(str(fp32), str(prep))  # shape inference + graph optimisation
         with atomic_path(out) as dst:
@@ -139,27 +141,39 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike,
     return out
 
 
-def compare(fp32: str | os.PathLike, int8: str | os.PathLike, videos: Sequence[Path],
-            labels: Sequence[int] | None = None, *, views: str = "1x1",
-            quiet: bool = True) -> dict[str, Any]:
-    """Top-1 of the fp32 and int8 files on the same clips: agreement and (with labels) both
-    accuracies. Each video is decoded once and fed to both sessions."""
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """The quantiser logs a warning per rank-1 weight (TAM's BatchNorm1d) on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def compare(fp32: Any, int8: Any, videos: Sequence[Path], labels: Sequence[int] | None = None,
+            *, views: str = "1x1", quiet: bool = True) -> dict[str, Any]:
+    """Top-1 of a reference and a low-precision model (files or Predictors) on the same clips:
+    agreement, the largest class-probability difference (max over videos, and its mean), and
+    with labels both accuracies. Each video is decoded once and fed to both."""
     from tqdm import tqdm
 
     from tanet.apps.predict import Predictor
 
-    ref, low = Predictor(fp32, views=views), Predictor(int8, views=views)
-    top_ref, top_low, max_dprob = [], [], 0.0
+    ref, low = (m if isinstance(m, Predictor) else Predictor(m, views=views) for m in (fp32, int8))
+    top_ref, top_low, dprob = [], [], []
     for path in tqdm(videos, desc="validate", unit="video", disable=quiet):
         _, clips, _ = ref.load_views(path)  # (V, T, C, s, s)
         p_ref = _softmax(ref.backend(clips).mean(0))  # (K,)
         p_low = _softmax(low.backend(clips).mean(0))  # (K,)
         top_ref.append(int(p_ref.argmax()))
         top_low.append(int(p_low.argmax()))
-        max_dprob = max(max_dprob, float(np.abs(p_ref - p_low).max()))
+        dprob.append(float(np.abs(p_ref - p_low).max()))
     a, b = np.array(top_ref), np.array(top_low)
     res: dict[str, Any] = {"videos": len(videos), "agreement": float((a == b).mean()),
-                           "max_abs_dprob": max_dprob}
+                           "max_abs_dprob": max(dprob), "mean_max_abs_dprob": float(np.mean(dprob))}
     if labels is not None:
         y = np.asarray(labels)
         res.update(top1_fp32=float((a == y).mean()), top1_int8=float((b == y).mean()))
@@ -183,11 +197,13 @@ def _calibration_batches(predictor: Any, videos: Sequence[Path], quiet: bool) ->
 def export_int8(model: Any, out: str | os.PathLike, *, calibrate: str | os.PathLike,
                 validate: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
                 limit: int | None = 100, keep_float: str = "tam", method: str = "minmax",
-                views: str = "1x1", quiet: bool = False) -> dict[str, Any]:
+                views: str = "1x1", fp32: str | os.PathLike | None = None,
+                quiet: bool = False) -> dict[str, Any]:
     """Export ``model`` (a Recognizer with a card) as int8 ONNX calibrated on the videos of
     ``calibrate`` (at most ``limit``, spread evenly over the list); then compare with fp32 on
-    ``validate`` (default: the calibration list, all of it). Returns the report of
-    :func:`compare` plus ``path``, ``calibration_videos`` and ``keep_float``."""
+    ``validate`` (default: the calibration list, all of it). ``fp32``: the model's fp32 ONNX
+    export when there is one already (else it is exported to a temporary file). Returns the
+    report of :func:`compare` plus ``path``, ``calibration_videos`` and ``keep_float``."""
     from tanet.apps.export import export_onnx
     from tanet.apps.predict import Predictor
 
@@ -197,7 +213,7 @@ def export_int8(model: Any, out: str | os.PathLike, *, calibrate: str | os.PathL
         cal_videos = [cal_videos[i] for i in np.linspace(0, len(cal_videos) - 1, limit).astype(int)]
     val_videos, val_labels = read_video_list(validate or calibrate, root=root, class_names=names)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")["path"]
+        fp32 = fp32 or export_onnx(model, Path(tmp) / "fp32.onnx")["path"]
         predictor = Predictor(fp32, views=views)
         quantize_onnx(fp32, out, _calibration_batches(predictor, cal_videos, quiet),
                       keep_float=keep_float, method=method)
