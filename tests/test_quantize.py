@@ -70,12 +70,12 @@ def test_export_int8_cli_then_predict(setup, capsys):
 
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["tanet.int8"])["keep_float"] == "tam" and "tanet.card" in meta
+    assert json.loads(meta["tanet.int8"])["keep_float"] == "tam-kernel" and "tanet.card" in meta
     ops = Counter(n.op_type for n in proto.graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["Conv"] > 0
     int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= ops["Conv"]  # every convolution has int8 weights
-    # all of TAM stayed float: its softmax and sigmoid read float tensors, not dequantised ones
+    # TAM's kernel stayed float: its softmax and sigmoid read float tensors, not dequantised ones
     assert not _reads_dequantised(proto, "Softmax") and not _reads_dequantised(proto, "Sigmoid")
 
     assert main(["predict", str(data / "val" / "left_0.mp4"), "--onnx", str(out), "--json",

@@ -9,10 +9,10 @@ both accuracies on a validation list. The result runs wherever an ``.onnx`` does
 
 What stays in float (``keep_float``), measured in ``benchmarks/predict.py`` and on the demo's
 validation set (see the README):
-  * ``"tam"`` (default): all of TAM, i.e. the kernel generation (branches G and L: the small
-    Gemms, BN, softmax, sigmoid on the pooled (N, C, T) sequence) and the adaptive aggregation
-    (the per-frame multiply-adds over the feature map);
-  * ``"tam-kernel"``: only the kernel generation; the aggregation's multiply-adds run as int8;
+  * ``"tam-kernel"`` (default): TAM's kernel generation (branches G and L: the small Gemms, BN,
+    softmax, sigmoid on the pooled (N, C, T) sequence); the adaptive aggregation (the per-frame
+    multiply-adds over the feature map) runs as int8;
+  * ``"tam"``: all of TAM, the aggregation too;
   * ``"none"``: everything that ONNX Runtime can quantise.
 Convolutions, the classifier and the residual additions are int8 in every mode.
 """
@@ -31,7 +31,7 @@ import numpy as np
 __all__ = ["export_int8", "quantize_onnx", "tam_nodes", "read_video_list", "compare",
            "KEEP_FLOAT"]
 
-KEEP_FLOAT = ("tam", "tam-kernel", "none")
+KEEP_FLOAT = ("tam-kernel", "tam", "none")
 _SCOPES = "pkg.torch.onnx.name_scopes"  # where the exporter records each node's module path
 _POOLING = {"ReduceSum", "ReduceMean", "GlobalAveragePool"}
 
@@ -100,7 +100,7 @@ class _Reader:
 
 
 def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike,
-                  calibration: Iterable[np.ndarray], *, keep_float: str = "tam",
+                  calibration: Iterable[np.ndarray], *, keep_float: str = "tam-kernel",
                   method: str = "minmax") -> Path:
     """Write the QDQ int8 version of the fp32 ONNX file ``fp32`` to ``out``, with activation
     ranges from ``calibration`` (clip batches (V, T, C, H, W) float32, normalised). The fp32
@@ -196,7 +196,8 @@ def _calibration_batches(predictor: Any, videos: Sequence[Path], quiet: bool) ->
 
 def export_int8(model: Any, out: str | os.PathLike, *, calibrate: str | os.PathLike,
                 validate: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-                limit: int | None = 100, keep_float: str = "tam", method: str = "minmax",
+                limit: int | None = 100, keep_float: str = "tam-kernel",
+                method: str = "minmax",
                 views: str = "1x1", fp32: str | os.PathLike | None = None,
                 quiet: bool = False) -> dict[str, Any]:
     """Export ``model`` (a Recognizer with a card) as int8 ONNX calibrated on the videos of

@@ -131,8 +131,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                                  "(default: the list's directory)")
     q.add_argument("--calibrate-count", type=int, default=100, metavar="N",
                    help="calibrate on at most N videos spread over the list (default 100)")
-    q.add_argument("--keep-float", default="tam", choices=("tam", "tam-kernel", "none"),
-                   help="what stays float: all of TAM (default), TAM's kernel generation, nothing")
+    q.add_argument("--keep-float", default="tam-kernel", choices=("tam-kernel", "tam", "none"),
+                   help="what stays float: TAM's kernel generation (default), all of TAM, nothing")
     q.add_argument("--calibration-method", default="minmax",
                    choices=("minmax", "percentile", "entropy"))
     p.set_defaults(func=_cmd_export)
