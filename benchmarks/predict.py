@@ -1,13 +1,17 @@
-"""ms per video of ``tanet predict`` on TANet-R50 8f, 1x1 view: PyTorch eager vs ONNX Runtime vs
-bf16 autocast, in one run on one video.
+"""ms per video of ``tanet predict`` on TANet-R50 8f, 1x1 view: PyTorch eager, ONNX Runtime fp32
+and int8, bf16, torch.compile, in one run on one video.
 
 Builds a random-init tanet_r50 (400 classes, T=8; head std 0.02 instead of 0.001 so that the
 probabilities are not all ~1/400), saves it as a tanet checkpoint, exports it to
-ONNX (parity-checked), writes a 10 s 340x256 25 fps H.264 video, then times
-``Predictor.predict(video)`` (decode 8 frames + resize/crop/normalise + model + softmax + top-5)
-for each backend, interleaved round after round (median). The decode+transform share is timed
-separately with ``Predictor.load_views``.
-Usage: python benchmarks/predict.py [--rounds 5] [--threads N]
+ONNX (parity-checked) and to int8 ONNX three ways (what stays float: all of TAM, TAM's kernel
+generation, nothing; calibrated on 4 videos of the same kind), writes a 10 s 340x256 25 fps H.264
+video, then times ``Predictor.predict(video)`` (decode 8 frames + resize/crop/normalise + model +
+softmax + top-5) for each backend, interleaved round after round (median). The decode+transform
+share is timed separately with ``Predictor.load_views``. ``bf16 (tanet)`` is ``--amp bf16``: a
+bf16 copy of the model with BN folded, channels-last; ``bf16 autocast`` the plain model under
+``torch.autocast``; ``compiled`` is ``--compile`` (Inductor, freezing).
+Accuracy of int8/bf16 on a trained model: benchmarks/lowp_agreement.py.
+Usage: python benchmarks/predict.py [--rounds 5] [--threads N] [--no-compile]
 """
 from __future__ import annotations
 
@@ -42,12 +46,14 @@ def make_video(path: Path, *, seconds: float = 10, fps: int = 25, w: int = 340, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch/ORT threads (default: all)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     args = ap.parse_args()
 
     import tanet
     from tanet.apps.export import export_onnx
+    from tanet.apps.quantize import export_int8
     from tanet.models.checkpoint import save_model
     from tanet.apps.predict import Predictor
 
@@ -62,40 +68,60 @@ def main() -> int:
             model.fc.weight.normal_(0, 0.02)
         ckpt = save_model(tmp / "tanet_r50_8f.safetensors", model)
         video = make_video(tmp / "video.mp4")
+        for i in range(4):  # calibration clips for int8: the same kind of motion, other phases
+            make_video(tmp / "calib" / f"c{i}.mp4", seconds=2 + i)
         t0 = time.perf_counter()
         rep = export_onnx(model.eval(), tmp / "tanet_r50_8f.onnx")
         export_s = time.perf_counter() - t0
+        int8 = {}
+        for keep in ("tam", "tam-kernel", "none"):
+            t0 = time.perf_counter()
+            r = export_int8(model, tmp / f"int8_{keep}.onnx", calibrate=tmp / "calib", quiet=True,
+                            keep_float=keep, fp32=rep["path"])
+            int8[keep] = (r["path"], time.perf_counter() - t0)
 
-        eager = Predictor(ckpt, views="1x1")
-        onnx = Predictor(rep["path"], views="1x1", threads=threads)
-        bf16 = Predictor(ckpt, views="1x1", amp="bf16")
-        preds = {name: p.predict(video) for name, p in
-                 (("eager", eager), ("onnx", onnx), ("bf16", bf16))}
-        times = interleaved({
-            "decode+transform": lambda: eager.load_views(video),
-            "PyTorch eager (fp32)": lambda: eager.predict(video),
-            "ONNX Runtime (fp32)": lambda: onnx.predict(video),
-            "PyTorch bf16 autocast": lambda: bf16.predict(video),
-        }, rounds=args.rounds, warmup=1)
+        autocast = Predictor(ckpt)  # the plain model under torch.autocast: the old bf16 path
+        autocast.backend.amp = torch.bfloat16
+        rows = [("PyTorch eager (fp32)", Predictor(ckpt)),
+                ("ONNX Runtime (fp32)", Predictor(rep["path"], threads=threads)),
+                *((f"ORT int8, float: {k}", Predictor(p, threads=threads))
+                  for k, (p, _) in int8.items()),
+                ("PyTorch bf16 (tanet)", Predictor(ckpt, amp="bf16")),
+                ("PyTorch bf16 autocast", autocast)]
+        compile_s = {}
+        if not args.no_compile:
+            for label, amp in (("compiled fp32", None), ("compiled bf16", "bf16")):
+                p = Predictor(ckpt, compile=True, amp=amp)
+                t0 = time.perf_counter()
+                p.predict(video)  # compiles
+                compile_s[label] = time.perf_counter() - t0
+                rows.append((f"PyTorch {label}", p))
+        preds = {label: p.predict(video) for label, p in rows}
+        eager = rows[0][1]
+        times = interleaved({"decode+transform": lambda: eager.load_views(video),
+                             **{label: (lambda p=p: p.predict(video)) for label, p in rows}},
+                            rounds=args.rounds, warmup=1)
 
-    base = times["PyTorch eager (fp32)"]
-    ref = preds["eager"].probs
+    base, ort_base = times["PyTorch eager (fp32)"], times["ONNX Runtime (fp32)"]
+    ref = preds["PyTorch eager (fp32)"]
     print(f"tanet predict, TANet-R50 8f, 400 classes, 1x1 view (8 frames x 224 px), "
           f"10 s 340x256 H.264 video; torch {torch.__version__}, {threads} threads, "
           f"median of {args.rounds} interleaved rounds")
     print(f"ONNX export {export_s:.1f} s; ONNX Runtime vs PyTorch logits on a random batch: "
-          f"max |diff| {rep['max_abs_diff']:.2e}\n")
-    header = f"{'backend':<24}{'ms / video':>12}{'vs eager':>10}{'max |dprob|':>13}{'same top-5':>12}"
+          f"max |diff| {rep['max_abs_diff']:.2e}; int8 export (4 calibration videos) "
+          + ", ".join(f"{k} {s:.0f} s" for k, (_, s) in int8.items())
+          + "".join(f"; {k}: first video (compile) {s:.0f} s" for k, s in compile_s.items()) + "\n")
+    header = (f"{'backend':<26}{'ms / video':>12}{'vs eager':>10}{'vs ORT':>8}"
+              f"{'max |dprob|':>13}{'same top-5':>12}")
     print(header)
     print("-" * len(header))
-    print(f"{'decode+transform only':<24}{1000 * times['decode+transform']:>12.1f}"
-          f"{times['decode+transform'] / base:>10.2f}{'':>13}{'':>12}")
-    for label, key in (("PyTorch eager (fp32)", "eager"), ("ONNX Runtime (fp32)", "onnx"),
-                       ("PyTorch bf16 autocast", "bf16")):
-        p = preds[key]
-        same = [a for a, _ in p.top] == [a for a, _ in preds["eager"].top]
-        print(f"{label:<24}{1000 * times[label]:>12.1f}{times[label] / base:>10.2f}"
-              f"{np.abs(p.probs - ref).max():>13.2e}{str(same):>12}")
+    d = times["decode+transform"]
+    print(f"{'decode+transform only':<26}{1000 * d:>12.1f}{d / base:>10.2f}{d / ort_base:>8.2f}")
+    for label, _ in rows:
+        p, t = preds[label], times[label]
+        same = [a for a, _ in p.top] == [a for a, _ in ref.top]
+        print(f"{label:<26}{1000 * t:>12.1f}{t / base:>10.2f}{t / ort_base:>8.2f}"
+              f"{np.abs(p.probs - ref.probs).max():>13.2e}{str(same):>12}")
     return 0
 
 

@@ -7,12 +7,18 @@ Writes a class-per-folder directory of short 320x256 H.264 videos, then measures
     clipping, lr schedule, metrics and checkpoints; clips/s of its second epoch (warm workers),
     as the engine itself reports it in ``metrics.jsonl``.
 Ratio engine / bare: target >= 0.9 (the engine and loader add at most 10 %).
+Then (``--compile``, default on) the bare step under ``torch.compile`` (Inductor; TAM's backward
+is a custom op, so one whole graph) interleaved with the eager step, ratio compiled / eager
+(target <= 0.9), and the engine again with ``train.compile=true``.
 Usage: python benchmarks/train_throughput.py [--model tanet_r50] [--size 224] [--steps 3]
+       [--no-compile]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved_samples  # noqa: E402
 
 
 def write_videos(root: Path, *, classes: int, per_class: int, frames: int, h: int, w: int) -> None:
@@ -42,10 +51,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="timed steps (per engine epoch)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the torch.compile'd train step (and train.compile=true)")
     args = ap.parse_args()
 
     from tanet.config import apply_overrides, Config
-    from tanet.engine import build_model, build_optimizer, train
+    from tanet.engine import build_model, build_optimizer
 
     threads = torch.get_num_threads()
     n_videos = args.batch * args.steps
@@ -72,8 +83,8 @@ def main() -> None:
         x = torch.randn(args.batch, args.frames, 3, args.size, args.size)  # (N, T, C, H, W)
         y = torch.tensor([0, 1] * args.batch)[: args.batch]
 
-        def bare_step() -> None:
-            loss = F.cross_entropy(model(x), y)
+        def bare_step(fn=model) -> None:
+            loss = F.cross_entropy(fn(x), y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -86,14 +97,41 @@ def main() -> None:
             return args.steps * args.batch / (time.perf_counter() - t0)
 
         before = bare_rate()
-        train(cfg, quiet=True)
-        records = [json.loads(ln) for ln in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
-        engine = records[-1]["clips_per_s"]
+        engine = engine_rate(cfg, tmp / "run")
         after = bare_rate()  # again after the engine run: background load hits both alike
         bare = (before + after) / 2
+        if args.compile:
+            compiled = torch.compile(model)
+            t0 = time.perf_counter()
+            bare_step(compiled)
+            compile_s = time.perf_counter() - t0
+            steps = interleaved_samples({"eager": bare_step, "compiled": lambda: bare_step(compiled)},
+                                        rounds=args.steps * 2, warmup=1)
+            cfg.train.compile = True
+            engine_c = engine_rate(cfg, tmp / "run_compiled")
     print(f"bare model train step : {bare:7.3f} clips/s (before {before:.3f}, after {after:.3f})")
     print(f"tanet train (epoch 2) : {engine:7.3f} clips/s")
     print(f"ratio engine / bare   : {engine / bare:7.3f}  (target >= 0.9)")
+    if args.compile:
+        e, c = statistics.median(steps["eager"]), statistics.median(steps["compiled"])
+        print(f"\ntorch.compile (Inductor), first step with compile {compile_s:.0f} s; "
+              f"{len(steps['eager'])} interleaved steps each:")
+        print(f"bare train step eager    : {e:7.3f} s median, {min(steps['eager']):.3f} s min")
+        print(f"bare train step compiled : {c:7.3f} s median, {min(steps['compiled']):.3f} s min")
+        print(f"ratio compiled / eager   : {c / e:7.3f} median, "
+              f"{min(steps['compiled']) / min(steps['eager']):.3f} min  (target <= 0.9)")
+        print(f"tanet train, train.compile=true (epoch 2): {engine_c:7.3f} clips/s "
+              f"({engine_c / engine:.3f} x the eager engine run)")
+
+
+def engine_rate(cfg, out: Path) -> float:
+    """clips/s of the engine's last epoch (warm workers; compiled in epoch 1)."""
+    from tanet.engine import train
+
+    cfg.output = str(out)
+    train(cfg, quiet=True)
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return records[-1]["clips_per_s"]
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class TrainConfig:
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
     channels_last: bool = False
+    compile: bool = False  # torch.compile (Inductor) the training forward/backward
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
     freeze_backbone: bool = False  # linear probe: only the classifier trains; BN statistics frozen
     backbone_lr_mult: float = 1.0  # lr multiplier of everything but the classifier (fine-tuning)

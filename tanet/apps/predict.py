@@ -92,17 +92,25 @@ def _trim_heap() -> None:
 
 
 class _TorchBackend:
-    def __init__(self, model: torch.nn.Module, *, device: str, amp: str | None) -> None:
+    def __init__(self, model: torch.nn.Module, *, device: str, amp: str | None,
+                 compile: bool = False) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+        self.forward = self.model
+        bf16 = amp == "bf16" and self.device.type == "cpu"  # a bf16 model, not autocast
+        if compile or bf16:
+            from tanet.apps.accel import prepare
+
+            self.forward = prepare(self.model, bf16=bf16, compile=compile)
+            self.amp = None if bf16 else self.amp
 
     def __call__(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, K)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
                                                      enabled=self.amp is not None):
-            return self.model(clips.to(self.device)).float().cpu().numpy()
+            return self.forward(clips.to(self.device)).float().cpu().numpy()
 
     def features(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, T, D)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
@@ -132,7 +140,11 @@ class Predictor:
         topk: classes reported per video.
         labels: class names overriding the checkpoint's (a list or a file, one per line).
         device: torch device for PyTorch checkpoints.
-        amp: ``"bf16"``/``"fp16"`` autocast for PyTorch checkpoints (None: float32).
+        amp: ``"bf16"``/``"fp16"`` for PyTorch checkpoints (None: float32); bf16 on CPU runs a
+            bf16 copy of the model (BN folded, channels-last; :mod:`tanet.apps.accel`), else
+            autocast.
+        compile: ``torch.compile`` the PyTorch model (Inductor, freezing); the first batch
+            compiles (tens of seconds on CPU), later ones reuse it.
         threads: intra-op threads for ONNX Runtime (None: its default).
         sampling: ``"segment"`` or ``"dense"``; None takes the checkpoint's training config
             when it has one, else segment sampling.
@@ -141,7 +153,7 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike, *, views: str | tuple[int, int] = "1x1",
                  topk: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,
                  device: str = "cpu", amp: str | None = None, threads: int | None = None,
-                 sampling: str | None = None) -> None:
+                 sampling: str | None = None, compile: bool = False) -> None:
         self.checkpoint = os.fspath(checkpoint)  # a path, a weights name or a URL
         self.clips, self.crops = parse_views(views)
         if self.checkpoint.endswith(".onnx"):
@@ -152,7 +164,7 @@ class Predictor:
 
             model = create_model(checkpoint=self.checkpoint)
             card = model.card
-            backend = _TorchBackend(model, device=device, amp=amp)
+            backend = _TorchBackend(model, device=device, amp=amp, compile=compile)
         self.backend = backend
         self.card: ModelCard = card
         self.topk = max(1, min(topk, card.num_classes))

@@ -158,6 +158,20 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    q = p.add_argument_group("int8 (ONNX Runtime static quantisation, QDQ, per-channel weights)")
+    q.add_argument("--int8", action="store_true", help="write an int8 ONNX model (needs --calibrate)")
+    q.add_argument("--calibrate", metavar="LIST_OR_DIR", default=None,
+                   help="calibration videos: an annotation list or a (class-per-folder) directory")
+    q.add_argument("--validate", metavar="LIST_OR_DIR", default=None,
+                   help="videos for the fp32/int8 comparison (default: the --calibrate videos)")
+    q.add_argument("--root", default=None, help="prefix of relative paths in the lists "
+                                                 "(default: the list's directory)")
+    q.add_argument("--calibrate-count", type=int, default=100, metavar="N",
+                   help="calibrate on at most N videos spread over the list (default 100)")
+    q.add_argument("--keep-float", default="tam-kernel", choices=("tam-kernel", "tam", "none"),
+                   help="what stays float: TAM's kernel generation (default), all of TAM, nothing")
+    q.add_argument("--calibration-method", default="minmax",
+                   choices=("minmax", "percentile", "entropy"))
     p.set_defaults(func=_cmd_export)
 
 
@@ -166,6 +180,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from tanet.models.factory import load_model
 
     model = load_model(args.checkpoint)
+    if args.int8:
+        return _export_int8(model, args)
     if args.format == "onnx":
         r = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
         check = "" if r["max_abs_diff"] is None else \
@@ -174,6 +190,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {export_program(model, args.out)} (torch.export; load with "
               "tanet.apps.export.load_program)")
+    return 0
+
+
+def _export_int8(model, args: argparse.Namespace) -> int:
+    from tanet.apps.quantize import export_int8
+
+    if args.format != "onnx" or not args.calibrate:
+        raise ValueError("tanet export --int8 writes ONNX and needs --calibrate LIST_OR_DIR "
+                         "(videos to calibrate the activation ranges on)")
+    r = export_int8(model, args.out, calibrate=args.calibrate, validate=args.validate,
+                    root=args.root, limit=args.calibrate_count, keep_float=args.keep_float,
+                    method=args.calibration_method, quiet=args.quiet)
+    print(f"wrote {r['path']} (int8 QDQ, calibrated on {r['calibration_videos']} videos, "
+          f"float: {r['keep_float']})")
+    line = (f"validation, {r['videos']} videos: top-1 agreement with fp32 "
+            f"{100 * r['agreement']:.2f} %, max |dprob| {r['max_abs_dprob']:.2e}")
+    if "top1_fp32" in r:
+        line += (f"; top-1 fp32 {100 * r['top1_fp32']:.2f} %, int8 {100 * r['top1_int8']:.2f} % "
+                 f"({100 * r['top1_diff']:+.2f} points)")
+    print(line)
     return 0
 
 

@@ -206,6 +206,8 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
     if info.distributed:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    if tc.compile:  # Inductor; TAM's backward is a custom op, so the graph stays whole
+        ddp_model = torch.compile(ddp_model)
     return _Run(cfg=cfg, info=info, quiet=quiet, out=Path(cfg.output), model=model,
                 ddp_model=ddp_model, optimizer=optimizer,
                 scheduler=build_scheduler(optimizer, steps, cfg),

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tanet.models.tam_ops import banded_temporal_conv, banded_temporal_conv_op
+
 __all__ = ["TAM", "FORMULATIONS"]
 
 FORMULATIONS = ("fast", "reference")
@@ -148,7 +150,7 @@ class TAM(nn.Module):
         v_win = F.pad(v, (0, 0, p, p)).unfold(1, k, 1)  # (N, T, C, K), zero outside the clip
         weight = v_win * theta.unsqueeze(1)  # (N, T, C, K)
         if torch.is_grad_enabled() and (xs.requires_grad or weight.requires_grad):
-            y = _BandedTemporalConv.apply(xs, weight)  # (N, T, C, HW)
+            y = banded_temporal_conv_op(xs, weight)  # (N, T, C, HW)
         else:
             y = banded_temporal_conv(xs, weight.to(xs.dtype))  # (N, T, C, HW)
         return y.view(n * t, c, h, w)
@@ -164,69 +166,3 @@ class TAM(nn.Module):
         hid = F.relu(bn(hid))  # (N*T, C/beta); BN over N*T rows == BN1d over (N, T)
         v = torch.sigmoid(F.linear(hid, conv3.weight.view(c, -1)))  # (N*T, C)
         return v.view(n, t, c)
-
-
-def banded_temporal_conv(x: torch.Tensor, weight: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-    """Per-(clip, frame, channel) weighted sum of K neighbouring frames.
-
-    x: (N, T, C, HW); weight: (N, T, C, K). Returns (N, T, C, HW) with
-    y[:, t] = sum_j weight[:, t, :, j] * x[:, t + j - K//2] (zero outside the clip), or with
-    ``transpose=True`` the adjoint: y[:, t + j - K//2] += weight[:, t, :, j] * x[:, t].
-    One fused multiply-add pass per tap, in the native layout.
-    """
-    t, k = x.shape[1], weight.shape[-1]
-    p = k // 2
-    wt = weight.unsqueeze(-1)  # (N, T, C, K, 1)
-    y = x * wt[:, :, :, p]  # centre tap, (N, T, C, HW)
-    for j in range(k):
-        d = j - p  # output frame s reads input frame s + d
-        if d == 0 or abs(d) >= t:
-            continue
-        lo, hi = max(0, -d), t - max(0, d)  # output frames with a valid input frame
-        if transpose:
-            y[:, lo + d:hi + d].addcmul_(x[:, lo:hi], wt[:, lo:hi, :, j])
-        else:
-            y[:, lo:hi].addcmul_(x[:, lo + d:hi + d], wt[:, lo:hi, :, j])
-    return y
-
-
-def banded_gram(gy: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
-    """g[n, t, c, j] = <gy[n, t, c, :], x[n, t + j - K//2, c, :]>, zero outside the clip.
-
-    gy, x: (N, T, C, HW) -> (N, T, C, K). One strided batched GEMM per clip over the C channels
-    ((T, HW) @ (HW, T), read in place), then the K diagonals of the (T, T) result.
-    """
-    n, t, c, _ = x.shape
-    p = k // 2
-    out = x.new_zeros(n, t, c, k)
-    for i in range(n):
-        gram = torch.bmm(gy[i].permute(1, 0, 2), x[i].permute(1, 2, 0))  # (C, T, T)
-        for j in range(k):
-            d = j - p
-            if abs(d) >= t:
-                continue
-            lo, hi = max(0, -d), t - max(0, d)
-            out[i, lo:hi, :, j] = torch.diagonal(gram, offset=d, dim1=-2, dim2=-1).t()  # (T-|d|, C)
-    return out
-
-
-class _BandedTemporalConv(torch.autograd.Function):
-    """Autograd for :func:`banded_temporal_conv`: each gradient is one pass or one GEMM."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        w = weight.to(x.dtype)
-        ctx.save_for_backward(x, w)
-        ctx.weight_dtype = weight.dtype
-        return banded_temporal_conv(x.contiguous(), w)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: torch.Tensor):
-        x, w = ctx.saved_tensors
-        gy = gy.contiguous()
-        gx = banded_temporal_conv(gy, w, transpose=True) if ctx.needs_input_grad[0] else None
-        gw = None
-        if ctx.needs_input_grad[1]:
-            gw = banded_gram(gy, x.contiguous(), w.shape[-1]).to(ctx.weight_dtype)
-        return gx, gw
