@@ -11,10 +11,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from tanet.cli import inference, models, training
+from tanet.cli import inference, models, research, training
 
 # Registration order is the order in `tanet --help`.
-GROUPS = (models, training, inference)
+GROUPS = (models, training, inference, research)
 
 
 def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
