@@ -66,6 +66,7 @@ class Study:
     overrides: dict[str, Any] | list[str] = field(default_factory=dict)
     description: str = ""
     output: str | None = None
+    ref: str = ""  # how it was named: a shipped study's name, or the file given
 
     @property
     def synthetic(self) -> dict[str, Any] | None:
@@ -131,7 +132,7 @@ def load_study(path_or_name: str | os.PathLike) -> Study:
     return Study(name=str(raw.get("name") or path.stem), source=str(path),
                  recipe=str(raw["recipe"]), variants=variants, seeds=list(dict.fromkeys(seeds)),
                  data=data, overrides=overrides, description=str(raw.get("description") or ""),
-                 output=raw.get("output"))
+                 output=raw.get("output"), ref=str(path_or_name))
 
 
 def _variants(path: Path, raw: Any) -> list[Variant]:
