@@ -71,6 +71,7 @@ def test_tiny_study_end_to_end(tmp_path):
     ({"seeds": "0,1"}, "seeds must be"),
     ({"variants": {"a b": {}}}, "names a folder"),
     ({"variants": {"x": {"modle": "tanet_tiny"}}}, "variants.x: unknown"),
+    ({"variants": {"x": {"model": "tanet_tiyn"}}}, "variants.x.model: unknown model"),
     ({"variants": {"x": {"tam": {"branchs": "local"}}}}, "did you mean 'model.tam.branches'"),
     ({"overrides": {"train.epoch": 1}}, "did you mean 'train.epochs'"),
 ])

@@ -29,11 +29,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Study", "Variant", "StudyError", "load_study", "list_studies", "find_study",
-           "run_study", "plan_runs"]
+__all__ = ["Study", "Variant", "Run", "StudyError", "load_study", "list_studies", "find_study",
+           "run_study", "plan_runs", "run_one", "default_jobs"]
 
 _STUDY_KEYS = {"name", "description", "data", "recipe", "overrides", "variants", "seeds", "output"}
 _VARIANT_KEYS = {"model", "tam", "overrides", "label"}
+# config keys that change how fast a run goes or where it lives, not what it computes
+_NOT_DEFINING = {"output", "train.threads", "train.workers", "test.workers", "test.batch_size"}
 _SYNTH_DEFAULTS = dict(classes=12, videos_per_class=50, val_per_class=20, frames=16, size=64,
                        seed=0)
 
@@ -198,7 +200,12 @@ def _data_overrides(study: Study, data_dir: Path) -> dict[str, Any]:
 def plan_runs(study: Study, out: Path) -> list[Run]:
     """The grid in report order (variant-major), each run's config resolved and validated."""
     from tanet.config import ConfigError, config_to_dict, load_config
+    from tanet.models.registry import is_registered, list_models
 
+    unknown = [v for v in study.variants if v.model and not is_registered(v.model)]
+    if unknown:
+        raise StudyError(f"{study.source}: variants.{unknown[0].name}.model: unknown model "
+                         f"{unknown[0].model!r} (models: {', '.join(list_models())})")
     data_dir = Path(study.data.get("dir") or out / "data")
     runs = []
     for v in study.variants:
@@ -230,8 +237,8 @@ def _check_unchanged(run: Run) -> None:
         return
     saved = yaml.safe_load(saved_file.read_text())
     now = json.loads(json.dumps(_train_config(run.cfg)))
-    if saved != now:
-        keys = _diff_keys(saved, now)
+    keys = [k for k in _diff_keys(saved, now) if k not in _NOT_DEFINING]
+    if keys:
         raise StudyError(f"{run.dir}: trained with other settings than the study now gives "
                          f"({', '.join(keys[:4])}); delete the folder or give variant "
                          f"{run.variant.name!r} another name")
