@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-__all__ = ["Config", "ModelConfig", "TamConfig", "DataConfig", "TrainConfig", "TestConfig", "ConfigError",
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "ConfigError",
            "load_config", "find_config", "list_recipes", "apply_overrides", "config_to_dict",
-           "config_from_dict", "dump_config"]
+           "config_from_dict", "dump_config", "TamConfig"]
 
 
 class ConfigError(ValueError):

@@ -46,7 +46,9 @@ def test_variant_trains_and_round_trips(tmp_path, name, kw):
     assert torch.isfinite(loss)
     assert all(p.grad is not None for n, p in model.named_parameters() if ".temporal." in n)
     opt.step()
-    assert any(not torch.equal(p, temporal[n]) for n, p in model.named_parameters() if n in temporal)
+    moved = [n for n, p in model.named_parameters()
+             if n in temporal and not torch.equal(p, temporal[n])]
+    assert moved, "one SGD step left every temporal parameter unchanged"
     path = save_model(tmp_path / "m.safetensors", model.eval())
     again = load_model(path)
     assert again.card.kwargs == model.card.kwargs and again.card.name == name
@@ -65,7 +67,8 @@ def test_variant_trains_and_round_trips(tmp_path, name, kw):
 
 
 def _temporal_keys(model, where):
-    return {k.split(".temporal.")[1] for k in model.state_dict() if where in k and ".temporal." in k}
+    keys = [k for k in model.state_dict() if where in k and ".temporal." in k]
+    return {k.split(".temporal.")[1] for k in keys}
 
 
 def test_absent_branches_have_no_parameters():
@@ -83,7 +86,8 @@ def test_absent_branches_have_no_parameters():
     every = tanet.create_model("tanet_tiny", num_classes=3, layers=[3, 2, 1, 1],
                                tam_kwargs={"every": 2})
     assert [b.temporal is not None for b in every.backbone.layer1] == [True, False, True]
-    before = tanet.create_model("tanet_tiny", num_classes=3, tam_kwargs={"position": "before_conv1"})
+    before = tanet.create_model("tanet_tiny", num_classes=3,
+                                tam_kwargs={"position": "before_conv1"})
     blk = before.backbone.layer2[0]
     assert blk.temporal.in_channels == blk.conv1.in_channels == 64
 

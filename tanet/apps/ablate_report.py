@@ -151,9 +151,9 @@ def _markdown(study: Any, runs: list[Any], rows: list[dict[str, Any]],
         lines += [f"- `{d}`: {e}" for d, e in failed.items()]
     where = "" if study.output and Path(study.output) == runs[0].dir.parents[2] else \
         f" --out {runs[0].dir.parents[2]}"
-    lines += ["", f"Reproduce: `tanet ablate {study.ref or study.source}{where}` (finished runs are kept; "
-              f"results.csv has every run). {os.cpu_count()} CPU core(s), torch "
-              f"{torch.__version__}, {platform.machine()}.", ""]
+    command = f"tanet ablate {study.ref or study.source}{where}"
+    lines += ["", f"Reproduce: `{command}` (finished runs are kept; results.csv has every run). "
+              f"{os.cpu_count()} CPU core(s), torch {torch.__version__}, {platform.machine()}.", ""]
     return "\n".join(lines)
 
 
@@ -169,7 +169,8 @@ def _setting(study: Any, runs: list[Any]) -> str:
         data = f"`{cfg['data']['train']}` / `{cfg['data']['val']}`"
     tc = cfg["train"]
     return (f"Data: {data}. Recipe `{study.recipe}` with the study's overrides: "
-            f"{tc['epochs']} epoch{'s' if tc['epochs'] != 1 else ''}, batch {tc['batch_size']}, {tc['optimizer']} lr {tc['lr']:g}, "
+            f"{tc['epochs']} epoch{'s' if tc['epochs'] != 1 else ''}, batch {tc['batch_size']}, "
+            f"{tc['optimizer']} lr {tc['lr']:g}, "
             f"T={cfg['model']['num_segments']}, {cfg['model']['input_size'] or 'default'} px "
             f"input. Seeds {', '.join(str(s) for s in study.seeds)} (train.seed: "
             f"initialisation and clip order; the videos are the same for every seed).")

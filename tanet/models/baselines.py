@@ -60,7 +60,8 @@ class MotionExcitation(nn.Module):
             raise ValueError(f"motion excitation got {nt} frames, not a multiple of T={t}")
         f = self.bn1(self.conv1(x))  # (N*T, C/r, H, W)
         g = self.conv2(f)  # (N*T, C/r, H, W)
-        f, g = f.view(nt // t, t, *f.shape[1:]), g.view(nt // t, t, *g.shape[1:])  # (N, T, C/r, H, W)
+        f = f.view(nt // t, t, *f.shape[1:])  # (N, T, C/r, H, W)
+        g = g.view(nt // t, t, *g.shape[1:])  # (N, T, C/r, H, W)
         diff = g[:, 1:] - f[:, :-1]  # (N, T-1, C/r, H, W): frame t+1 transformed minus frame t
         pooled = diff.mean(dim=(3, 4))  # (N, T-1, C/r)
         pooled = F.pad(pooled, (0, 0, 0, 1))  # (N, T, C/r): zero motion for the last frame
