@@ -36,6 +36,7 @@ class TamConfig:
 
     branches: str | None = None  # both | local | global
     kernel: str | None = None  # adaptive | fixed (a learned static channel-wise temporal conv)
+    kernel_init: str | None = None  # uniform | random: start of a fixed kernel
     stages: list[int] | None = None  # which of layer1..4 get TAM, e.g. [3, 4]
     every: int | None = None  # every n-th block of a stage
     position: str | None = None  # before_conv1 | after_conv1 | after_conv2

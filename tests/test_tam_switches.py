@@ -147,6 +147,9 @@ def test_branch_semantics():
         _, t1 = fixed.branches(x)
         _, t2 = fixed.branches(torch.randn(16, 8, 4, 4))
     assert torch.equal(t1, t2) and torch.allclose(t1.sum(-1), torch.ones(2, 8))
+    assert torch.equal(TAM(8, 8, kernel="fixed").kernel_logits, torch.zeros(8, 3))  # uniform
+    rand = TAM(8, 8, kernel="fixed", kernel_init="random").kernel_logits
+    assert 0.1 < rand.std() < 0.7  # G's spread at initialisation, not time-symmetric
     glob = TAM(8, 8, branches="global").eval()
     with torch.no_grad():
         v, _ = glob.branches(x)
@@ -169,7 +172,7 @@ def test_config_keys_reach_the_model_and_card():
 @pytest.mark.parametrize("kw,match", [
     ({"branches": "lokal"}, "branches"), ({"kernel": "static"}, "kernel"),
     ({"branches": "local", "kernel": "fixed"}, "no aggregation kernel"),
-    ({"stages": [0, 5]}, "stages"), ({"stages": []}, "stages"), ({"every": 0}, "every"),
+    ({"kernel_init": "random"}, "only with kernel='fixed'"), ({"stages": [0, 5]}, "stages"), ({"stages": []}, "stages"), ({"every": 0}, "every"),
     ({"position": "after_conv3"}, "position")])
 def test_bad_switches_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):

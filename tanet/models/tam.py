@@ -31,11 +31,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["TAM", "FORMULATIONS", "BRANCHES", "KERNELS"]
+__all__ = ["TAM", "FORMULATIONS", "BRANCHES", "KERNELS", "KERNEL_INITS"]
 
 FORMULATIONS = ("fast", "reference")
 BRANCHES = ("both", "local", "global")
 KERNELS = ("adaptive", "fixed")
+KERNEL_INITS = ("uniform", "random")
+# std of the random fixed-kernel logits: the spread of G's pre-softmax logits at initialisation
+# (measured on random input: 0.3-0.4), so both kernels start equally far from uniform
+_RANDOM_LOGIT_STD = 0.35
 
 
 class TAM(nn.Module):
@@ -53,6 +57,8 @@ class TAM(nn.Module):
         kernel: ``"adaptive"`` (paper) | ``"fixed"``: Theta from G, or a learned static
             per-channel kernel (parameter ``kernel_logits`` (C, K), zero-initialised: a uniform
             average until trained).
+        kernel_init: ``"uniform"`` (zero logits: a time-symmetric start) | ``"random"`` (logits
+            N(0, 0.35^2), the spread of G's logits at initialisation); ``kernel="fixed"`` only.
 
     Parameter names are the authors' (``G.0``, ``G.1``, ``G.3``, ``L.0``, ``L.1``, ``L.3``), so
     their weights load with no renaming.
@@ -70,6 +76,7 @@ class TAM(nn.Module):
         formulation: str = "fast",
         branches: str = "both",
         kernel: str = "adaptive",
+        kernel_init: str = "uniform",
     ) -> None:
         super().__init__()
         if num_segments < 2:
@@ -87,6 +94,9 @@ class TAM(nn.Module):
             raise ValueError(f"unknown TAM branches={branches!r} / kernel={kernel!r}; choose "
                              f"branches from {BRANCHES} and kernel from {KERNELS} "
                              "(tam_kwargs, or model.tam.* in a config)")
+        if kernel_init not in KERNEL_INITS or (kernel_init != "uniform" and kernel != "fixed"):
+            raise ValueError(f"TAM kernel_init={kernel_init!r}: choose from {KERNEL_INITS}, and "
+                             "only with kernel='fixed' (the adaptive kernel has no parameter)")
         if kernel == "fixed" and branches == "local":
             raise ValueError("TAM kernel='fixed' replaces the global branch's kernel, but "
                              "branches='local' has no aggregation kernel; use branches='both' "
@@ -115,6 +125,8 @@ class TAM(nn.Module):
             )
         elif kernel == "fixed":
             self.kernel_logits = nn.Parameter(torch.zeros(in_channels, kernel_size))  # (C, K)
+            if kernel_init == "random":
+                nn.init.normal_(self.kernel_logits, std=_RANDOM_LOGIT_STD)
         if branches != "global":
             self.L = nn.Sequential(  # local branch: (N, C, T) -> (N, C, T)
                 nn.Conv1d(in_channels, in_channels // beta, local_kernel_size, stride=1,
