@@ -23,11 +23,27 @@ from typing import Any, Union
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "ConfigError",
            "load_config", "find_config", "list_recipes", "apply_overrides", "config_to_dict",
-           "config_from_dict", "dump_config"]
+           "config_from_dict", "dump_config", "TamConfig"]
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class TamConfig:
+    """TAM's switches (``tanet_*`` models), passed as ``tam_kwargs``; null keeps the paper's."""
+
+    branches: str | None = None  # both | local | global
+    kernel: str | None = None  # adaptive | fixed (a learned static channel-wise temporal conv)
+    kernel_init: str | None = None  # uniform | random: start of a fixed kernel
+    stages: list[int] | None = None  # which of layer1..4 get TAM, e.g. [3, 4]
+    every: int | None = None  # every n-th block of a stage
+    position: str | None = None  # before_conv1 | after_conv1 | after_conv2
+    kernel_size: int | None = None  # K
+    alpha: int | None = None
+    beta: int | None = None
+    local_kernel_size: int | None = None
 
 
 @dataclass
@@ -42,6 +58,7 @@ class ModelConfig:
     dropout: float = 0.5
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
     input_size: int | None = None  # crop size in px; None: the model's default
+    tam: TamConfig = field(default_factory=TamConfig)  # TAM switches; e.g. model.tam.branches=local
 
 
 @dataclass

@@ -12,10 +12,10 @@ import contextlib
 import sys
 from typing import Sequence
 
-from tanet.cli import datasets, features, inference, models, serving, training
+from tanet.cli import datasets, features, inference, models, research, serving, training
 
 # Registration order is the order in `tanet --help`.
-GROUPS = (models, training, datasets, inference, features, serving)
+GROUPS = (models, training, datasets, inference, features, serving, research)
 
 
 def _common_options(parser: argparse.ArgumentParser, default: object) -> None:

@@ -3,6 +3,7 @@ its schedule, autocast. Plain functions, no state."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +97,16 @@ def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, bat
 
 def build_model(cfg: Config, class_names: Sequence[str], *,
                 log: Callable[[str], None] | None = None) -> Recognizer:
-    """The recognizer of ``model.*`` with ``len(class_names)`` outputs, started from
-    ``model.init_from`` if set (``log`` gets the report: tensors loaded, re-initialised,
-    adapted) and with a frozen backbone under ``train.freeze_backbone``. Its card records the
-    test pipeline of the run (names, crop size, short side, sampling)."""
+    """The recognizer of ``model.*`` with ``len(class_names)`` outputs (``model.tam.*`` set:
+    TAM's switches, recorded in the card), started from ``model.init_from`` if set (``log``
+    gets the report: tensors loaded, re-initialised, adapted) and with a frozen backbone under
+    ``train.freeze_backbone``. Its card records the test pipeline of the run (names, crop size,
+    short side, sampling)."""
+    tam = {k: v for k, v in dataclasses.asdict(cfg.model.tam).items() if v is not None}
     model = create_model(cfg.model.name, num_classes=len(class_names),
                          num_segments=cfg.model.num_segments, dropout=cfg.model.dropout,
                          partial_bn=cfg.model.partial_bn, pretrained=cfg.model.pretrained,
-                         class_names=list(class_names))
+                         class_names=list(class_names), **({"tam_kwargs": tam} if tam else {}))
     card = model.card
     if cfg.model.input_size:
         s = cfg.model.input_size

@@ -42,8 +42,8 @@ from tanet.models.checkpoint import CheckpointError, read_metadata
 __all__ = ["train", "RunningStats"]
 
 # keys that define a run: a resume with other values would continue a different experiment
-_SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "data.train",
-                  "data.labels", "data.format", "train.seed")
+_SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
+                  "data.train", "data.labels", "data.format", "train.seed")
 
 
 @dataclass
@@ -266,12 +266,19 @@ def _check_same_run(run: _Run) -> None:
     if not saved:
         return
     now = config_to_dict(run.cfg)
-    differ = [k for k in _SAME_RUN_KEYS if _lookup(saved, k) != _lookup(now, k)]
+    differ = [k for k in _SAME_RUN_KEYS  # keys a run saved by an older tanet lacks are skipped
+              if _has(saved, k) and _lookup(saved, k) != _lookup(now, k)]
     if differ:
         detail = "; ".join(f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(now, k)!r}"
                            for k in differ)
         raise ValueError(f"{run.out}: --resume of a different run ({detail}); use another "
                          f"output directory or the saved settings")
+
+
+def _has(d: dict[str, Any], key: str) -> bool:
+    *parents, leaf = key.split(".")
+    parent = _lookup(d, ".".join(parents)) if parents else d
+    return isinstance(parent, dict) and leaf in parent
 
 
 def _lookup(d: dict[str, Any], key: str) -> Any:

@@ -114,7 +114,8 @@ def convert_mmaction2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 def infer_architecture(state: Mapping[str, torch.Tensor], *, shift: bool = False,
                        path: str | os.PathLike = "checkpoint") -> dict[str, Any]:
     """Read name, num_classes, num_segments and builder kwargs off a tanet-named state dict:
-    depth from the block counts, widths from conv1 shapes, T/alpha/K/beta from TAM's G and L."""
+    depth from the block counts, widths from conv1 shapes, T/alpha/K/beta from TAM's G and L,
+    TAM's switches from which blocks and branches have tensors (:func:`_tam_switches`)."""
     if "fc.weight" not in state or "backbone.conv1.weight" not in state:
         raise CheckpointError(f"{path}: no classifier (fc) or stem (conv1) after renaming; is it a "
                               "full video model checkpoint rather than an ImageNet backbone?")
@@ -131,17 +132,16 @@ def infer_architecture(state: Mapping[str, torch.Tensor], *, shift: bool = False
                                   "(ResNet-50/101/152 style) are supported, not ResNet-18/34")
         widths.append(int(w.shape[0]))
     stem = int(state["backbone.conv1.weight"].shape[0])
-    g0 = state.get("backbone.layer1.0.temporal.G.0.weight")  # (alpha*T, T)
     kwargs: dict[str, Any] = {}
     num_segments = None
-    if g0 is not None:
+    tam_key = re.compile(r"backbone\.layer(\d)\.(\d+)\.temporal\.(?:G\.|L\.|kernel_logits)")
+    tam_blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in state
+                         if (m := tam_key.match(k))})
+    if tam_blocks:
         prefix = "tanet"
-        num_segments = int(g0.shape[1])
-        l0 = state["backbone.layer1.0.temporal.L.0.weight"]  # (C/beta, C, q)
-        kwargs["tam_kwargs"] = dict(alpha=int(g0.shape[0]) // num_segments,
-                                    beta=widths[0] // int(l0.shape[0]),
-                                    kernel_size=int(state["backbone.layer1.0.temporal.G.3.weight"].shape[0]),
-                                    local_kernel_size=int(l0.shape[2]))
+        num_segments, kwargs["tam_kwargs"] = _tam_switches(state, tam_blocks, layers, widths, path)
+    elif any(re.match(r"backbone\.layer\d\.\d+\.temporal\.conv2\.", k) for k in state):
+        prefix = "tea"
     else:
         prefix = "tsm" if shift else "tsn"
     depth = next((d for d, lay in DEPTHS.items() if tuple(layers) == lay), None)
@@ -152,6 +152,55 @@ def infer_architecture(state: Mapping[str, torch.Tensor], *, shift: bool = False
         kwargs.update(layers=list(layers), widths=list(widths), stem_width=stem)
     return dict(name=name, num_classes=int(state["fc.weight"].shape[0]), num_segments=num_segments,
                 kwargs=kwargs)
+
+
+def _tam_switches(state: Mapping[str, torch.Tensor], blocks: list[tuple[int, int]],
+                  layers: list[int], widths: list[int],
+                  path: str | os.PathLike) -> tuple[int | None, dict[str, Any]]:
+    """T and ``tam_kwargs`` off the TAM tensors of ``blocks`` ((stage, index) pairs): alpha, beta,
+    K and the local kernel always (the authors' defaults included), and the switches (branches,
+    kernel, stages, every, position) only where they differ from the paper's TANet. T is only
+    in G's weights (None without G); ``after_conv2`` has ``after_conv1``'s shapes (and G alone
+    has no channel axis at all), so only a tanet checkpoint's card tells them apart."""
+    s0, i0 = blocks[0]
+    pre = f"backbone.layer{s0}.{i0}.temporal."
+    g0, l0 = state.get(pre + "G.0.weight"), state.get(pre + "L.0.weight")  # (aT, T), (C/b, C, q)
+    fixed = state.get(pre + "kernel_logits")  # (C, K)
+    num_segments = int(g0.shape[1]) if g0 is not None else None
+    tam: dict[str, Any] = {}
+    if g0 is not None:
+        tam["alpha"] = int(g0.shape[0]) // num_segments
+    if l0 is not None:
+        tam["beta"] = int(l0.shape[1]) // int(l0.shape[0])
+    if fixed is not None or g0 is not None:  # local only: no kernel, K is moot
+        tam["kernel_size"] = int(fixed.shape[1] if fixed is not None
+                                 else state[pre + "G.3.weight"].shape[0])
+    if l0 is not None:
+        tam["local_kernel_size"] = int(l0.shape[2])
+    if l0 is None:
+        tam["branches"] = "global"
+    elif g0 is None and fixed is None:
+        tam["branches"] = "local"
+    if fixed is not None:
+        tam["kernel"] = "fixed"
+    sl, il = blocks[-1]  # past layer1.0, a block's input is wider than its bottleneck
+    last = f"backbone.layer{sl}.{il}.temporal."
+    chan = next((int(state[last + k].shape[i]) for k, i in (("L.0.weight", 1), ("kernel_logits", 0))
+                 if last + k in state), None)  # G alone has no channel axis
+    if chan is not None and chan != widths[sl - 1]:
+        tam["position"] = "before_conv1"
+    stages = sorted({s for s, _ in blocks})
+    every = next((n for n in range(1, max(layers) + 1)
+                  if all({i for s, i in blocks if s == st} == set(range(0, layers[st - 1], n))
+                         for st in stages)), None)
+    if every is None:
+        raise CheckpointError(f"{path}: TAM sits in blocks {blocks}, which no stages/every "
+                              "placement describes")
+    if stages != [1, 2, 3, 4]:
+        tam["stages"] = stages
+    if every != 1:
+        tam["every"] = every
+    return num_segments, tam
 
 
 def read_checkpoint(path: str | os.PathLike, *, source: str = "auto") -> ImportedCheckpoint:

@@ -81,10 +81,11 @@ def _resnet(depth: int, temporal: str | None) -> Callable[..., ResNet]:
 
 
 def _tiny(temporal: str | None) -> Callable[..., ResNet]:
-    def build(*, num_segments: int, tam_kwargs: dict | None = None, **kw: Any) -> ResNet:
+    def build(*, num_segments: int, tam_kwargs: dict | None = None, layers=(1, 1, 1, 1),
+              **kw: Any) -> ResNet:
         kw.setdefault("widths", (16, 32, 64, 128))
         kw.setdefault("stem_width", 16)
-        return ResNet((1, 1, 1, 1), temporal=temporal, num_segments=num_segments,
+        return ResNet(tuple(layers), temporal=temporal, num_segments=num_segments,
                       tam_kwargs=tam_kwargs, **kw)
 
     return build
@@ -106,6 +107,7 @@ for _depth in (50, 101, 152):
 for _depth in (50, 101):
     register_model(f"tsn_r{_depth}", _resnet(_depth, None))
     register_model(f"tsm_r{_depth}", _resnet(_depth, "shift"))
-for _kind, _temporal in (("tanet", "tam"), ("tsn", None), ("tsm", "shift")):
+register_model("tea_r50", _resnet(50, "me"))  # TEA's motion excitation (tanet.models.baselines)
+for _kind, _temporal in (("tanet", "tam"), ("tsn", None), ("tsm", "shift"), ("tea", "me")):
     register_model(f"{_kind}_tiny", _tiny(_temporal), input_size=(3, 64, 64), resize=72)
     register_model(f"{_kind}_resnet", _custom(_temporal), hidden=True)
