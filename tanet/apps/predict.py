@@ -202,6 +202,14 @@ class Predictor:
         probs = self._scores(views)  # (K,)
         return Prediction(str(path), self._top(probs), probs)
 
+    def predict_frames(self, frames: np.ndarray, name: str = "") -> Prediction:
+        """Top-k of decoded frames (clips, T, H, W, 3) uint8 whose short side is already
+        ``short_side`` (as the decoder gives them): the rest of :meth:`predict`'s pipeline, for
+        frames from elsewhere (the live mode's ring buffer)."""
+        views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
+        probs = self._scores(views)  # (K,)
+        return Prediction(name, self._top(probs), probs)
+
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.
 
