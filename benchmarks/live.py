@@ -6,8 +6,9 @@ serves it over HTTP on 127.0.0.1 paced by its timestamps at 1x, 2x, 4x ... real 
 suite's server, tests/_live_server.py) and runs ``tanet predict URL --live`` (``run_live``, 2 s
 windows every 2 s, PyTorch eager fp32) on each, until a rate drops frames. Per rate: the pace the
 source achieved, windows classified/dropped, frames dropped, inference ms per window (median,
-min), the real-time factor (inference / stride) and the latency from a window's last frame to
-its result. The machine's load average is printed before and after: the host may be shared.
+min; and, measured just before each rate, the same call on a fixed clip with no stream
+running, "offline"), the real-time factor (inference / stride) and the latency from a window's
+last frame to its result. The load average is printed before and after: the host may be shared.
 Usage: python benchmarks/live.py [--seconds 30] [--rates 1,2,4,6,8] [--size 320x240]
 """
 from __future__ import annotations
@@ -21,11 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+from _timing import interleaved  # noqa: E402
 from predict import make_video  # noqa: E402
 from _live_server import StreamServer  # noqa: E402
 
@@ -58,14 +61,19 @@ def main() -> int:
         ckpt = save_model(tmp / "tanet_r50_8f.safetensors", model)
         stream = make_video(tmp / "stream.ts", seconds=args.seconds, fps=25, w=w, h=h)
         predictor = Predictor(ckpt, views="1x1")
+        g = predictor.geometry
+        clip = np.random.default_rng(0).integers(0, 255, (1, 8, g.short_side, g.short_side * 4 // 3,
+                                                          3), dtype=np.uint8)  # (1, T, H, W, 3)
         for rate in rates:
+            offline = interleaved({"offline": lambda: predictor.predict_frames(clip)},
+                                  rounds=3, warmup=1)["offline"]
             out = io.StringIO()
             with StreamServer(stream, rate=rate) as url:
                 stats = run_live(predictor, url, window=args.window, stride=args.stride,
                                  quiet=True, out=out, err=io.StringIO())
             results = [json.loads(x) for x in out.getvalue().splitlines()]
             infer = [r["timing"]["infer_ms"] for r in results]
-            rows.append((rate, stats, statistics.median(infer), min(infer)))
+            rows.append((rate, stats, statistics.median(infer), min(infer), 1e3 * offline))
             if stats.frames_dropped:
                 break
     load1 = os.getloadavg()
@@ -76,14 +84,15 @@ def main() -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (1 min)\n")
     head = (f"{'rate':>5}{'pace':>7}{'windows':>9}{'dropped':>9}{'frames dropped':>16}"
-            f"{'infer ms med/min':>18}{'rtf':>7}{'rtf x rate':>12}{'latency max ms':>16}")
+            f"{'infer ms med/min':>18}{'offline ms':>12}{'rtf':>7}{'rtf x rate':>12}"
+            f"{'latency max ms':>16}")
     print(head)
     print("-" * len(head))
-    sustained = max((r for r, s, _, _ in rows if not s.frames_dropped), default=0.0)
-    for rate, s, med, lo in rows:
+    sustained = max((r for r, s, *_ in rows if not s.frames_dropped), default=0.0)
+    for rate, s, med, lo, off in rows:
         d = s.to_json()
         print(f"{rate:>4g}x{d['pace']:>7.2f}{s.windows:>9}{s.windows_dropped:>9}"
-              f"{s.frames_dropped:>16}{f'{med:.0f} / {lo:.0f}':>18}{s.rtf:>7.3f}"
+              f"{s.frames_dropped:>16}{f'{med:.0f} / {lo:.0f}':>18}{off:>12.0f}{s.rtf:>7.3f}"
               f"{s.rtf * rate:>12.2f}{d['latency_ms_max']:>16.0f}")
     base = rows[0][1]
     print(f"\nhighest rate sustained without dropping frames: {sustained:g}x real time "

@@ -206,6 +206,8 @@ class LiveSession:
                  format: str | None = None, options: Mapping[str, str] | None = None,
                  timeout: float = 30.0, realtime: bool | None = None, warm_up: int = 2) -> None:
         stride = stride or window / 2
+        if window <= 0 or stride <= 0:
+            raise ValueError(f"--window and --stride must be > 0 seconds, got {window}, {stride}")
         self.predictor, self.source = predictor, source
         self._warm_up(warm_up)
         self.opened = time.monotonic()
@@ -263,7 +265,9 @@ class LiveSession:
         """Stop reading; the reader thread ends after its current read (a daemon thread, so a
         source that sends nothing more cannot keep the process alive)."""
         self._stop.set()
-        if self._reader.is_alive():
+        if self._reader.ident is None:  # never started: the stream is still ours to close
+            self.stream.close()
+        elif self._reader.is_alive():
             self._reader.join(wait)
 
     # ---------------------------------------------------------------------------- windows

@@ -74,9 +74,10 @@ def _format_names() -> set[str]:
 
 
 def resolve_source(source: str, format: str | None = None) -> tuple[str, str | None, str]:
-    """``(url, format, kind)`` for FFmpeg: ``-`` is ``pipe:0``; ``/dev/video*`` is a v4l2 device
-    and ``video=...`` a dshow one unless ``format`` says otherwise; a format names an input
-    device or demuxer of this FFmpeg build; a path must be an existing file."""
+    """``(url, format, kind)`` for FFmpeg, kind one of stdin, url, file, device: ``-`` is
+    ``pipe:0``; an existing file is a file; any other name is a device of input format
+    ``format`` (which must be in this FFmpeg build), by default v4l2 for ``/dev/video*`` and
+    dshow for ``video=...``."""
     if format is not None and format not in _format_names():
         devices = sorted(n for n in ("v4l2", "avfoundation", "dshow", "lavfi", "x11grab")
                          if n in _format_names())
@@ -87,14 +88,14 @@ def resolve_source(source: str, format: str | None = None) -> tuple[str, str | N
         return "pipe:0", format, "stdin"
     if "://" in source:
         return source, format, "url"
+    if Path(source).is_file():
+        return source, format, "file"
     if format is None and source.startswith("/dev/video"):
         format = "v4l2"
     elif format is None and source.startswith("video="):
         format = "dshow"
     if format is not None:
-        return source, format, "device" if format in DEVICE_FORMATS.values() else "url"
-    if Path(source).is_file():
-        return source, None, "file"
+        return source, format, "device"
     here = DEVICE_FORMATS.get(sys.platform, "v4l2")
     raise StreamError(f"{source}: no such file; a live SOURCE is a URL (rtsp://, http://, ...), "
                       f"- for standard input, or a capture device (/dev/video0, or a device name "
