@@ -6,7 +6,7 @@ serves it over HTTP on 127.0.0.1 paced by its timestamps at 1x, 2x, 4x ... real 
 suite's server, tests/_live_server.py) and runs ``tanet predict URL --live`` (``run_live``, 2 s
 windows every 2 s, PyTorch eager fp32) on each, until a rate drops frames. Per rate: the pace the
 source achieved, windows classified/dropped, frames dropped, inference ms per window (median,
-min; and, measured just before each rate, the same call on a fixed clip with no stream
+min, max; and, measured just before each rate, the same call on a fixed clip with no stream
 running, "offline"), the real-time factor (inference / stride) and the latency from a window's
 last frame to its result. The load average is printed before and after: the host may be shared.
 Usage: python benchmarks/live.py [--seconds 30] [--rates 1,2,4,6,8] [--size 320x240]
@@ -73,7 +73,7 @@ def main() -> int:
                                  quiet=True, out=out, err=io.StringIO())
             results = [json.loads(x) for x in out.getvalue().splitlines()]
             infer = [r["timing"]["infer_ms"] for r in results]
-            rows.append((rate, stats, statistics.median(infer), min(infer), 1e3 * offline))
+            rows.append((rate, stats, infer, 1e3 * offline))
             if stats.frames_dropped:
                 break
     load1 = os.getloadavg()
@@ -84,15 +84,16 @@ def main() -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (1 min)\n")
     head = (f"{'rate':>5}{'pace':>7}{'windows':>9}{'dropped':>9}{'frames dropped':>16}"
-            f"{'infer ms med/min':>18}{'offline ms':>12}{'rtf':>7}{'rtf x rate':>12}"
+            f"{'infer ms med/min/max':>22}{'offline ms':>12}{'rtf':>7}{'rtf x rate':>12}"
             f"{'latency max ms':>16}")
     print(head)
     print("-" * len(head))
     sustained = max((r for r, s, *_ in rows if not s.frames_dropped), default=0.0)
-    for rate, s, med, lo, off in rows:
+    for rate, s, infer, off in rows:
+        ms = f"{statistics.median(infer):.0f}/{min(infer):.0f}/{max(infer):.0f}"
         d = s.to_json()
         print(f"{rate:>4g}x{d['pace']:>7.2f}{s.windows:>9}{s.windows_dropped:>9}"
-              f"{s.frames_dropped:>16}{f'{med:.0f} / {lo:.0f}':>18}{off:>12.0f}{s.rtf:>7.3f}"
+              f"{s.frames_dropped:>16}{ms:>22}{off:>12.0f}{s.rtf:>7.3f}"
               f"{s.rtf * rate:>12.2f}{d['latency_ms_max']:>16.0f}")
     base = rows[0][1]
     print(f"\nhighest rate sustained without dropping frames: {sustained:g}x real time "

@@ -366,10 +366,11 @@ def run_live(predictor: Predictor, source: str, *, window: float = 2.0,
 
         def tick() -> None:
             nonlocal next_status
-            if not quiet and time.monotonic() >= next_status:
+            now = time.monotonic()
+            if not quiet and now >= next_status:
                 session._account()
                 print("live status: " + json.dumps(stats.to_json()), file=err, flush=True)
-                next_status += status_every
+                next_status = now + status_every
 
         try:
             for res in session.windows(on_tick=tick):
