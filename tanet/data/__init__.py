@@ -3,7 +3,7 @@
 Modules (import them directly; this package imports nothing so that ``import tanet`` stays cheap):
 
 * :mod:`tanet.data.decode`: ``open_video``, ``read_frames``, ``VideoDecodeError`` (reading videos;
-  with :mod:`tanet.data.encode`, the only modules that import PyAV).
+  with :mod:`tanet.data.encode` and :mod:`tanet.data.stream`, the only modules that import PyAV).
 * :mod:`tanet.data.encode`: ``write_video`` (tests, the synthetic benchmark).
 * :mod:`tanet.data.sampling`: ``segment_indices``, ``uniform_clips_indices``, ``dense_indices``.
 * :mod:`tanet.data.annotations`: ``read_annotations``, ``Record``, class-name files.
@@ -11,4 +11,5 @@ Modules (import them directly; this package imports nothing so that ``import tan
   functions behind them.
 * :mod:`tanet.data.dataset`: ``VideoDataset``, ``collate``, ``build_loader``.
 * :mod:`tanet.data.synthetic`: ``generate`` (the forward/backward temporal benchmark).
+* :mod:`tanet.data.stream`: ``LiveStream`` (live sources: URLs, pipes, capture devices).
 """
