@@ -1,4 +1,5 @@
-"""Applications on top of models, data and engine: prediction, export, visualisation, the demo.
+"""Applications on top of models, data and engine: prediction, live streams, export,
+visualisation, the demo.
 
 Each module is one command's worth of behaviour; ``tanet.cli`` parses arguments and calls them.
 """

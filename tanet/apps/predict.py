@@ -254,6 +254,14 @@ class Predictor:
         feats = self.backend.features(views).mean(0)  # (T, D)
         return feats if per_frame else feats.mean(0)  # (T, D) or (D,)
 
+    def predict_frames(self, frames: np.ndarray, name: str = "") -> Prediction:
+        """Top-k of decoded frames (clips, T, H, W, 3) uint8 whose short side is already
+        ``short_side`` (as the decoder gives them): the rest of :meth:`predict`'s pipeline, for
+        frames from elsewhere (the live mode's ring buffer)."""
+        views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
+        probs = self._scores(views)  # (K,)
+        return Prediction(name, self._top(probs), probs)
+
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.
 

@@ -14,7 +14,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                        description="Top-k classes per video from a checkpoint alone (its model "
                                    "card gives frames, size, mean/std and class names).")
     p.add_argument("input", help="a video file, a directory (walked recursively), or a list "
-                                 "(annotation file or paths one a line; relative to its folder)")
+                                 "(annotation file or paths one a line; relative to its folder); "
+                                 "with --live a URL, - (standard input) or a capture device "
+                                 "(/dev/video0)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="tanet .safetensors (or an authors'/mmaction2 .pth), a "
                                           "weights name (e.g. tanet_r50.k400, see `tanet models "
@@ -41,7 +43,30 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (Inductor; the first video pays the compile)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--live", action="store_true",
+                   help="classify a live source as it streams: one JSON line per --stride "
+                        "(window default 2 s), late windows dropped; see tanet.apps.live")
+    p.add_argument("--format", default=None, help="--live: FFmpeg input format to force "
+                   "(v4l2, avfoundation, dshow, mpegts, h264, lavfi, ...)")
+    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="--live: FFmpeg input option, e.g. framerate=30 or rtsp_transport=udp")
     p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict_live(args: argparse.Namespace) -> int:
+    from tanet.apps.live import run_live
+    from tanet.apps.predict import Predictor
+
+    bad = [o for o in args.input_option if "=" not in o]
+    if bad:
+        raise ValueError(f"--input-option {bad[0]!r}: expected KEY=VALUE, e.g. framerate=30")
+    options = dict(o.split("=", 1) for o in args.input_option)
+    predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
+                          labels=args.labels, device=args.device, amp=args.amp,
+                          sampling=args.sampling, compile=args.compile)
+    stats = run_live(predictor, args.input, window=args.window or 2.0, stride=args.stride,
+                     format=args.format, options=options, quiet=args.quiet)
+    return 1 if stats.end.startswith("error") else 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -63,6 +88,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
     from tanet.apps.sharding import ordered_map
     from tanet.engine.distributed import all_sum
 
+    if args.live:
+        return _cmd_predict_live(args)
     paths = read_video_list(args.input).files
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
                           labels=args.labels, amp=args.amp, sampling=args.sampling,

@@ -4,7 +4,8 @@ Modules (import them directly; this package imports nothing so that ``import tan
 
 * :mod:`tanet.data.decode`: ``open_video``, ``read_frames``, ``VideoDecodeError`` (reading videos;
   with its frame index (:mod:`~tanet.data.frame_index`, :mod:`~tanet.data.index_cache`),
-  :mod:`tanet.data.encode` and :mod:`tanet.data.variants`, the only modules that import PyAV).
+  :mod:`tanet.data.encode`, :mod:`tanet.data.variants` and :mod:`tanet.data.stream`, the only
+  modules that import PyAV).
 * :mod:`tanet.data.encode`: ``write_video`` (tests, the synthetic benchmark).
 * :mod:`tanet.data.variants`: real-world file shapes (packed B-frames, pts = dts, truncation).
 * :mod:`tanet.data.sampling`: ``segment_indices``, ``uniform_clips_indices``, ``dense_indices``.
@@ -13,4 +14,5 @@ Modules (import them directly; this package imports nothing so that ``import tan
   functions behind them.
 * :mod:`tanet.data.dataset`: ``VideoDataset``, ``collate``, ``build_loader``.
 * :mod:`tanet.data.synthetic`: ``generate`` (the forward/backward temporal benchmark).
+* :mod:`tanet.data.stream`: ``LiveStream`` (live sources: URLs, pipes, capture devices).
 """
