@@ -347,7 +347,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
         text_field = _leaf_type(cfg, key) in (str, str | None)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except (yaml.YAMLError, ValueError, RecursionError) as e:
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as e:
             if not text_field:
                 raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
             value = raw.strip()
@@ -405,7 +405,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         source = str(path)
         try:
             data = _floatify(yaml.safe_load(_read_text(path)))
-        except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of > 4300 digits
+        except (yaml.YAMLError, ValueError, OverflowError) as e:  # an int of > 4300 digits; a
+            # \U escape past the last code point
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         except RecursionError:
             raise ConfigError(f"{path}: YAML nested too deeply") from None

@@ -129,3 +129,13 @@ def test_frame_template_is_checked():
     for bad in ("img.jpg", "img_{name}.jpg", "img_{:05d"):
         with pytest.raises(ConfigError, match="data.frame_template"):
             apply_overrides(Config(), [f"data.frame_template={bad}"]).validate("x")
+
+
+def test_yaml_escape_past_the_last_code_point_is_a_config_error(tmp_path):
+    """Found by the fuzz test: PyYAML raises OverflowError for a \\U escape above 0x10FFFF."""
+    path = tmp_path / "bad.yaml"
+    path.write_text('output: "\\U99999999"\n')
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, ['train.epochs="\\U99999999"'])

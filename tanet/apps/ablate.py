@@ -110,7 +110,7 @@ def load_study(path_or_name: str | os.PathLike) -> Study:
     path = find_study(path_or_name)
     try:
         raw = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as e:
         raise StudyError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping with recipe, variants and seeds")
