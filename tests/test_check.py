@@ -132,3 +132,35 @@ def test_a_worker_crash_costs_only_its_video(ds, monkeypatch):
     results = C.check_all(jobs, workers=2)
     assert [r.status for r in results] == ["ok", "error", "warning", "ok", "error"]
     assert "crashed" in results[1].cause
+
+
+def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
+    import shutil
+
+    videos = tmp_path / "UCF-101"
+    for rel in ("Archery/v_Archery_g01_c01.mp4", "YoYo/v_YoYo_g01_c01.mp4",
+                "YoYo/v_YoYo_g08_c01.mp4"):
+        (videos / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ds / "videos" / "a" / "good.mp4", videos / rel)
+    splits = tmp_path / "ucfTrainTestlist"
+    splits.mkdir()
+    (splits / "classInd.txt").write_text("1 Archery\n2 YoYo\n")
+    (splits / "trainlist02.txt").write_text("YoYo/v_YoYo_g08_c01.mp4 2\nYoYo/v_YoYo_g09_c01.mp4 2\n")
+    (splits / "testlist02.txt").write_text("Archery/v_Archery_g01_c01.mp4\n")
+    out, fixed = tmp_path / "c.csv", tmp_path / "fixed.txt"
+    rc = main(["check", str(splits), "--root", str(videos), "--split", "2", "--out", str(out),
+               "--fix-list", str(fixed), "--quiet", "--workers", "1"])
+    rows = list(csv.DictReader(out.open()))
+    assert rc == 0 and [r["status"] for r in rows] == ["ok", "error", "ok"]  # train, then test
+    assert fixed.read_text() == "YoYo/v_YoYo_g08_c01.mp4 1\nArchery/v_Archery_g01_c01.mp4 0\n"
+    results, _ = C.run_check(splits / "trainlist02.txt", out=out, root=videos, workers=1,
+                             quiet=True, fix_list=fixed)  # a split file keeps its own lines
+    assert len(results) == 2 and fixed.read_text() == "YoYo/v_YoYo_g08_c01.mp4 2\n"
+    hmdb = tmp_path / "hmdb_splits"
+    hmdb.mkdir()
+    (hmdb / "Archery_test_split1.txt").write_text("v_Archery_g01_c01.mp4 2\nmissing.avi 0\n")
+    (hmdb / "YoYo_test_split1.txt").write_text("v_YoYo_g01_c01.mp4 1\n")
+    ds_h = C.read_dataset(hmdb, root=videos, subset="test")
+    assert ds_h.format == "hmdb51" and [r.path for r in ds_h.records] == [
+        "Archery/v_Archery_g01_c01.mp4"]
+    assert len(C.read_dataset(hmdb, root=videos).records) == 2  # all: train and test

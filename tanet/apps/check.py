@@ -98,15 +98,31 @@ def _flat_folder(path: Path) -> list[Record]:
             if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")]
 
 
+def _split_records(source: Path, fmt: str, labels, split: int, subset: str) -> list[Record]:
+    """UCF101 / HMDB51 official splits: one subset, or ``"all"`` (train then test)."""
+    subsets = ("train", "test") if subset == "all" else (subset,)
+    return [r for s in subsets
+            for r in read_annotations(source, labels=labels, format=fmt, split=split,
+                                      subset=s)[0]]
+
+
 def read_dataset(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                 labels: str | None = None, format: str = "auto") -> Dataset:
-    """The videos of an annotation file or a folder (class-per-folder, else every video file
-    under it). Relative paths are resolved against ``root``, else the working directory,
-    else the list's own directory."""
+                 labels: str | None = None, format: str = "auto", split: int = 1,
+                 subset: str = "all") -> Dataset:
+    """The videos of an annotation file or a folder (class-per-folder, UCF101 / HMDB51 split
+    files, else every video file under it). ``split`` / ``subset`` (train, test or all) pick
+    the videos of UCF101 / HMDB51 splits. Relative paths are resolved against ``root``, else
+    the working directory, else the list's own directory."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or directory")
-    if source.is_dir() and format in ("auto", "tree"):
+    if subset not in ("train", "test", "all"):
+        raise ValueError(f"subset must be train, test or all, not {subset!r}")
+    if format == "auto" and source.is_dir():
+        format = detect_format(source) if detect_format(source) != "tree" else "auto"
+    if format in ("ucf101", "hmdb51"):
+        records, fmt = _split_records(source, format, labels, split, subset), format
+    elif source.is_dir() and format in ("auto", "tree"):
         try:
             records, _ = read_annotations(source, labels=labels, format="tree")
             fmt = "tree"
@@ -217,15 +233,16 @@ def summary(results: Sequence[CheckResult], seconds: float, workers: int) -> str
 
 def write_fixed_list(ds: Dataset, keep: Sequence[bool], out: str | os.PathLike) -> int:
     """The annotation list of ``ds`` without the entries whose ``keep`` is False, in the input's
-    format (a class-per-folder tree becomes a ``path label`` video list; a flat folder a list
-    of paths). Returns the number of entries written."""
+    format (a class-per-folder tree, HMDB51's split files or a UCF101 split folder become a
+    ``path label`` video list; a flat folder a list of paths). Returns the number of entries written."""
     from tanet.io import atomic_write_text, read_text
 
     if len(keep) != len(ds.records):
         raise ValueError("one keep flag per record")
     kept = [r for r, k in zip(ds.records, keep) if k]
-    if ds.format in ("tree", "folder"):
-        text = "".join(f"{r.path} {r.label}\n" if ds.format == "tree" else f"{r.path}\n"
+    if ds.format in ("tree", "folder", "hmdb51") or (ds.format == "ucf101"
+                                                      and not ds.source.is_file()):
+        text = "".join(f"{r.path}\n" if ds.format == "folder" else f"{r.path} {r.label}\n"
                        for r in kept)
     elif ds.format == "sthv2":
         items = json.loads(read_text(ds.source))
@@ -259,12 +276,14 @@ def _same_count(ds: Dataset, entries: int) -> None:
 def run_check(source: str | os.PathLike, *, out: str | os.PathLike, root=None, labels=None,
               format: str = "auto", deep: bool = False, workers: int | None = None,
               template: str = "img_{:05d}.jpg", fix_list: str | os.PathLike | None = None,
-              drop_warnings: bool = False, quiet: bool = False) -> tuple[list[CheckResult], str]:
+              drop_warnings: bool = False, quiet: bool = False, split: int = 1,
+              subset: str = "all") -> tuple[list[CheckResult], str]:
     """Read the dataset, check every video (progress bar unless ``quiet``), write the CSV (and
     the fixed list); returns the results and the summary text."""
     from tqdm import tqdm
 
-    ds = read_dataset(source, root=root, labels=labels, format=format)
+    ds = read_dataset(source, root=root, labels=labels, format=format, split=split,
+                      subset=subset)
     workers = max(1, min(workers or os.cpu_count() or 1, len(ds.paths)))
     listed = [r.num_frames if ds.format == "frames" else None for r in ds.records]
     jobs = [(p, deep, template, n) for p, n in zip(ds.paths, listed)]

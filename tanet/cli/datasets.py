@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tanet.data.annotations import FORMATS
+
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="scan a dataset's videos: frames, codec, truncation, damage",
@@ -25,8 +27,12 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                                                 "(default: the working directory, else the "
                                                 "list's directory)")
     p.add_argument("--labels", default=None, help="class names file (for lists that need one)")
-    p.add_argument("--format", default="auto",
-                   choices=("auto", "frames", "videos", "kinetics", "sthv2", "sthv1", "tree"))
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                   help="annotation format (default: detected from the file or folder)")
+    p.add_argument("--split", type=int, default=1,
+                   help="UCF101 / HMDB51: which official split (1, 2 or 3; default 1)")
+    p.add_argument("--subset", default="all", choices=("train", "test", "all"),
+                   help="UCF101 / HMDB51 split folders: whose videos to check (default: all)")
     p.add_argument("--frame-template", default="img_{:05d}.jpg",
                    help="file names inside frame folders, numbered from 1")
     p.add_argument("--workers", type=int, default=None,
@@ -42,7 +48,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     results, text = run_check(args.input, out=args.out, root=args.root, labels=args.labels,
                               format=args.format, deep=args.deep, workers=args.workers,
                               template=args.frame_template, fix_list=args.fix_list,
-                              drop_warnings=args.drop_warnings, quiet=args.quiet)
+                              drop_warnings=args.drop_warnings, quiet=args.quiet,
+                              split=args.split, subset=args.subset)
     print(text)
     bad = ("error", "warning") if args.drop_warnings else ("error",)
     return 1 if args.strict and any(r.status in bad for r in results) else 0

@@ -15,7 +15,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="a video, a directory (recursive), an annotation file of any "
                                  "supported format or a list of paths, one a line")
     p.add_argument("--checkpoint", required=True,
-                   help="tanet .safetensors (or an authors'/mmaction2 .pth)")
+                   help="a tanet .safetensors checkpoint, a published .pth, a weights name "
+                        "(e.g. tanet_r50.k400) or an http(s) URL")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--per-frame", action="store_true",
                    help="keep the T frames' features, (N, T, D), instead of their mean")
