@@ -369,24 +369,21 @@ def _is_floatish(s: str) -> bool:
 
 def list_recipes() -> list[str]:
     """Names of the recipes shipped in ``tanet/configs`` (usable as ``--config NAME``)."""
-    from importlib.resources import files
+    from tanet.io import shipped_yaml
 
-    return sorted(p.name.removesuffix(".yaml") for p in files("tanet.configs").iterdir()
-                  if p.name.endswith(".yaml"))
+    return shipped_yaml("tanet.configs")
 
 
 def find_config(path_or_name: str | os.PathLike) -> Path:
     """A config file: ``path_or_name`` itself if it exists, else the shipped recipe of that name
     (``synthetic_tanet_tiny``, ``synthetic_tanet_tiny.yaml`` or ``configs/...yaml``)."""
-    from importlib.resources import as_file, files
+    from tanet.io import find_yaml
 
+    found = find_yaml(path_or_name, "tanet.configs")
+    if found is not None:
+        return found
     path = Path(path_or_name)
-    if path.is_file():
-        return path
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if name in list_recipes():
-        with as_file(files("tanet.configs") / f"{name}.yaml") as found:
-            return Path(found)
     close = difflib.get_close_matches(name, list_recipes(), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"{path}: no such config file or recipe{hint} (recipes: "

@@ -138,3 +138,26 @@ def read_class_names(path: str | os.PathLike, *,
         if numbers[0] in (0, 1) and numbers == list(range(numbers[0], numbers[0] + len(lines))):
             return [m.group(2).strip() for m in matches]  # type: ignore[union-attr]
     return lines
+
+
+def shipped_yaml(package: str) -> list[str]:
+    """Names (without ``.yaml``) of the YAML files shipped in ``package`` (recipes, studies)."""
+    from importlib.resources import files
+
+    return sorted(p.name.removesuffix(".yaml") for p in files(package).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def find_yaml(path_or_name: str | os.PathLike, package: str) -> Path | None:
+    """``path_or_name`` itself if it is a file, else the YAML file of that name shipped in
+    ``package`` (``name``, ``name.yaml`` or ``some/dir/name.yaml``), else None."""
+    from importlib.resources import as_file, files
+
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if name not in shipped_yaml(package):
+        return None
+    with as_file(files(package) / f"{name}.yaml") as found:  # a real file: not zip-imported
+        return Path(found)

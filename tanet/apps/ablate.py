@@ -29,6 +29,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from tanet.io import find_yaml, shipped_yaml
+
 __all__ = ["Study", "Variant", "Run", "StudyError", "load_study", "list_studies", "find_study",
            "run_study", "plan_runs", "run_one", "default_jobs"]
 
@@ -80,23 +82,15 @@ class Study:
 
 def list_studies() -> list[str]:
     """Names of the studies shipped in ``tanet/studies``."""
-    from importlib.resources import files
-
-    return sorted(p.name.removesuffix(".yaml") for p in files("tanet.studies").iterdir()
-                  if p.name.endswith(".yaml"))
+    return shipped_yaml("tanet.studies")
 
 
 def find_study(path_or_name: str | os.PathLike) -> Path:
     """A study file: ``path_or_name`` itself if it exists, else the shipped study of that name."""
-    from importlib.resources import as_file, files
-
+    found = find_yaml(path_or_name, "tanet.studies")
+    if found is not None:
+        return found
     path = Path(path_or_name)
-    if path.is_file():
-        return path
-    name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if name in list_studies():
-        with as_file(files("tanet.studies") / f"{name}.yaml") as found:
-            return Path(found)
     raise StudyError(f"{path}: no such study file or shipped study (shipped: "
                      f"{', '.join(list_studies())})")
 
