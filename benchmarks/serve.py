@@ -9,7 +9,8 @@ video (multipart) with http.client; every answer is checked against the sequenti
 Rounds are interleaved (round r runs every (concurrency, server) cell once, in turn, while the
 other servers idle); requests/s is the median over rounds, latencies are pooled. A model-only
 table (per-clip ms at batch 1/2/4/8, same process) shows how much batching alone can give on
-this machine. Usage: python benchmarks/serve.py [--rounds 2] [--requests 2] [--quick]
+this machine. Usage: python benchmarks/serve.py [--rounds 2] [--requests 2] [--concurrency 1,4,16]
+[--backends pytorch,onnx] [--no-model-table]
 """
 from __future__ import annotations
 
@@ -93,10 +94,15 @@ def batch_stats(server: Server) -> str:
 
 
 def calibration(server: Server) -> str:
-    """The start-up calibration of a server (ms per view by batch size -> chosen max batch)."""
+    """The start-up calibration of a server (ms per view by batch size -> chosen max batch) and
+    the batch caps it moved to while serving."""
     b = server.request("GET", "/v1/model")[2]["batching"]
     cal = b["ms_per_view_by_batch"]
-    return f"; calibration {cal} -> max batch {b['max_batch']}" if cal else ""
+    changes = b.get("changes", [])  # the tuner's moves while serving (probe / cap per view)
+    start = changes[0]["from"] if changes else b["max_batch"]
+    moves = "".join(f" -> {c['to']} (x{c['ratio']})" for c in changes)
+    tuned = f"; while serving: {start}{moves}" if moves else ""
+    return f"; calibration {cal} -> max batch {start}{tuned}" if cal else ""
 
 
 def _malloc(keep: bool) -> None:

@@ -328,6 +328,72 @@ def test_calibration_keeps_the_batch_size_that_pays():
     assert size == 1 and set(per_view) == {1, 2}  # stops at the first size that does not pay
 
 
+def _serve_busy(tuner, per_view, calls, load=lambda i: 1.0, waiting=10**6):
+    """Feed ``tuner`` the calls of a server with ``waiting`` views in its queue at each call
+    (default: always more than the cap): a call takes as many as allowed, at ``per_view(views)``
+    seconds a view times the machine's ``load``."""
+    for i in range(calls):
+        views = min(tuner.next_limit(), waiting)
+        tuner.observe(views, views * per_view(views) * load(i))
+
+
+def test_batch_tuner_follows_what_pays_per_view():
+    """Online: from a cap of 8 the tuner walks down to the size that is cheapest per view and
+    stays there; from 1 it grows to the limit when calls cost the same for any batch; a slowly
+    changing machine load does not fool it (probes are paired with the next call); batches
+    that never reach the cap are probed too."""
+    from tanet.apps.serve.batching import BatchTuner
+
+    cost = {1: 0.012, 2: 0.010}  # s per view: 2 is best, bigger batches 1.5x worse
+    per_view = lambda n: cost.get(n, 0.015)  # noqa: E731
+    moves = []
+    tuner = BatchTuner(8, 16, on_change=lambda a, b, r: moves.append((a, b)))
+    _serve_busy(tuner, per_view, 400, load=lambda i: 1 + 2 * ((i // 37) % 2))
+    assert tuner.cap == 2 and moves == [(8, 4), (4, 2)] and tuner.changes[0][:2] == (8, 4)
+    tuner = BatchTuner(1, 16)
+    _serve_busy(tuner, lambda n: 0.02 / n, 400)
+    assert tuner.cap == 16 and [c[1] for c in tuner.changes] == [2, 4, 8, 16]
+    tuner = BatchTuner(16, 16)  # 6 views wait at a time: below the cap, yet 6 costs more
+    _serve_busy(tuner, lambda n: 0.012 if n == 1 else 0.010 if n <= 3 else 0.015, 200, waiting=6)
+    assert tuner.cap == 3 and tuner.changes == [(16, 3, 0.667)]
+    tuner = BatchTuner(16, 16)  # the same queue on a backend where batches pay: nothing moves
+    _serve_busy(tuner, lambda n: 0.02 / n, 200, waiting=6)
+    assert tuner.cap == 16 and not tuner.changes
+    with pytest.raises(ValueError, match="within 1..4"):
+        BatchTuner(8, 4)
+
+
+def test_batcher_with_tuner_drops_a_cap_that_costs_more():
+    """Real threads: a backend whose batches cost 1.5x per view more than single views, served
+    under a full queue with a tuner starting at 4, ends at 1 with every answer right."""
+    from tanet.apps.serve.batching import Batcher, BatchTuner
+
+    weight = torch.randn(4 * 3 * 8 * 8, 3)
+
+    def worse(views):
+        time.sleep(0.01 * len(views) * (1.5 if len(views) > 1 else 1))
+        return (views.flatten(1) @ weight).numpy()
+
+    batcher = Batcher(worse, max_batch=4, max_wait_ms=2)
+    batcher.tuner = BatchTuner(4, 4, every=2, votes=1)
+    batcher.start()
+    bad = []
+
+    def client(k):
+        for _ in range(25):
+            x = torch.randn(1, 4, 3, 8, 8)
+            if not np.allclose(batcher.infer(x), (x.flatten(1) @ weight).numpy(), atol=1e-4):
+                bad.append(k)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    batcher.close()
+    assert not bad and batcher.tuner.cap == 1 == batcher.max_batch, batcher.tuner.changes
+
+
 def _chrome():
     """Headless Debian Chromium driven by Selenium, or a skip saying what is missing."""
     import shutil

@@ -36,8 +36,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from tanet.apps.predict import Prediction, Predictor, WindowPrediction
-from tanet.apps.serve.batching import (BatchedBackend, Batcher, JobCancelled, WorkerPool,
-                                       calibrate_batch, keep_freed_memory)
+from tanet.apps.serve.batching import (BatchedBackend, Batcher, BatchTuner, JobCancelled,
+                                       WorkerPool, calibrate_batch, keep_freed_memory)
 from tanet.apps.serve.guard import GuardMiddleware
 from tanet.apps.serve.metrics import CONTENT_TYPE_LATEST, Admission, ServeMetrics
 from tanet.apps.serve.uploads import UploadError, receive_upload
@@ -47,6 +47,12 @@ __all__ = ["ServeSettings", "create_app", "timeline_json", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 log = logging.getLogger("tanet.serve")
+
+
+def _log_cap(old: int, new: int, ratio: float) -> None:
+    logging.getLogger("uvicorn.error").info(  # beside the start-up calibration's line
+        "batching: max batch %d -> %d (per view, %d views take %.2fx the time of %d)",
+        old, new, min(old, new), ratio if new < old else 1 / ratio, max(old, new))
 
 
 @dataclass
@@ -156,6 +162,7 @@ class _Service:
                 "batch calibration, ms per view by batch size: %s -> max batch %d",
                 self.calibration, size)
             self.batcher.max_batch = size
+            self.batcher.tuner = BatchTuner(size, s.max_batch, on_change=_log_cap)  # follows load
         self.batcher.start()
 
     def stop(self) -> None:
@@ -186,7 +193,10 @@ class _Service:
                            "max_views": s.max_views, "timeout_s": s.timeout_s},
                 "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": s.max_wait_ms,
                              "decode_workers": s.decode_workers, "sequential": s.sequential,
-                             "ms_per_view_by_batch": self.calibration}}
+                             "ms_per_view_by_batch": self.calibration,
+                             "changes": [] if self.batcher.tuner is None else [
+                                 {"from": a, "to": b, "ratio": r}
+                                 for a, b, r in self.batcher.tuner.changes]}}
 
     async def run_upload(self, request: Request, job: Callable[[Path, str], tuple[int, dict]]
                          ) -> JSONResponse:
