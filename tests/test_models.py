@@ -170,6 +170,8 @@ def test_checkpoint_roundtrip_with_card(tmp_path):
     with torch.no_grad():
         assert torch.equal(m(x), m2(x))
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
+    with pytest.raises(TypeError, match="the path comes first"):
+        save_model(m, tmp_path / "swapped.safetensors")
 
 
 def test_public_api():

@@ -137,6 +137,8 @@ CONFIG_KEY = "tanet.config"
 def save_model(path: str | os.PathLike, model: nn.Module, *, config: dict | None = None,
                extra: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and card atomically to ``path`` (.safetensors)."""
+    if isinstance(path, nn.Module):
+        raise TypeError("save_model(path, model): the path comes first")
     card = getattr(model, "card", None)
     if card is None:
         raise ValueError("model has no card; build it with tanet.create_model")
