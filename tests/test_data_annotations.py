@@ -134,3 +134,18 @@ def test_label_out_of_range_and_undetectable(tmp_path):
         read_annotations(q)
     with pytest.raises(AnnotationError, match="not found"):
         read_annotations(tmp_path / "missing.txt")
+
+
+def test_find_videos_walks_folders_but_not_hidden_files(tmp_path):
+    """Camcorder and phone containers are walked into; macOS's "._x.mp4" resource forks, hidden
+    folders, stills and other files are not."""
+    from tanet.data.annotations import find_videos
+
+    names = ["a/clip.MP4", "a/._clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx",
+             ".cache/x.mp4", "notes.txt", "still.gif", "z.ogv"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)]
+    assert found == ["a/clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx", "z.ogv"]
+    assert find_videos(tmp_path / "a") == [tmp_path / "a" / "clip.MP4"]

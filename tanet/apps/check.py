@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tanet.data.annotations import (VIDEO_EXTENSIONS, AnnotationError, Record, detect_format,
-                                    read_annotations)
+                                    find_videos, read_annotations)
 
 __all__ = ["CheckResult", "check_video", "read_dataset", "check_all", "write_csv",
            "write_fixed_list", "summary"]
@@ -94,8 +94,7 @@ class Dataset:
 
 
 def _flat_folder(path: Path) -> list[Record]:
-    return [Record(str(p), -1) for p in sorted(path.rglob("*"))
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")]
+    return [Record(str(p), -1) for p in find_videos(path)]
 
 
 def _split_records(source: Path, fmt: str, labels, split: int, subset: str) -> list[Record]:

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tanet.apps.predict import Predictor, find_videos
+from tanet.apps.predict import Predictor
+from tanet.data.annotations import find_videos
 from tanet.apps.sharding import collect_files, owned
 from tanet.engine.distributed import DistInfo, all_gather, all_sum
 

@@ -23,16 +23,7 @@ from tanet.data.views import (Geometry, parse_views, read_clips, test_geometry, 
                               to_views)
 from tanet.models.recognizer import ModelCard
 
-__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "find_videos",
-           "VIDEO_SUFFIXES", "write_timeline"]
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
-
-
-def find_videos(root: str | os.PathLike) -> list[Path]:
-    """Video files under ``root`` (recursive, sorted), by suffix."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "write_timeline"]
 
 
 @dataclass

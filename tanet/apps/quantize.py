@@ -71,7 +71,7 @@ def read_video_list(path: str | os.PathLike, *, root: str | os.PathLike | None =
                     class_names: Sequence[str] | None = None) -> tuple[list[Path], list[int] | None]:
     """Videos (and labels, when known) of an annotation list (any format tanet reads), a
     class-per-folder directory, or a plain directory of videos (no labels)."""
-    from tanet.apps.predict import find_videos
+    from tanet.data.annotations import find_videos
     from tanet.data.annotations import read_annotations
 
     path = Path(path)

@@ -39,10 +39,13 @@ __all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "
            "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv", "read_class_tree",
            "read_ucf101_split", "read_hmdb51_split",
            "read_class_names", "write_class_names", "write_video_list", "detect_format",
-           "VIDEO_EXTENSIONS", "FORMATS"]
+           "VIDEO_EXTENSIONS", "FORMATS", "find_videos"]
 
+# what a folder walk takes for a video (a file named on the command line or in a list is read
+# whatever its name: GIFs, for one, are not walked into since most are stills)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
-                    ".ts", ".3gp", ".wmv")
+                    ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".wmv", ".asf", ".ogv", ".vob",
+                    ".mxf", ".f4v", ".divx")
 FORMATS = ("frames", "videos", "kinetics", "sthv2", "sthv1", "tree", "ucf101", "hmdb51")
 _UCF_LIST = re.compile(r"^(train|test)list0*(\d+)\.txt$", re.IGNORECASE)
 _HMDB_LIST = re.compile(r"^(.+)_test_split(\d+)\.txt$")
@@ -392,6 +395,15 @@ def read_hmdb51_split(path: str | os.PathLike, *, labels=None, split: int = 1,
     if not records:
         raise AnnotationError(path, None, f"no {subset} videos in split {split}")
     return records, names
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """Video files under ``root`` (recursive, sorted), by extension; hidden files and folders
+    (names starting with ".", e.g. macOS's "._clip.mp4" resource forks) are left out."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 # ------------------------------------------------------------------------------ dispatch
