@@ -99,7 +99,7 @@ class BatchTuner:
     """Keeps the batch cap right while serving: the start-up calibration times the model on an
     idle process, but what pays depends on the load the machine is under (measured: with other
     jobs at load 6-13 the calibration chose 8 views for eager PyTorch, and serving at 8 gave
-    0.89x the requests/s of one at a time; under 6 busy loops it chose 16 and gained 1.47x).
+    0.89x the requests/s of one at a time; beside 6 busy loops it chose 16 and gained 1.40x).
 
     Every ``every`` calls of 2+ views it runs one probe batch of half the last call's views, or,
     when batches come full (the cap binds) and the cap is below ``limit``, of twice the cap (in
