@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -65,6 +66,21 @@ class FrameIndex:
 
 
 # ------------------------------------------------------------------------------ decoding
+def _demux(container, stream, on_error: Callable[[], None] | None = None) -> Iterator:
+    """The packets of ``stream`` in file order; an unreadable rest of the file (truncated or
+    damaged beyond this point) ends them, calling ``on_error`` if given."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            yield next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError:
+            if on_error is not None:
+                on_error()
+            return
+
+
 def decode_frames(container, stream, *, skip=None, errors: list | None = None):
     """Frames of a sequential decode from the demuxer's current position. ``skip(pts)``: True
     for a packet whose frame nobody wants (decoded only if other frames reference it). A packet
@@ -73,16 +89,8 @@ def decode_frames(container, stream, *, skip=None, errors: list | None = None):
     dec = stream.codec_context
     dec.skip_frame = "DEFAULT"
     skipping = False
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError:
-            if errors is not None:
-                errors.append("demux")
-            break
+    failed = None if errors is None else lambda: errors.append("demux")
+    for packet in _demux(container, stream, failed):
         if packet.size == 0:  # an empty packet would drain the decoder: flush only at the end
             continue
         if skip is not None:
@@ -161,15 +169,7 @@ def _scan(container, stream, *, decode_all: bool) -> tuple[_Scan, str]:
     if not reason and 0 < (stream.frames or 0) <= SMALL:
         reason = "short enough to decode at open"
     decoding, mpeg4 = True, dec.name == "mpeg4"
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError:  # truncated or damaged beyond this point
-            scan.demux_error = True
-            break
+    for packet in _demux(container, stream, lambda: setattr(scan, "demux_error", True)):
         if packet.size == 0:
             scan.all_packets += packet.pts is not None or packet.dts is not None
             continue
