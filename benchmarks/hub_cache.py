@@ -17,7 +17,6 @@ import functools
 import hashlib
 import http.server
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -27,34 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _published import to_mmaction2  # noqa: E402
 from _timing import interleaved_samples  # noqa: E402
 
 import tanet  # noqa: E402
 from tanet.models.convert import read_checkpoint  # noqa: E402
 from tanet.models.download import cache_dir  # noqa: E402
 from tanet.models.factory import model_from_checkpoint  # noqa: E402
-
-
-def mmaction2_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """tanet names -> mmaction2's TANet names (the layout its published .pth files use)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("fc."):
-            out["cls_head.fc_cls." + k[3:]] = v
-            continue
-        k = k.replace("backbone.conv1.weight", "backbone.conv1.conv.weight")
-        k = re.sub(r"^backbone\.bn1\.", "backbone.conv1.bn.", k)
-        m = re.match(r"^(backbone\.layer\d+\.\d+)\.(.*)$", k)
-        if m:
-            prefix, rest = m.groups()
-            rest = re.sub(r"^conv(\d)\.weight$", r"conv\1.conv.weight", rest)
-            rest = re.sub(r"^bn(\d)\.", r"conv\1.bn.", rest)
-            rest = rest.replace("downsample.0.", "downsample.conv.").replace("downsample.1.",
-                                                                           "downsample.bn.")
-            k = f"{prefix}.tam.{rest[9:]}" if rest.startswith("temporal.") else \
-                f"{prefix}.block.{rest}"
-        out[k] = v
-    return out
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -78,7 +57,7 @@ def run(tmp: Path, rounds: int) -> None:
     served = tmp / "served"
     served.mkdir()
     raw = served / "tanet_r50_k400_mm.pth"
-    torch.save({"meta": {"epoch": 100}, "state_dict": mmaction2_state(model)}, raw)
+    torch.save({"meta": {"epoch": 100}, "state_dict": to_mmaction2(model.state_dict())}, raw)
     sha = hashlib.sha256(raw.read_bytes()).hexdigest()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                           functools.partial(_Quiet, directory=str(served)))

@@ -22,6 +22,8 @@ from tanet.models.checkpoint import read_metadata
 from tanet.models.download import DownloadError, HashMismatchError, cache_dir
 from tanet.models.registry import is_registered
 
+from _published import to_mmaction2
+
 T, K = 4, 5
 NAMES = ["jumping jacks", "juggling balls", "playing cello", "surfing water", "yawning"]
 
@@ -60,28 +62,6 @@ def serving():
         thread.join(timeout=10)
 
 
-def _to_mmaction2(state):
-    """tanet names -> mmaction2's TANet names (ConvModules, TABlock.block, tam, cls_head)."""
-    out = {}
-    for k, v in state.items():
-        if k.startswith("fc."):
-            out["cls_head.fc_cls." + k[3:]] = v
-            continue
-        k = k.replace("backbone.conv1.weight", "backbone.conv1.conv.weight")
-        k = re.sub(r"^backbone\.bn1\.", "backbone.conv1.bn.", k)
-        m = re.match(r"^(backbone\.layer\d+\.\d+)\.(.*)$", k)
-        if m:
-            prefix, rest = m.groups()
-            rest = re.sub(r"^conv(\d)\.weight$", r"conv\1.conv.weight", rest)
-            rest = re.sub(r"^bn(\d)\.", r"conv\1.bn.", rest)
-            rest = rest.replace("downsample.0.", "downsample.conv.").replace("downsample.1.",
-                                                                           "downsample.bn.")
-            k = f"{prefix}.tam.{rest[9:]}" if rest.startswith("temporal.") else \
-                f"{prefix}.block.{rest}"
-        out[k] = v
-    return out
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -97,7 +77,7 @@ def published():
             p.add_(torch.randn_like(p) * 0.05)
     buf = io.BytesIO()
     torch.save({"meta": {"epoch": 50, "hook_msgs": {"best_score": np.float64(0.5)}},
-                "state_dict": _to_mmaction2(model.state_dict())}, buf)
+                "state_dict": to_mmaction2(model.state_dict())}, buf)
     data = buf.getvalue()
     classes = ("\n".join(NAMES) + "\n").encode()
     return dict(model=model, data=data, file=f"tiny_tanet_20250101-{_sha(data)[:8]}.pth",
