@@ -12,25 +12,11 @@ import json
 from tanet.cli import main
 from tanet.data.synthetic import generate
 
-A = ["move_right", "move_left", "grow", "shrink", "appear", "disappear"]
-B = ["move_down", "move_up"]
-
-
-def _subset(data, tag, keep):
-    names = (data / "classes.txt").read_text().split()
-    for split in ("train", "val"):
-        rows = [ln.rsplit(None, 1) for ln in (data / f"{split}.txt").read_text().splitlines()]
-        out = [f"{p} {keep.index(names[int(c)])}" for p, c in rows if names[int(c)] in keep]
-        (data / f"{tag}_{split}.txt").write_text("\n".join(out) + "\n")
-    (data / f"{tag}_classes.txt").write_text("\n".join(keep) + "\n")
+from _transfer import A, B, class_subset, overrides
 
 
 def _train(data, tag, out, *extra, quiet=True):
-    sets = [f"data.root={data}", f"data.train={data}/{tag}_train.txt",
-            f"data.val={data}/{tag}_val.txt", f"data.labels={data}/{tag}_classes.txt",
-            "model.num_segments=4", "model.input_size=32", "data.short_side=36",
-            "data.scales=[1.0]", "train.lr=0.003", "train.eval_every=1", "train.workers=0",
-            "test.workers=0", f"output={out}", *extra]
+    sets = overrides(data, tag, out, *extra)
     quiet = ["--quiet"] if quiet else []
     assert main(["train", "--config", "synthetic_tanet_tiny", *quiet, "--set", *sets]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -41,8 +27,8 @@ def test_fine_tuning_beats_training_from_scratch(tmp_path, capsys):
     data = tmp_path / "data"
     generate(data, classes=10, videos_per_class=60, val_per_class=20, frames=8, size=32, seed=0,
              workers=1)
-    _subset(data, "A", A)
-    _subset(data, "B", B)
+    class_subset(data, "A", A)
+    class_subset(data, "B", B)
     pre = _train(data, "A", tmp_path / "pre", "train.epochs=10", "train.eval_every=10")
     init = f"model.init_from={tmp_path / 'pre' / 'last.safetensors'}"
     capsys.readouterr()
