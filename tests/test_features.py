@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import tanet
 from tanet.apps.extract import load_features
 from tanet.apps.predict import Predictor
 from tanet.cli import main
 from tanet.data.encode import write_video
-from tanet.models.checkpoint import save_model
+
+from _tiny import tiny_checkpoint
 
 NAMES = ["left", "right", "still"]
 
@@ -26,12 +26,7 @@ NAMES = ["left", "right", "still"]
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("features")
-    torch.manual_seed(0)
-    m = tanet.create_model("tanet_tiny", num_classes=3, num_segments=4, class_names=NAMES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
-    with torch.no_grad():
-        m.fc.weight.normal_(0, 0.05)
-    ckpt = save_model(d / "tiny.safetensors", m)
+    ckpt, m = tiny_checkpoint(d / "tiny.safetensors", NAMES, fc_std=0.05)
     rng = np.random.default_rng(0)
     for i in range(6):
         write_video(d / "clips" / f"c{i}.mp4", rng.integers(0, 255, (10, 32, 40, 3), np.uint8))

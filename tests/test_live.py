@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import tanet
 from tanet.apps.live import FrameRing, WindowPlan, run_live
 from tanet.apps.predict import Predictor
 from tanet.data.encode import write_video
 from tanet.data.stream import LiveFrame, StreamError, resolve_source
-from tanet.models.checkpoint import save_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _live_server import StreamServer, feed_pipe  # noqa: E402
+from _tiny import tiny_checkpoint  # noqa: E402
 
 NAMES = ["red", "green", "blue", "grey"]
 FPS, N = 25, 50  # a 2 s stream
@@ -45,12 +44,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("live")
-    torch.manual_seed(0)
-    m = tanet.create_model("tanet_tiny", num_classes=4, num_segments=4, class_names=NAMES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
-    with torch.no_grad():
-        m.fc.weight.normal_(0, 0.2)
-    ckpt = save_model(d / "tiny.safetensors", m)
+    ckpt, _ = tiny_checkpoint(d / "tiny.safetensors", NAMES, fc_std=0.2)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (N, 48, 64, 3), dtype=np.uint8)
     frames[:, 10:30, :, 0] = np.linspace(0, 255, N, dtype=np.uint8)[:, None, None]  # motion

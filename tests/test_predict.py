@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import tanet
 from tanet.data.encode import write_video
-from tanet.models.checkpoint import save_model
 from tanet.apps.predict import Predictor, parse_views
+
+from _tiny import tiny_checkpoint
 
 NAMES = ["red", "green", "blue", "grey"]
 
@@ -17,12 +17,7 @@ NAMES = ["red", "green", "blue", "grey"]
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
-    torch.manual_seed(0)
-    m = tanet.create_model("tanet_tiny", num_classes=4, num_segments=4, class_names=NAMES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
-    with torch.no_grad():
-        m.fc.weight.normal_(0, 0.05)
-    ckpt = save_model(d / "tiny.safetensors", m)
+    ckpt, m = tiny_checkpoint(d / "tiny.safetensors", NAMES, fc_std=0.05)
     vids = d / "videos"
     rng = np.random.default_rng(0)
     for i, (n, h, w) in enumerate([(30, 48, 64), (12, 40, 40), (50, 64, 48)]):

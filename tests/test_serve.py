@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import tanet
 from tanet.apps.predict import Predictor
 from tanet.data.encode import write_video
-from tanet.models.checkpoint import save_model
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from _serve import Server, multipart  # noqa: E402
+from _tiny import tiny_checkpoint  # noqa: E402
 
 NAMES = ["run", "jump", "swim", "climb", "throw"]
 KEY = "s3cret-key"
@@ -38,12 +37,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    m = tanet.create_model("tanet_tiny", num_classes=5, num_segments=4, class_names=NAMES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
-    with torch.no_grad():
-        m.fc.weight.normal_(0, 0.3)
-    ckpt = save_model(d / "tiny.safetensors", m)
+    ckpt, _ = tiny_checkpoint(d / "tiny.safetensors", NAMES, fc_std=0.3)
     rng = np.random.default_rng(0)
     videos = {}
     for name, (n, h, w) in {"a.mp4": (30, 48, 64), "b.mp4": (12, 40, 40),
