@@ -30,15 +30,7 @@ FPS, N = 25, 50  # a 2 s stream
 WIN = ["--window", "1", "--stride", "0.5"]  # 25-frame windows every 12 frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared machine the tiny model's 2-thread calls stall for up to
-    seconds at OpenMP barriers, which would make windows late (these tests check behaviour;
-    speed is benchmarks/live.py's)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # stalls would make windows late
 
 
 @pytest.fixture(scope="module")

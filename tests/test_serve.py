@@ -25,13 +25,7 @@ KEY = "s3cret-key"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the server beside the test process on 2 cores
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test process and the server share 2 cores: one torch thread each."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the server has the other core
 
 
 @pytest.fixture(scope="module")
