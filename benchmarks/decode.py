@@ -34,6 +34,9 @@ from tanet.data import variants as V
 from tanet.data.encode import write_video
 from tanet.data.sampling import segment_indices
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _media import sequential_frames  # noqa: E402
+
 
 def make_frames() -> np.ndarray:
     """10 s, 25 fps, 340x256: a panning smooth background, moving discs and mild noise, so that
@@ -73,21 +76,6 @@ def make_videos(d: Path) -> dict[str, Path]:
         "MPEG-4 AVI, truncated": V.truncate(avi_b, d / "cut.avi", 0.6),
         "H.264 MP4, last packet broken": V.break_packet(gop25, d / "last.mp4"),
     }
-
-
-def sequential(path) -> np.ndarray:
-    """The ground truth: every frame a plain sequential decode emits, in output order."""
-    out = []
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        for p in c.demux(s):
-            if p.size:
-                try:
-                    out += [f.to_ndarray(format="rgb24") for f in s.decode(p)]
-                except av.FFmpegError:
-                    pass
-        out += [f.to_ndarray(format="rgb24") for f in s.decode(None)]
-    return np.stack(out)
 
 
 def decode_only(path) -> None:
@@ -233,7 +221,7 @@ def main() -> None:
         print(head)
         print("-" * len(head))
         for name, path in videos.items():
-            ref = sequential(path)
+            ref = sequential_frames(path)
             n = D.VideoReader(path).info.num_frames
             clips = [segment_indices(n, 8, train=True, rng=rng) for _ in range(args.clips)]
             readers = {"ours": ours}

@@ -1,4 +1,4 @@
-"""Small media files the tests write themselves."""
+"""Small media files the tests write themselves, and the ground truth they are read against."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,3 +20,21 @@ def write_audio_only(path: Path, *, frames: int = 20) -> Path:
         for pk in s.encode():
             c.mux(pk)
     return path
+
+
+def sequential_frames(path) -> np.ndarray:
+    """Every frame a plain sequential decode emits, in its output order (the ground truth):
+    every non-empty packet in file order, a packet the decoder rejects dropped (as the ffmpeg
+    tool does), then a flush."""
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for packet in c.demux(s):
+            if packet.size == 0:
+                continue
+            try:
+                out += [f.to_ndarray(format="rgb24") for f in s.decode(packet)]
+            except av.FFmpegError:
+                continue
+        out += [f.to_ndarray(format="rgb24") for f in s.decode(None)]
+    return np.stack(out)

@@ -10,7 +10,7 @@ import pytest
 from tanet.data.decode import FrameFolder, VideoDecodeError, open_video, read_frames
 from tanet.data.encode import write_video
 
-from _media import write_audio_only
+from _media import sequential_frames, write_audio_only
 
 
 def _content(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -25,24 +25,6 @@ def _content(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
         base[2:10, x0:x0 + 8] = rng.integers(0, 256, 3)
         out[i] = base
     return out
-
-
-def _reference(path) -> np.ndarray:
-    """Every frame a plain sequential decode emits, in its output order (the ground truth):
-    every non-empty packet in file order, a packet the decoder rejects dropped (as the ffmpeg
-    tool does), then a flush."""
-    out = []
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        for packet in c.demux(s):
-            if packet.size == 0:
-                continue
-            try:
-                out += [f.to_ndarray(format="rgb24") for f in s.decode(packet)]
-            except av.FFmpegError:
-                continue
-        out += [f.to_ndarray(format="rgb24") for f in s.decode(None)]
-    return np.stack(out)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +49,7 @@ def videos(tmp_path_factory):
 @pytest.mark.parametrize("name", ["gop", "single_key", "bframes", "odd", "vfr", "webm", "avi",
                                   "mkv"])
 def test_frames_equal_reference_decode(videos, name):
-    ref = _reference(videos[name])
+    ref = sequential_frames(videos[name])
     rng = np.random.default_rng(0)
     with open_video(videos[name]) as r:
         assert r.info.num_frames == len(ref)
@@ -106,7 +88,7 @@ def test_variable_frame_rate_info(videos):
 def test_rotation_metadata_is_applied(tmp_path):
     x = _content(12, 48, 64)
     p = write_video(tmp_path / "rot.mp4", x, rotation=90)
-    ref = _reference(p)  # stored (unrotated) frames
+    ref = sequential_frames(p)  # stored (unrotated) frames
     with open_video(p) as r:
         assert r.info.rotation == 90 and (r.info.height, r.info.width) == (64, 48)
         got = r.get_frames([0, 5, 11])
@@ -126,7 +108,7 @@ def test_wrong_header_frame_count_is_ignored(tmp_path):
         assert c.streams.video[0].frames == 999  # the container really says 999
     with open_video(p) as r:
         assert r.info.num_frames == 20
-        np.testing.assert_array_equal(r.get_frames([19]), _reference(p)[[19]])
+        np.testing.assert_array_equal(r.get_frames([19]), sequential_frames(p)[[19]])
 
 
 def test_missing_header_frame_count(videos):
@@ -137,7 +119,7 @@ def test_missing_header_frame_count(videos):
 
 
 def test_short_side_resize(videos):
-    ref = _reference(videos["gop"])
+    ref = sequential_frames(videos["gop"])
     with open_video(videos["gop"], short_side=24) as r:
         got = r.get_frames([0, 10, 49])
     assert got.shape == (3, 24, 32, 3)

@@ -14,7 +14,8 @@ from tanet.data import variants as V
 from tanet.data.decode import FrameIndexError, VideoDecodeError, open_video
 from tanet.data.encode import write_video
 
-from test_data_decode import _content, _reference
+from _media import sequential_frames
+from test_data_decode import _content
 
 N = 60  # frames of the clean sources (more than frame_index.SMALL: the fast route is open)
 
@@ -56,7 +57,7 @@ def _check_reads(path, ref, seed: int) -> None:
                                   "avi_truncated", "mp4_truncated", "mp4_last_packet",
                                   "h264_raw"])
 def test_count_and_frames_equal_a_sequential_decode(files, name):
-    ref = _reference(files[name])
+    ref = sequential_frames(files[name])
     _check_reads(files[name], ref, seed=len(name))
     index_cache.clear_memory_cache()  # again from the disk cache (or a rebuild): same frames
     _check_reads(files[name], ref, seed=len(name) + 1)
@@ -72,7 +73,7 @@ def _pts_sorted_frames(path) -> np.ndarray:
 @pytest.mark.parametrize("name", ["avi_packed", "mp4_pts_dts", "avi_h264"])
 def test_the_lying_files_really_lie(files, name):
     """These files would defeat a pts-sorted index: the cases are not vacuous."""
-    ref, naive = _reference(files[name]), _pts_sorted_frames(files[name])
+    ref, naive = sequential_frames(files[name]), _pts_sorted_frames(files[name])
     with av.open(str(files[name])) as c:
         packets = [p for p in c.demux(video=0) if p.size]
     n = min(len(ref), len(naive))
@@ -134,7 +135,7 @@ def test_hidden_damage_switches_the_file_to_the_exact_index(tmp_path):
     x = _content(120, 48, 64)
     src = write_video(tmp_path / "long.mp4", x, gop=40, bframes=2, crf=20)
     p = V.break_packet(src, tmp_path / "mid.mp4", 50)
-    ref = _reference(p)
+    ref = sequential_frames(p)
     assert len(ref) == 119
     with open_video(p) as r:
         assert (r.info.num_frames, r.info.exact, r.warnings) == (120, False, [])
@@ -159,7 +160,7 @@ def test_zero_filled_hole_is_damage(files, tmp_path):
     p.write_bytes(bytes(data))
     with open_video(p) as r:
         assert r.info.exact and any(w.startswith("corrupt data at frame") for w in r.warnings)
-    _check_reads(p, _reference(p), seed=4)
+    _check_reads(p, sequential_frames(p), seed=4)
 
 
 def test_exact_index_is_cached_on_disk_by_path_size_and_mtime(files, monkeypatch):
@@ -182,7 +183,7 @@ def test_exact_index_is_cached_on_disk_by_path_size_and_mtime(files, monkeypatch
 
 
 def test_exact_on_request(files):
-    ref = _reference(files["mp4"])
+    ref = sequential_frames(files["mp4"])
     with open_video(files["mp4"], exact=True) as r:
         assert r.info.exact and r.info.num_frames == N
         assert np.abs(r.get_frames([59, 0, 31]).astype(int) - ref[[59, 0, 31]]).max() <= 1
