@@ -156,6 +156,8 @@ def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
     results, _ = C.run_check(splits / "trainlist02.txt", out=out, root=videos, workers=1,
                              quiet=True, fix_list=fixed)  # a split file keeps its own lines
     assert len(results) == 2 and fixed.read_text() == "YoYo/v_YoYo_g08_c01.mp4 2\n"
+    named = C.read_dataset(splits / "trainlist02.txt", root=videos, format="ucf101")
+    assert [r.path for r in named.records] == ["YoYo/v_YoYo_g08_c01.mp4", "YoYo/v_YoYo_g09_c01.mp4"]
     hmdb = tmp_path / "hmdb_splits"
     hmdb.mkdir()
     (hmdb / "Archery_test_split1.txt").write_text("v_Archery_g01_c01.mp4 2\nmissing.avi 0\n")

@@ -117,21 +117,18 @@ def read_dataset(source: str | os.PathLike, *, root: str | os.PathLike | None = 
         raise FileNotFoundError(f"{source}: no such file or directory")
     if subset not in ("train", "test", "all"):
         raise ValueError(f"subset must be train, test or all, not {subset!r}")
-    if format == "auto" and source.is_dir():
-        format = detect_format(source) if detect_format(source) != "tree" else "auto"
-    if format in ("ucf101", "hmdb51"):
-        records, fmt = _split_records(source, format, labels, split, subset), format
-    elif source.is_dir() and format in ("auto", "tree"):
+    fmt = detect_format(source) if format == "auto" else format
+    if fmt == "hmdb51" or (fmt == "ucf101" and source.is_dir()):  # a UCF101 list is one subset
+        records = _split_records(source, fmt, labels, split, subset)
+    elif source.is_dir() and fmt == "tree":
         try:
             records, _ = read_annotations(source, labels=labels, format="tree")
-            fmt = "tree"
         except AnnotationError:
             records, fmt = _flat_folder(source), "folder"
         if not records:
             raise FileNotFoundError(f"{source}: no video files found (looked for "
                                     f"{', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
     else:
-        fmt = detect_format(source) if format == "auto" else format
         records, _ = read_annotations(source, root=root, labels=labels, format=fmt)
     base = Path(root) if root is not None else None
     if base is None and records and not os.path.isabs(records[0].path):
