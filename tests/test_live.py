@@ -186,6 +186,25 @@ def test_file_plays_at_its_own_pace(media):
     assert stats.wall_s >= 0.5 and stats.stream_s == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_stream_frames_are_the_file_reader_frames(media, rotation):
+    """A live source converts frames as a file's reader does: short-side resize, display
+    rotation applied, pixel for pixel."""
+    from tanet.data.decode import open_video
+    from tanet.data.stream import LiveStream
+
+    rng = np.random.default_rng(1)
+    path = write_video(media["tmp"] / f"rot{rotation}.mp4",
+                       rng.integers(0, 255, (6, 48, 80, 3), np.uint8), rotation=rotation)
+    with LiveStream(str(path), short_side=32, realtime=False) as stream:
+        live = np.stack([f.rgb for f in stream])  # (T, H, W, 3)
+    with open_video(path, short_side=32) as reader:
+        assert reader.info.rotation == rotation
+        expected = reader.get_frames(list(range(6)))  # (T, H, W, 3)
+    assert live.shape == expected.shape == ((6, 53, 32, 3) if rotation else (6, 32, 53, 3))
+    assert np.array_equal(live, expected)
+
+
 def test_sources_and_errors(media, capsys):
     from tanet.cli import main
 

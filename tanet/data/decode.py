@@ -34,7 +34,7 @@ from tanet.data.frame_index import (FrameIndex, NoFrames, decode_frames, mp4_ind
 from tanet.data.index_cache import clear_memory_cache, get_index, store
 
 __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
-           "open_video", "read_frames", "clear_memory_cache"]
+           "open_video", "read_frames", "to_rgb", "clear_memory_cache"]
 
 # Read timeout (seconds) handed to FFmpeg's interrupt callback: a stalled read (network or
 # FUSE mount) fails instead of blocking. A hang elsewhere is cut by the dataset's decode timeout.
@@ -99,6 +99,26 @@ def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a counter-clockwise display rotation (multiple of 90) to (H, W, 3)."""
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def to_rgb(frame: av.VideoFrame, coded_size: tuple[int, int], rotation: int,
+           short_side: int | None) -> np.ndarray:
+    """RGB (H, W, 3) uint8, upright: ``frame`` scaled (bilinear) to the size that ``coded_size``
+    (w, h before rotation) has with its short side at ``short_side``, then rotated
+    counter-clockwise by ``rotation`` degrees. Files (:class:`VideoReader`) and live streams
+    (:mod:`tanet.data.stream`) convert their frames with this one function."""
+    w, h = coded_size
+    if rotation % 180:
+        oh, ow = _resized(h, w, short_side)
+    else:
+        ow, oh = _resized(w, h, short_side)
+    ref = _reformatter()
+    if (ow, oh) != (frame.width, frame.height):
+        rgb = ref.reformat(frame, format="rgb24", width=ow, height=oh,
+                           interpolation="BILINEAR", threads=1)
+    else:
+        rgb = ref.reformat(frame, format="rgb24", threads=1)
+    return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
 
 
 class _Surprise(Exception):
@@ -322,18 +342,7 @@ class VideoReader:
     def _convert(self, frame, rotation: int) -> np.ndarray:
         """RGB (H, W, 3) at the first frame's size: a stream whose resolution changes midway
         (or a corrupt header that claims so) still gives frames of one shape."""
-        w, h = self._index.coded_size
-        if rotation % 180:
-            oh, ow = _resized(h, w, self.short_side)
-        else:
-            ow, oh = _resized(w, h, self.short_side)
-        ref = _reformatter()
-        if (ow, oh) != (frame.width, frame.height):
-            rgb = ref.reformat(frame, format="rgb24", width=ow, height=oh,
-                               interpolation="BILINEAR", threads=1)
-        else:
-            rgb = ref.reformat(frame, format="rgb24", threads=1)
-        return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
+        return to_rgb(frame, self._index.coded_size, rotation, self.short_side)  # (H, W, 3)
 
     def _read(self, idx: np.ndarray) -> np.ndarray:
         rot = self.info.rotation

@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 __all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "mp4_index_hint",
-           "NO_PTS", "SMALL"]
+           "frame_rotation", "NO_PTS", "SMALL"]
 
 _PREFIX = 8  # frames decoded at open to compare output order with timestamp order
 SMALL = 32  # files that declare at most this many frames are decoded whole at open
@@ -294,7 +294,8 @@ def _gops_of(frames: list[int], keys: np.ndarray, n: int) -> tuple[int, ...]:
     return tuple(sorted({int(np.searchsorted(keys, f, side="right")) - 1 for f in near}))
 
 
-def _rotation(frame) -> int:
+def frame_rotation(frame) -> int:
+    """A decoded frame's display rotation: counter-clockwise degrees, a multiple of 90."""
     raw = float(getattr(frame, "rotation", 0) or 0)
     if not -360 <= raw <= 360:  # a degenerate display matrix (NaN read as INT_MIN): ignore
         return 0
@@ -339,7 +340,7 @@ def _make(container, stream, scan: _Scan, exact: bool, reason: str) -> FrameInde
     warnings, damage = _damage(scan, pts, _declared(container, stream, fps))
     return FrameIndex(pts=pts, keyframes=keys, seek_ts=seeks, start_ts=start, exact=exact,
                       seekable=seekable, fps=fps, duration=duration,
-                      coded_size=(first.width, first.height), rotation=_rotation(first),
+                      coded_size=(first.width, first.height), rotation=frame_rotation(first),
                       codec=stream.codec_context.name, container=container.format.name,
                       warnings=warnings, reason=reason,
                       damaged_gops=_gops_of(damage, keys, len(pts)))

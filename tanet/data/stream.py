@@ -1,6 +1,6 @@
 """Live sources: a network stream, a pipe or a capture device, decoded frame by frame as it comes.
 
-The one module besides :mod:`tanet.data.decode` and :mod:`tanet.data.encode` that imports PyAV.
+Like the other readers of :mod:`tanet.data`, built on PyAV.
 A SOURCE is
 
 * a URL that FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ``srt://``, ...),
@@ -30,7 +30,8 @@ from typing import Iterator, Mapping
 import av
 import numpy as np
 
-from tanet.data.decode import _reformatter, _resized, _rotate, _why
+from tanet.data.decode import _why, to_rgb
+from tanet.data.frame_index import frame_rotation
 
 __all__ = ["StreamError", "StreamInfo", "LiveFrame", "LiveStream", "resolve_source"]
 
@@ -102,17 +103,6 @@ def resolve_source(source: str, format: str | None = None) -> tuple[str, str | N
                       f"with --format {here})")
 
 
-def _convert(frame: av.VideoFrame, size: tuple[int, int], rotation: int) -> np.ndarray:
-    """RGB (H, W, 3) at ``size`` (w, h, before rotation), as ``VideoReader._convert``."""
-    ref = _reformatter()
-    if size != (frame.width, frame.height):
-        rgb = ref.reformat(frame, format="rgb24", width=size[0], height=size[1],
-                           interpolation="BILINEAR", threads=1)
-    else:
-        rgb = ref.reformat(frame, format="rgb24", threads=1)
-    return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
-
-
 class LiveStream:
     """An open live source; iterate it (once) for :class:`LiveFrame` records until the stream
     ends. A read error ends the iteration by raising :class:`StreamError`; corrupt packets are
@@ -172,15 +162,10 @@ class LiveStream:
     def __iter__(self) -> Iterator[LiveFrame]:
         t0 = None  # timestamp of the first frame (a stream rarely starts at 0)
         wall0 = time.monotonic()
-        size, rotation = None, 0
+        coded, rotation = None, 0  # of the first frame, as a file's index keeps them
         for i, frame in enumerate(self._frames()):
-            if size is None:
-                raw = float(getattr(frame, "rotation", 0) or 0)
-                rotation = int(round(raw)) % 360 if -360 <= raw <= 360 else 0
-                rotation -= rotation % 90
-                w, h = frame.width, frame.height
-                size = (_resized(h, w, self.short_side)[::-1] if rotation % 180
-                        else _resized(w, h, self.short_side))
+            if coded is None:
+                coded, rotation = (frame.width, frame.height), frame_rotation(frame)
             t = frame.time
             if t is None:
                 t = i / self.info.fps
@@ -190,7 +175,7 @@ class LiveStream:
                 delay = wall0 + (t - t0) - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            rgb = _convert(frame, size, rotation)
+            rgb = to_rgb(frame, coded, rotation, self.short_side)  # (H, W, 3)
             yield LiveFrame(index=i, time=t - t0, arrival=time.monotonic(), rgb=rgb)
 
     def close(self) -> None:
