@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from tanet.apps.live import FrameRing, WindowPlan, run_live
+from tanet.apps.live import FrameRing, run_live
 from tanet.apps.predict import Predictor
 from tanet.data.encode import write_video
+from tanet.data.sampling import WindowPlan
 from tanet.data.stream import LiveFrame, StreamError, resolve_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -238,3 +239,5 @@ def test_frame_ring_and_window_plan():
     assert (plan.length, plan.step) == (25, 12)  # as predict_windows rounds
     assert plan.sample(0, 25) == [3, 9, 15, 21] and plan.sample(0, 2) == [0, 0, 1, 1]
     assert plan.tail(50) == (25, 25) and plan.tail(49) is None and plan.tail(10) == (0, 10)
+    assert plan.spans(50) == [(0, 25), (12, 25), (24, 25), (25, 25)]  # the tail: the last 25
+    assert plan.spans(49) == [(0, 25), (12, 25), (24, 25)] and plan.spans(10) == [(0, 10)]

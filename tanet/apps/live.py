@@ -4,7 +4,7 @@ A reader thread decodes the source (:class:`tanet.data.stream.LiveStream`) into 
 :class:`FrameRing`, the latest few seconds of frames. The calling thread waits for each window to
 be complete and classifies it with the Predictor's own pipeline (the checkpoint's test transform
 and backend, :meth:`~tanet.apps.predict.Predictor.predict_frames`). Windows are those of the
-sliding-window mode (``Predictor.predict_windows``): ``round(window * fps)`` frames every
+sliding-window mode (one :class:`~tanet.data.sampling.WindowPlan` for both): ``round(window * fps)`` frames every
 ``round(stride * fps)`` frames at the stream's nominal rate, T segment-centre frames each, and at
 the end of a stream one last window over the tail, so a stream gives the same windows and scores
 as the same frames read from a file. Times are the frames' own timestamps (stream clock).
@@ -31,9 +31,10 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 import numpy as np
 
 from tanet.apps.predict import Prediction, Predictor
+from tanet.data.sampling import WindowPlan
 from tanet.data.stream import LiveFrame, LiveStream, StreamError
 
-__all__ = ["FrameRing", "WindowPlan", "WindowResult", "LiveStats", "LiveSession", "run_live"]
+__all__ = ["FrameRing", "WindowResult", "LiveStats", "LiveSession", "run_live"]
 
 
 class FrameRing:
@@ -77,46 +78,6 @@ class FrameRing:
             if any(not lo <= i < self.count for i in indices):
                 return None
             return [self._slots[i % self.capacity] for i in indices]  # type: ignore[misc]
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Windows counted in frames, as ``Predictor.predict_windows`` counts them: ``length``
-    frames starting every ``step`` frames; ``t`` segment-centre frames sampled from each."""
-
-    length: int
-    step: int
-    t: int
-
-    @classmethod
-    def from_seconds(cls, window: float, stride: float, fps: float, t: int) -> "WindowPlan":
-        if window <= 0 or stride <= 0:
-            raise ValueError(f"window and stride must be > 0 seconds, got {window}, {stride}")
-        return cls(length=max(t, int(round(window * fps))), step=max(1, int(round(stride * fps))),
-                   t=t)
-
-    def start(self, k: int) -> int:
-        return k * self.step
-
-    def last(self, k: int) -> int:
-        """Index of window ``k``'s last frame: it is complete once that frame has arrived."""
-        return k * self.step + self.length - 1
-
-    def sample(self, start: int, length: int) -> list[int]:
-        """T segment centres of frames [start, start + length)."""
-        tick = length / self.t
-        return [start + int(tick / 2 + tick * i) for i in range(self.t)]
-
-    def tail(self, n: int) -> tuple[int, int] | None:
-        """(start, length) of the window after the regular ones of an ``n``-frame stream: the
-        whole stream when it is shorter than a window, the last ``length`` frames when the
-        regular windows stop short of the end, else None."""
-        if n < 1:
-            return None
-        if n < self.length:
-            return 0, n
-        last = (n - self.length) // self.step * self.step
-        return (n - self.length, self.length) if last + self.length < n else None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from tanet.data.sampling import WindowPlan
 from tanet.data.views import (Geometry, parse_views, read_clips, test_geometry, test_transform,
                               to_views)
 from tanet.models.recognizer import ModelCard
@@ -280,21 +281,13 @@ class Predictor:
         if window <= 0:
             raise ValueError(f"window must be > 0 seconds, got {window}")
         stride = stride or window / 2
-        t = self.card.num_segments
         starts, ends, rows = [], [], []
         with open_video(path, short_side=self.short_side) as reader:
             info = reader.info
             fps = info.fps or 25.0
-            n = info.num_frames
-            win = max(t, int(round(window * fps)))  # frames per window
-            step = max(1, int(round(stride * fps)))
-            first_starts = list(range(0, max(1, n - win + 1), step))
-            if n > win and first_starts[-1] + win < n:  # cover the tail
-                first_starts.append(n - win)
-            for s in first_starts:
-                length = min(win, n - s)
-                tick = length / t
-                idx = [s + int(tick / 2 + tick * i) for i in range(t)]  # (T,)
+            plan = WindowPlan.from_seconds(window, stride, fps, self.card.num_segments)
+            for s, length in plan.spans(info.num_frames):  # regular windows, then the tail
+                idx = plan.sample(s, length)  # (T,)
                 frames = reader.get_frames(idx)[None]  # (1, T, H, W, 3)
                 rows.append(self._scores(to_views(frames, self.transform)[0]))  # (K,)
                 starts.append(s / fps)

@@ -9,10 +9,12 @@ use a ``numpy.random.Generator`` in the same order and with the same bounds as t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 __all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride",
-           "clip_indices", "SAMPLINGS"]
+           "clip_indices", "WindowPlan", "SAMPLINGS"]
 
 SAMPLINGS = ("segment", "dense")
 
@@ -125,3 +127,51 @@ def clip_indices(num_frames: int, num_segments: int, *, sampling: str = "segment
     if clips == 1:
         return segment_indices(num_frames, t, train=False)[None]  # (1, T)
     return uniform_clips_indices(num_frames, t, clips)  # (clips, T)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Sliding windows counted in frames, for a file (``Predictor.predict_windows``) and a live
+    stream (:mod:`tanet.apps.live`) alike: ``length`` frames starting every ``step`` frames;
+    ``t`` segment-centre frames sampled from each."""
+
+    length: int
+    step: int
+    t: int
+
+    @classmethod
+    def from_seconds(cls, window: float, stride: float, fps: float, t: int) -> "WindowPlan":
+        if window <= 0 or stride <= 0:
+            raise ValueError(f"window and stride must be > 0 seconds, got {window}, {stride}")
+        return cls(length=max(t, int(round(window * fps))), step=max(1, int(round(stride * fps))),
+                   t=t)
+
+    def start(self, k: int) -> int:
+        return k * self.step
+
+    def last(self, k: int) -> int:
+        """Index of window ``k``'s last frame: it is complete once that frame has arrived."""
+        return k * self.step + self.length - 1
+
+    def sample(self, start: int, length: int) -> list[int]:
+        """T segment centres of frames [start, start + length)."""
+        tick = length / self.t
+        return [start + int(tick / 2 + tick * i) for i in range(self.t)]
+
+    def spans(self, n: int) -> list[tuple[int, int]]:
+        """(start, length) of every window of a complete ``n``-frame video: the regular windows,
+        then the :meth:`tail`."""
+        spans = [(s, self.length) for s in range(0, n - self.length + 1, self.step)]
+        tail = self.tail(n)
+        return spans + [tail] if tail is not None else spans
+
+    def tail(self, n: int) -> tuple[int, int] | None:
+        """(start, length) of the window after the regular ones of an ``n``-frame stream: the
+        whole stream when it is shorter than a window, the last ``length`` frames when the
+        regular windows stop short of the end, else None."""
+        if n < 1:
+            return None
+        if n < self.length:
+            return 0, n
+        last = (n - self.length) // self.step * self.step
+        return (n - self.length, self.length) if last + self.length < n else None
