@@ -7,7 +7,8 @@ and backend, :meth:`~tanet.apps.predict.Predictor.predict_frames`). Windows are 
 sliding-window mode (one :class:`~tanet.data.sampling.WindowPlan` for both):
 ``round(window * fps)`` frames every ``round(stride * fps)`` frames at the stream's nominal rate,
 T segment-centre frames each, and at the end of a stream one last window over the tail, so a
-stream gives the same windows and scores as the same frames read from a file. Times are the frames' own timestamps (stream clock).
+stream gives the same windows and scores as the same frames read from a file. Times are the
+frames' own timestamps (stream clock).
 
 Real time: the reader never waits for the model. When the model is slower than the stream,
 complete windows queue up; a window is dropped when a newer one is complete and its last frame
