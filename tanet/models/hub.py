@@ -143,9 +143,14 @@ def get_weights(name: str) -> Weights:
     """The entry called ``name`` (short or full name); KeyError with close names."""
     if name in _NAMES:
         return _WEIGHTS[_NAMES[name]]
+    raise KeyError(f"unknown weights {name!r}{_did_you_mean(name)} "
+                   "(see `tanet models --pretrained`)")
+
+
+def _did_you_mean(name: str) -> str:
+    """``"; did you mean a, b?"`` with up to three registered names close to ``name``, or ``""``."""
     close = difflib.get_close_matches(name, list(_NAMES), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown weights {name!r}{hint} (see `tanet models --pretrained`)")
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def is_url(spec: str) -> bool:
@@ -212,10 +217,8 @@ def locate(spec: str | os.PathLike, *, convert: bool = True) -> Located:
     text = os.fspath(spec)
     if not is_url(text) and (Path(text).exists() or text not in _NAMES):
         if not Path(text).exists():
-            close = difflib.get_close_matches(text, list(_NAMES), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise CheckpointError(f"{text}: no such file, and not a registered weights "
-                                  f"name{hint} (see `tanet models --pretrained`)")
+                                  f"name{_did_you_mean(text)} (see `tanet models --pretrained`)")
         return Located(Path(text), None, None)
     entry = find_weights(text)
     url = entry.url if entry else text
