@@ -174,6 +174,15 @@ def test_published_entries_are_well_formed(capsys):
     assert re.search(r"tanet_r50\.k400 +tanet_r50 +8 +kinetics400 +76\.25 +92\.41 +10x3", table)
 
 
+def test_a_misspelt_name_gets_close_names(clip, capsys):
+    with pytest.raises(KeyError, match=r"unknown weights 'tanet_r50\.k40'; did you mean "
+                                       r"tanet_r50\.k400, "):
+        hub.get_weights("tanet_r50.k40")
+    assert main(["predict", str(clip), "--checkpoint", "tanet_r50.k40", "--quiet"]) == 1
+    assert ("tanet_r50.k40: no such file, and not a registered weights name; did you mean "
+            "tanet_r50.k400, ") in capsys.readouterr().err
+
+
 def test_download_convert_predict_then_cache_only(cache, published, clip, capsys):
     """By name through the CLI: download + verify + convert once (real names, the entry's
     mean/std); then with the server stopped the same commands run from the cache."""
