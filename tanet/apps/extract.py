@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tanet.apps.predict import Predictor
+from tanet.apps.predict import Predictor, failure_message
 from tanet.data.annotations import find_videos
 from tanet.apps.sharding import collect_files, owned
 from tanet.engine.distributed import DistInfo, all_gather, all_sum
@@ -205,10 +205,8 @@ def _run_shards(predictor: Predictor, files: Sequence[str], shards: Sequence[Pat
             try:
                 feats[i - lo] = predictor.features(files[i], per_frame=per_frame)
             except Exception as e:  # one bad file must not stop a long run
-                msg = str(e)
                 failed.append(i)
-                errors.append(msg if msg.startswith(files[i]) else
-                              f"{files[i]}: {type(e).__name__}: {msg}")
+                errors.append(failure_message(files[i], e))
             bar.update(1)
         with atomic_path(shards[k]) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, start=np.int64(lo), failed=np.array(failed, np.int64),

@@ -24,7 +24,8 @@ from tanet.data.views import (Geometry, parse_views, read_clips, test_geometry, 
                               to_views)
 from tanet.models.recognizer import ModelCard
 
-__all__ = ["Predictor", "Prediction", "WindowPrediction", "parse_views", "write_timeline"]
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "failure_message", "parse_views",
+           "write_timeline"]
 
 
 @dataclass
@@ -51,6 +52,13 @@ class Prediction:
             return f"{self.path}: error: {self.error}"
         warned = "".join(f" [warning: {w}]" for w in self.warnings)
         return f"{self.path}: " + ", ".join(f"{lab} ({s:.3f})" for lab, s in self.top) + warned
+
+
+def failure_message(path: str | os.PathLike, e: BaseException) -> str:
+    """How a video that failed is reported (predict, extract, serve): the exception's message
+    when it names the file already (a ``VideoDecodeError``), else ``path: Type: message``."""
+    msg = str(e)
+    return msg if msg.startswith(str(path)) else f"{path}: {type(e).__name__}: {msg}"
 
 
 @dataclass
@@ -265,10 +273,7 @@ class Predictor:
             try:
                 yield self.predict(p)
             except Exception as e:  # one bad file must not stop a directory run
-                msg = str(e)
-                if not msg.startswith(str(p)):
-                    msg = f"{p}: {type(e).__name__}: {msg}"
-                yield Prediction(str(p), error=msg)
+                yield Prediction(str(p), error=failure_message(p, e))
             if k % 32 == 0:
                 _trim_heap()
 

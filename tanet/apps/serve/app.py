@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from tanet.apps.predict import Prediction, Predictor, WindowPrediction
+from tanet.apps.predict import Prediction, Predictor, WindowPrediction, failure_message
 from tanet.apps.serve.batching import (BatchedBackend, Batcher, BatchTuner, JobCancelled,
                                        WorkerPool, calibrate_batch, keep_freed_memory)
 from tanet.apps.serve.guard import GuardMiddleware
@@ -89,12 +89,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
-
-
-def _error_message(path: Path, e: Exception) -> str:
-    """``tanet predict``'s error text for a failed video (as ``Predictor.predict_many``)."""
-    msg = str(e)
-    return msg if msg.startswith(str(path)) else f"{path}: {type(e).__name__}: {msg}"
 
 
 def _renamed(obj: Any, old: str, new: str) -> Any:
@@ -257,10 +251,10 @@ class _Service:
         except (JobCancelled, MemoryError):
             raise
         except VideoDecodeError as e:
-            status, body = 422, Prediction(str(path), error=_error_message(path, e)).to_json()
+            status, body = 422, Prediction(str(path), error=failure_message(path, e)).to_json()
         except Exception as e:
             log.exception("prediction failed on %s (%s)", name, path)
-            status, body = 500, Prediction(str(path), error=_error_message(path, e)).to_json()
+            status, body = 500, Prediction(str(path), error=failure_message(path, e)).to_json()
         return status, _renamed(body, str(path), name)
 
     def visualize_job(self, topk: int, path: Path, name: str) -> tuple[int, dict]:
@@ -280,7 +274,7 @@ class _Service:
                 images = {f.stem: "data:image/png;base64," + base64.b64encode(f.read_bytes())
                           .decode() for f in files}
         except VideoDecodeError as e:
-            err = Prediction(str(path), error=_error_message(path, e)).to_json()
+            err = Prediction(str(path), error=failure_message(path, e)).to_json()
             return 422, _renamed(err, str(path), name)
         finally:
             if locked:
