@@ -16,7 +16,6 @@ Usage: python benchmarks/train_throughput.py [--model tanet_r50] [--size 224] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -126,11 +125,11 @@ def main() -> None:
 
 def engine_rate(cfg, out: Path) -> float:
     """clips/s of the engine's last epoch (warm workers; compiled in epoch 1)."""
-    from tanet.engine import train
+    from tanet.engine import read_metrics, train
 
     cfg.output = str(out)
     train(cfg, quiet=True)
-    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(out / "metrics.jsonl")
     return records[-1]["clips_per_s"]
 
 

@@ -19,7 +19,6 @@ Usage: python benchmarks/transfer.py [--seeds 3] [--epochs 6] [--scratch-epochs 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,12 +32,13 @@ from _transfer import A, B, class_subset, overrides  # noqa: E402
 def run(args: list[str]) -> tuple[list[float], float]:
     """``tanet train --config synthetic_tanet_tiny --set ARGS``: val top-1 per epoch, seconds."""
     from tanet.cli import main
+    from tanet.engine import read_metrics
 
     out = Path(next(a for a in args if a.startswith("output=")).split("=", 1)[1])
     t0 = time.perf_counter()
     assert main(["train", "--config", "synthetic_tanet_tiny", "--quiet", "--set", *args]) == 0
     seconds = time.perf_counter() - t0
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out / "metrics.jsonl")
     return [r["val_top1"] for r in rows], seconds
 
 

@@ -258,7 +258,7 @@ def run_one(run: Run, quiet: bool = True) -> dict[str, Any]:
     from tanet.apps.demo import pair_accuracy
     from tanet.config import config_from_dict
     from tanet.data.synthetic import reversal_pairs
-    from tanet.engine import test, train
+    from tanet.engine import read_metrics, test, train
     from tanet.io import atomic_write_text
     from tanet.models.cost import model_cost
     from tanet.models.factory import load_model
@@ -273,8 +273,7 @@ def run_one(run: Run, quiet: bool = True) -> dict[str, Any]:
     card = model.card
     pairs = reversal_pairs(list(card.class_names or []))
     cost = model_cost(model, frames=card.num_segments, size=card.input_size[-1])
-    records = [json.loads(ln) for ln in (run.dir / "metrics.jsonl").read_text().splitlines()
-               if ln.strip()]
+    records = read_metrics(run.dir / "metrics.jsonl")
     result = {"variant": run.variant.name, "seed": run.seed, "model": card.name,
               "tam": card.kwargs.get("tam_kwargs", {}), "top1": res["top1"], "top5": res["top5"],
               "mean_class_acc": res["mean_class_acc"],

@@ -8,7 +8,6 @@ curves, confusion matrices and a picture of TANet's TAM kernels.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -77,7 +76,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
     """Run the whole demo; returns the path of ``report.md``."""
     from tanet.config import load_config
     from tanet.data import synthetic
-    from tanet.engine import test, train
+    from tanet.engine import read_metrics, test, train
     from tanet.io import read_class_names
 
     t_start = time.perf_counter()
@@ -108,8 +107,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
         train_s = time.perf_counter() - t0
         res = test(out / name / "last.safetensors", cfg, out=out / name / "test", quiet=quiet)
         scores[name] = res.pop("eval")
-        curves[cfg.model.name] = [json.loads(ln) for ln in
-                                  (out / name / "metrics.jsonl").read_text().splitlines()]
+        curves[cfg.model.name] = read_metrics(out / name / "metrics.jsonl")
         rows[cfg.model.name] = {**res, "train_s": train_s, "epochs": cfg.train.epochs,
                                 "dir": name}
     class_names = read_class_names(data / "classes.txt")

@@ -7,7 +7,7 @@ files, resume), :mod:`.distributed` (processes, samplers), :mod:`.seeding` (RNG 
 :mod:`.signals` (interrupts, non-finite losses).
 """
 from tanet.engine.build import build_model, build_optimizer, lr_factor
-from tanet.engine.checkpointing import load_train_state, save_checkpoint
+from tanet.engine.checkpointing import load_train_state, read_metrics, save_checkpoint
 from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, finish_distributed,
                                       init_distributed)
 from tanet.engine.evaluate import EvalResult, evaluate, test
@@ -17,5 +17,5 @@ from tanet.engine.train import RunningStats, train
 
 __all__ = ["train", "test", "evaluate", "EvalResult", "DistInfo", "init_distributed",
            "finish_distributed", "lr_factor", "build_model", "build_optimizer", "TrainSampler",
-           "ShardSampler", "save_checkpoint", "load_train_state", "TrainingInterrupted",
+           "ShardSampler", "save_checkpoint", "load_train_state", "read_metrics", "TrainingInterrupted",
            "NonFiniteLossError", "RunningStats", "rng_state", "set_rng_state"]

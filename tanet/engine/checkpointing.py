@@ -20,7 +20,7 @@ from tanet.io import atomic_path, atomic_write_text
 from tanet.models.checkpoint import CheckpointError, load_state_file, read_metadata, save_model
 
 __all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "append_metrics",
-           "truncate_metrics", "clear_stale_temp_files"]
+           "read_metrics", "truncate_metrics", "clear_stale_temp_files"]
 
 
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
@@ -77,6 +77,11 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line to ``metrics.jsonl``."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``, one per epoch, in order."""
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
 def truncate_metrics(path: Path, epoch: int) -> None:
