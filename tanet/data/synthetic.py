@@ -147,11 +147,9 @@ def _write_pair(job: tuple) -> int:
     total = 0
     for cls, clip in ((2 * family, seq), (2 * family + 1, seq[::-1])):
         path = Path(out_dir) / "videos" / f"{split}_{names[cls]}_{k:04d}.mp4"
-        if not path.exists():
-            tmp = path.with_name(f".{path.stem}.tmp.mp4")
-            write_video(tmp, np.ascontiguousarray(clip), fps=8, gop=1,
+        if not path.exists():  # write_video is atomic: a killed run leaves no partial file
+            write_video(path, np.ascontiguousarray(clip), fps=8, gop=1,
                         options={"qp": "20"})  # constant QP: a frame codes the same anywhere
-            os.replace(tmp, path)
         total += path.stat().st_size
     return total
 
