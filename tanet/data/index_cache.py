@@ -116,6 +116,8 @@ def store(path: str, st: os.stat_result, index: FrameIndex, *, disk: bool = True
     if not disk:
         return
     target = _disk_path(key)
+    # a rename without tanet.io.atomic_path's fsyncs: a cache entry lost in a crash is rebuilt,
+    # and a data loader stores thousands of them
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
