@@ -17,5 +17,6 @@ from tanet.engine.train import RunningStats, train
 
 __all__ = ["train", "test", "evaluate", "EvalResult", "DistInfo", "init_distributed",
            "finish_distributed", "lr_factor", "build_model", "build_optimizer", "TrainSampler",
-           "ShardSampler", "save_checkpoint", "load_train_state", "read_metrics", "TrainingInterrupted",
-           "NonFiniteLossError", "RunningStats", "rng_state", "set_rng_state"]
+           "ShardSampler", "save_checkpoint", "load_train_state", "read_metrics",
+           "TrainingInterrupted", "NonFiniteLossError", "RunningStats", "rng_state",
+           "set_rng_state"]
