@@ -33,9 +33,7 @@ from tanet.data import index_cache
 from tanet.data import variants as V
 from tanet.data.encode import write_video
 from tanet.data.sampling import segment_indices
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _media import sequential_frames  # noqa: E402
+from tanet.testing.media import sequential_frames
 
 
 def make_frames() -> np.ndarray:

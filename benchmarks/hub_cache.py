@@ -18,22 +18,18 @@ import hashlib
 import http.server
 import os
 import statistics
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _published import to_mmaction2  # noqa: E402
-from _timing import interleaved_samples  # noqa: E402
-
 import tanet  # noqa: E402
 from tanet.models.convert import read_checkpoint  # noqa: E402
 from tanet.models.download import cache_dir  # noqa: E402
 from tanet.models.factory import model_from_checkpoint  # noqa: E402
+from tanet.testing.published import to_mmaction2
+from tanet.testing.timing import interleaved_samples
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

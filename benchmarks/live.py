@@ -19,19 +19,15 @@ import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from predict import make_video  # benchmarks/predict.py, beside this script
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
-from _timing import interleaved_samples  # noqa: E402
-from predict import make_video  # noqa: E402
-from _live_server import StreamServer  # noqa: E402
+from tanet.testing.live_server import StreamServer
+from tanet.testing.timing import interleaved_samples
 
 
 def main() -> int:

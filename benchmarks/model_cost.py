@@ -7,18 +7,14 @@ Usage: python benchmarks/model_cost.py [--device cuda] [--rounds 5] [--model tan
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import interleaved_samples  # noqa: E402
-
 from tanet.models import create_model  # noqa: E402
 from tanet.models.cost import model_cost  # noqa: E402
+from tanet.testing.timing import interleaved_samples
 
 
 def main() -> None:

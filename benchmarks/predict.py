@@ -16,7 +16,6 @@ Usage: python benchmarks/predict.py [--rounds 5] [--threads N] [--no-compile]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved  # noqa: E402
+from tanet.testing.timing import interleaved
 
 
 def make_video(path: Path, *, seconds: float = 10, fps: int = 25, w: int = 340, h: int = 256) -> Path:
@@ -53,9 +51,9 @@ def main() -> int:
 
     import tanet
     from tanet.apps.export import export_onnx
+    from tanet.apps.predict import Predictor
     from tanet.apps.quantize import export_int8
     from tanet.models.checkpoint import save_model
-    from tanet.apps.predict import Predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)

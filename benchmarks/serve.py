@@ -19,7 +19,6 @@ import ctypes
 import http.client
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,13 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from predict import make_video  # benchmarks/predict.py, beside this script
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
-from _timing import interleaved  # noqa: E402
-from predict import make_video  # noqa: E402
-from _serve import Server, multipart  # noqa: E402
+from tanet.testing.serve import Server, multipart
+from tanet.testing.timing import interleaved
 
 MODES = {"one at a time": ["--sequential"],
          "dynamic batching": ["--max-batch", "16"],  # the default: calibrated at start-up

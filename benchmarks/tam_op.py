@@ -7,15 +7,11 @@ Usage: python benchmarks/tam_op.py [--device cuda] [--rounds 20]
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import interleaved  # noqa: E402
-
 from tanet.models.tam import TAM  # noqa: E402
+from tanet.testing.timing import interleaved
 
 STAGES = [("layer1", 64, 56), ("layer2", 128, 28), ("layer3", 256, 14), ("layer4", 512, 7)]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved_samples  # noqa: E402
+from tanet.testing.timing import interleaved_samples
 
 
 def write_videos(root: Path, *, classes: int, per_class: int, frames: int, h: int, w: int) -> None:
@@ -54,7 +52,7 @@ def main() -> None:
                     help="also time the torch.compile'd train step (and train.compile=true)")
     args = ap.parse_args()
 
-    from tanet.config import apply_overrides, Config
+    from tanet.config import Config, apply_overrides
     from tanet.engine import build_model, build_optimizer
 
     threads = torch.get_num_threads()

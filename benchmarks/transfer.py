@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _transfer import A, B, class_subset, overrides  # noqa: E402
+from tanet.testing.transfer import A, B, class_subset, overrides
 
 
 def run(args: list[str]) -> tuple[list[float], float]:

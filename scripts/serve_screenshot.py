@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from tanet.testing.serve import Server
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from _serve import Server  # noqa: E402
 
 
 def motions_video(path: Path) -> Path:

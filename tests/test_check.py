@@ -8,14 +8,13 @@ import os
 import signal
 
 import pytest
+from test_data_decode import _content
 
 from tanet.apps import check as C
 from tanet.cli import main
 from tanet.data import variants as V
 from tanet.data.annotations import read_annotations
 from tanet.data.encode import write_video
-
-from test_data_decode import _content
 
 
 @pytest.fixture(scope="module")

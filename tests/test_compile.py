@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _engine_data import make_videos, overrides
 
 import tanet
 from tanet.config import Config, apply_overrides
 from tanet.engine import train
 from tanet.models.factory import load_model
 from tanet.models.tam import TAM
-
-from _engine_data import make_videos, overrides
 
 
 def test_custom_op_registration():

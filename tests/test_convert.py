@@ -10,10 +10,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import tanet
-from tanet.models.tam import TAM
-from tanet.models.checkpoint import CheckpointError, UnsafeCheckpointError, read_metadata
-from tanet.models.factory import convert_checkpoint, load_model
+from tanet.models.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    read_metadata,
+)
 from tanet.models.convert import read_checkpoint
+from tanet.models.factory import convert_checkpoint, load_model
+from tanet.models.tam import TAM
 
 T, SIZE = 4, 32
 LAYERS, WIDTHS, STEM = (2, 1, 1, 1), (8, 16, 16, 32), 8

@@ -9,8 +9,7 @@ import pytest
 
 from tanet.data.decode import FrameFolder, VideoDecodeError, open_video, read_frames
 from tanet.data.encode import write_video
-
-from _media import sequential_frames, write_audio_only
+from tanet.testing.media import sequential_frames, write_audio_only
 
 
 def _content(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _engine_data import make_videos, overrides
 
 from tanet.config import Config, apply_overrides, config_to_dict
 from tanet.engine import train
 from tanet.models.checkpoint import load_state_file
-
-from _engine_data import make_videos, overrides
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

@@ -8,14 +8,13 @@ import os
 import av
 import numpy as np
 import pytest
+from test_data_decode import _content
 
 from tanet.data import frame_index, index_cache
 from tanet.data import variants as V
 from tanet.data.decode import FrameIndexError, VideoDecodeError, open_video
 from tanet.data.encode import write_video
-
-from _media import sequential_frames
-from test_data_decode import _content
+from tanet.testing.media import sequential_frames
 
 N = 60  # frames of the clean sources (more than frame_index.SMALL: the fast route is open)
 

@@ -5,14 +5,13 @@ import sys
 
 import pytest
 import torch
+from _engine_data import CLASSES, make_videos, overrides
 
 from tanet.config import Config, apply_overrides
-from tanet.engine import test as run_test
 from tanet.engine import load_train_state, train
+from tanet.engine import test as run_test
 from tanet.models.checkpoint import load_state_file
 from tanet.models.factory import load_model
-
-from _engine_data import CLASSES, make_videos, overrides
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,15 @@ import torch
 
 from tanet.config import Config, apply_overrides
 from tanet.data.views import parse_views
-from tanet.engine import (ShardSampler, TrainSampler, build_model, build_optimizer, lr_factor,
-                          rng_state, set_rng_state)
+from tanet.engine import (
+    ShardSampler,
+    TrainSampler,
+    build_model,
+    build_optimizer,
+    lr_factor,
+    rng_state,
+    set_rng_state,
+)
 
 
 def test_train_sampler_shards_one_permutation():

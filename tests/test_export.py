@@ -59,8 +59,8 @@ def test_onnx_fixed_time_axis(onnx_file):
 
 
 def test_torch_export_program_via_cli(model, tmp_path):
-    from tanet.cli import main
     from tanet.apps.export import load_program
+    from tanet.cli import main
 
     ckpt = save_model(tmp_path / "m.safetensors", model)
     out = tmp_path / "m.pt2"

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from _engine_data import make_videos, overrides  # noqa: E402
 
 from tanet.data.annotations import Record
 from tanet.data.dataset import LoaderWorkerError, VideoDataset, build_loader
 from tanet.data.transforms import build_train_transform
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _engine_data import make_videos, overrides  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,7 @@ from tanet.apps.extract import load_features
 from tanet.apps.predict import Predictor
 from tanet.cli import main
 from tanet.data.encode import write_video
-
-from _tiny import tiny_checkpoint
+from tanet.testing.tiny import tiny_checkpoint
 
 NAMES = ["left", "right", "still"]
 

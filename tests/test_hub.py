@@ -21,8 +21,7 @@ from tanet.models import hub
 from tanet.models.checkpoint import read_metadata
 from tanet.models.download import DownloadError, HashMismatchError, cache_dir
 from tanet.models.registry import is_registered
-
-from _published import to_mmaction2
+from tanet.testing.published import to_mmaction2
 
 T, K = 4, 5
 NAMES = ["jumping jacks", "juggling balls", "playing cello", "surfing water", "yawning"]

@@ -18,14 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from _engine_data import make_videos, overrides
 
 from tanet.config import Config, apply_overrides
-from tanet.engine import NonFiniteLossError, TrainingInterrupted, load_train_state, train
-from tanet.models.recognizer import Recognizer
+from tanet.engine import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    load_train_state,
+    train,
+)
 from tanet.models.checkpoint import load_state_file
 from tanet.models.factory import load_model
-
-from _engine_data import make_videos, overrides
+from tanet.models.recognizer import Recognizer
 
 # 12 training videos, batch 2: 6 steps per epoch, 4 epochs, `last` saved after every step
 RUN = ("train.epochs=4", "train.batch_size=2", "train.checkpoint_every=1", "train.workers=1",

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +20,8 @@ from tanet.apps.predict import Predictor
 from tanet.data.encode import write_video
 from tanet.data.sampling import WindowPlan
 from tanet.data.stream import LiveFrame, StreamError, resolve_source
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _live_server import StreamServer, feed_pipe  # noqa: E402
-from _tiny import tiny_checkpoint  # noqa: E402
+from tanet.testing.live_server import StreamServer, feed_pipe
+from tanet.testing.tiny import tiny_checkpoint
 
 NAMES = ["red", "green", "blue", "grey"]
 FPS, N = 25, 50  # a 2 s stream

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from tanet.data.encode import write_video
-
-from _media import write_audio_only
+from tanet.testing.media import write_audio_only
 
 N_VIDEOS = 1000
 N_DISTINCT = 12  # distinct good videos; the rest are hard links to them (a fast fixture)

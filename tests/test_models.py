@@ -6,11 +6,11 @@ import torch
 
 import tanet
 from tanet.models import create_model, list_models, model_defaults
+from tanet.models.checkpoint import CheckpointError, save_model
 from tanet.models.cost import model_cost
+from tanet.models.factory import load_model
 from tanet.models.resnet import DEPTHS, ResNet, temporal_shift
 from tanet.models.tam import TAM
-from tanet.models.checkpoint import CheckpointError, save_model
-from tanet.models.factory import load_model
 
 
 def _torchvision_resnet_keys(layers):

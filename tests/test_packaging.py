@@ -116,6 +116,9 @@ def test_dependency_direction():
                 bad.append(f"{name} imports {dep}")
             if _layer(dep) == "cli" and _layer(name) not in ("cli", "__main__"):
                 bad.append(f"{name} imports {dep} (nothing imports cli)")
+            if _layer(dep) == "testing" and _layer(name) != "testing":
+                bad.append(f"{name} imports {dep} (tanet.testing serves tests and benchmarks "
+                           f"only)")
     assert not bad, "\n".join(bad)
 
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tanet.data.encode import write_video
 from tanet.apps.predict import Predictor, parse_views
-
-from _tiny import tiny_checkpoint
+from tanet.data.encode import write_video
+from tanet.testing.tiny import tiny_checkpoint
 
 NAMES = ["red", "green", "blue", "grey"]
 

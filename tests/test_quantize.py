@@ -6,11 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from _engine_data import CLASSES, make_videos
 
 import tanet
 from tanet.models.checkpoint import save_model
-
-from _engine_data import CLASSES, make_videos
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

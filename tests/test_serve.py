@@ -17,8 +17,8 @@ from tanet.data.encode import write_video
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from _serve import Server, multipart  # noqa: E402
-from _tiny import tiny_checkpoint  # noqa: E402
+from tanet.testing.serve import Server, multipart
+from tanet.testing.tiny import tiny_checkpoint
 
 NAMES = ["run", "jump", "swim", "climb", "throw"]
 KEY = "s3cret-key"

@@ -3,6 +3,9 @@ builds, trains a step, round-trips through a checkpoint; the defaults are the au
 import pytest
 import torch
 import torch.nn.functional as F
+from test_tam import (
+    _authors_tam_forward,  # the authors' forward, written out independently
+)
 
 import tanet
 from tanet.config import load_config
@@ -12,7 +15,6 @@ from tanet.models.checkpoint import save_model
 from tanet.models.convert import read_checkpoint
 from tanet.models.factory import load_model
 from tanet.models.tam import TAM
-from test_tam import _authors_tam_forward  # the authors' forward, written out independently
 
 NAMES = ["a", "b", "c"]
 # (model, builder kwargs): every switch on its own, plus the non-adaptive temporal conv

@@ -11,8 +11,7 @@ import json
 
 from tanet.cli import main
 from tanet.data.synthetic import generate
-
-from _transfer import A, B, class_subset, overrides
+from tanet.testing.transfer import A, B, class_subset, overrides
 
 
 def _train(data, tag, out, *extra, quiet=True):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from _engine_data import CLASSES, _clip, make_videos, overrides
 
 from tanet.cli import main
 from tanet.config import Config, apply_overrides
@@ -17,8 +18,6 @@ from tanet.data.decode import open_video
 from tanet.data.encode import write_video
 from tanet.engine import test as run_test
 from tanet.engine import train
-
-from _engine_data import CLASSES, _clip, make_videos, overrides
 
 
 @pytest.fixture(scope="module")

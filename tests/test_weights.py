@@ -4,8 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 import tanet
-from tanet.models.resnet import DEPTHS, ResNet
 from tanet.models.checkpoint import CheckpointError, load_imagenet
+from tanet.models.resnet import DEPTHS, ResNet
 
 
 @pytest.fixture(scope="module")

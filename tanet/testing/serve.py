@@ -1,4 +1,5 @@
-"""A real `tanet serve` subprocess on 127.0.0.1 and a small HTTP client (http.client) for tests."""
+"""A real `tanet serve` subprocess on 127.0.0.1 and a small HTTP client (http.client) for tests
+and benchmarks."""
 from __future__ import annotations
 
 import http.client
