@@ -187,3 +187,12 @@ def test_one_definition_of_each_shared_rule():
     assert defs["IMAGENET_MEAN literal"] == ["tanet.models.recognizer"]
     assert defs["clip_indices"] == ["tanet.data.sampling"]
     assert "tanet.io" in defs["read_class_names"]
+
+
+def test_shipped_files_cite_the_paper_not_a_private_file():
+    """Recipes, studies and docs cite the paper (section, table) or the authors' code; users do
+    not have the project's internal reference notes."""
+    shipped = [*PACKAGE.rglob("*.yaml"), *PACKAGE.rglob("*.py"), REPO / "README.md",
+               REPO / "ARCHITECTURE.md", *(REPO / "docs").rglob("*.md")]
+    bad = [str(p.relative_to(REPO)) for p in shipped if "TAM.md" in p.read_text()]
+    assert not bad, bad
