@@ -80,3 +80,46 @@ def test_parse_views():
     for bad in ("3", "2x2", "0x3", "ax3"):
         with pytest.raises(ValueError, match="--views"):
             parse_views(bad)
+
+
+def test_epoch_log_flush_gathers_once_and_writes_every_list(tmp_path, monkeypatch):
+    """The three lists (skipped, non-finite, warnings) travel in one collective, as the
+    docstring promises; every rank's entries land in their files."""
+    from types import SimpleNamespace
+
+    import importlib
+
+    tr = importlib.import_module("tanet.engine.train")  # the module (the package exports train())
+    from tanet.engine.distributed import DistInfo
+
+    calls = []
+    other_rank = {"skipped.txt": ["b.mp4"], "nonfinite.txt": [], "warnings.txt": ["c.mp4\tcut"]}
+
+    def gather(info, obj):
+        calls.append(obj)
+        return [obj, other_rank]
+
+    monkeypatch.setattr(tr, "all_gather", gather)
+    log = tr._EpochLog(skipped=["a.mp4"], nonfinite=["n.mp4"], warned=[])
+    run = SimpleNamespace(info=DistInfo(rank=0, world_size=2, local_rank=0,
+                                        device=torch.device("cpu")), out=tmp_path)
+    log.flush(run, epoch=0)
+    assert len(calls) == 1
+    assert (tmp_path / "skipped.txt").read_text() == "epoch 1\ta.mp4\nepoch 1\tb.mp4\n"
+    assert (tmp_path / "nonfinite.txt").read_text() == "epoch 1\tn.mp4\n"
+    assert (tmp_path / "warnings.txt").read_text() == "epoch 1\tc.mp4\tcut\n"
+    assert not log.skipped and not log.nonfinite and not log.warned
+
+
+def test_resume_checks_live_with_the_run_files(tmp_path):
+    """check_position refuses a mid-epoch state saved with another processes x batch x
+    accumulation, naming both; an epoch-end state resumes with any."""
+    from tanet.engine.checkpointing import check_position
+
+    cfg = Config()
+    cfg.train.batch_size, cfg.train.accumulate = 4, 1
+    state = {"micro": 3, "world_size": 2, "batch_size": 4, "accumulate": 1}
+    check_position(tmp_path, state, 2, cfg)
+    with pytest.raises(ValueError, match=r"2 process\(es\) x train.batch_size=4.*now 1 x 4"):
+        check_position(tmp_path, state, 1, cfg)
+    check_position(tmp_path, {**state, "micro": 0}, 1, cfg)

@@ -19,8 +19,13 @@ from tanet.engine.distributed import unwrap
 from tanet.io import atomic_path, atomic_write_text
 from tanet.models.checkpoint import CheckpointError, load_state_file, read_metadata, save_model
 
-__all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "append_metrics",
-           "read_metrics", "truncate_metrics", "clear_stale_temp_files"]
+__all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "check_same_run",
+           "check_position", "append_metrics", "read_metrics", "truncate_metrics",
+           "clear_stale_temp_files", "SAME_RUN_KEYS"]
+
+# keys that define a run: a resume with other values would continue a different experiment
+SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
+                 "data.train", "data.labels", "data.format", "train.seed")
 
 
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
@@ -71,6 +76,52 @@ def load_train_state(out: Path, tag: str = "last") -> tuple[dict[str, torch.Tens
                               f"{state_path.name} from epoch {state['epoch']} (interrupted "
                               f"while saving); resume from an earlier copy of the run")
     return load_state_file(weights_path), state
+
+
+def check_same_run(out: Path, cfg: Config) -> None:
+    """Refuse to resume the run saved in ``out`` when its defining config keys
+    (:data:`SAME_RUN_KEYS`) differ from ``cfg``; the message names each key, saved and now."""
+    try:
+        saved = read_metadata(out / "last.safetensors")["config"]
+    except CheckpointError:
+        return  # torn or missing weights file: the state file alone decides
+    if not saved:
+        return
+    now = config_to_dict(cfg)
+    differ = [k for k in SAME_RUN_KEYS  # keys a run saved by an older tanet lacks are skipped
+              if _has(saved, k) and _lookup(saved, k) != _lookup(now, k)]
+    if differ:
+        detail = "; ".join(f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(now, k)!r}"
+                           for k in differ)
+        raise ValueError(f"{out}: --resume of a different run ({detail}); use another "
+                         f"output directory or the saved settings")
+
+
+def check_position(out: Path, state: dict[str, Any], world_size: int, cfg: Config) -> None:
+    """A state saved in the middle of an epoch resumes exactly only with the same processes x
+    ``train.batch_size`` x ``train.accumulate`` (the epoch's order is cut into the same
+    steps); refuse otherwise, naming both."""
+    tc = cfg.train
+    saved = (int(state.get("world_size", 1)), int(state.get("batch_size", tc.batch_size)),
+             int(state.get("accumulate", tc.accumulate)))
+    if int(state.get("micro", 0)) and saved != (world_size, tc.batch_size, tc.accumulate):
+        raise ValueError(f"{out}: saved in the middle of an epoch with {saved[0]} "
+                         f"process(es) x train.batch_size={saved[1]} x "
+                         f"train.accumulate={saved[2]}; resume with the same (now "
+                         f"{world_size} x {tc.batch_size} x {tc.accumulate}), or from an "
+                         f"epoch-end checkpoint")
+
+
+def _has(d: dict[str, Any], key: str) -> bool:
+    *parents, leaf = key.split(".")
+    parent = _lookup(d, ".".join(parents)) if parents else d
+    return isinstance(parent, dict) and leaf in parent
+
+
+def _lookup(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:

@@ -26,25 +26,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tanet.config import Config, config_to_dict, dump_config
+from tanet.config import Config, dump_config
 from tanet.data.views import test_geometry
 from tanet.engine.build import (autocast, build_model, build_optimizer, build_scheduler,
                                 make_loader, read_split, set_bn_mode, test_dataset, train_dataset)
-from tanet.engine.checkpointing import (append_metrics, clear_stale_temp_files, has_saved_state,
+from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
+                                        clear_stale_temp_files, has_saved_state,
                                         load_train_state, save_checkpoint, truncate_metrics)
 from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, all_gather, all_sum,
                                       any_rank, init_distributed, log, warn)
 from tanet.engine.evaluate import evaluate
 from tanet.engine.seeding import rng_state, seed_everything, set_rng_state
 from tanet.engine.signals import StopRequest, TrainingInterrupted, report_nonfinite
-from tanet.models.checkpoint import CheckpointError, read_metadata
 
 __all__ = ["train", "RunningStats"]
-
-# keys that define a run: a resume with other values would continue a different experiment
-_SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
-                  "data.train", "data.labels", "data.format", "train.seed")
-
 
 @dataclass
 class RunningStats:
@@ -79,8 +74,9 @@ class _EpochLog:
         / ``warnings.txt`` (collective: one gather for all lists); empties the lists."""
         lists = {"skipped.txt": self.skipped, "nonfinite.txt": self.nonfinite,
                  "warnings.txt": self.warned}
+        gathered = all_gather(run.info, lists)  # one collective: every rank's three lists
         for name in lists:
-            paths = [p for g in all_gather(run.info, lists) for p in g[name]]
+            paths = [p for g in gathered for p in g[name]]
             if paths and run.info.main:
                 run.out.mkdir(parents=True, exist_ok=True)
                 with open(run.out / name, "a") as f:
@@ -228,7 +224,7 @@ def _describe(run: _Run) -> str:
 def _resume(run: _Run) -> None:
     """Restore weights, optimiser, schedule, position and RNG states from ``<out>/last``."""
     info, tc = run.info, run.cfg.train
-    _check_same_run(run)
+    check_same_run(run.out, run.cfg)
     weights, state = load_train_state(run.out)
     run.model.load_state_dict(weights)
     run.optimizer.load_state_dict(state["optimizer"])
@@ -239,14 +235,7 @@ def _resume(run: _Run) -> None:
     run.best = float(state["best"])
     run.start_micro = int(state.get("micro", 0))
     run.carried = RunningStats(**state.get("running", {}))
-    saved = (int(state.get("world_size", 1)), int(state.get("batch_size", tc.batch_size)),
-             int(state.get("accumulate", tc.accumulate)))
-    if run.start_micro and saved != (info.world_size, tc.batch_size, tc.accumulate):
-        raise ValueError(f"{run.out}: saved in the middle of an epoch with {saved[0]} "
-                         f"process(es) x train.batch_size={saved[1]} x "
-                         f"train.accumulate={saved[2]}; resume with the same (now "
-                         f"{info.world_size} x {tc.batch_size} x {tc.accumulate}), or from an "
-                         f"epoch-end checkpoint")
+    check_position(run.out, state, info.world_size, run.cfg)
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
     where = f"epoch {run.start_epoch}" + (f" + {run.start_micro} batches" if run.start_micro else "")
@@ -254,37 +243,6 @@ def _resume(run: _Run) -> None:
         run.quiet)
     if run.start_epoch >= tc.epochs:
         warn(info, f"{run.out}: already trained {run.start_epoch} epochs (train.epochs={tc.epochs})")
-
-
-def _check_same_run(run: _Run) -> None:
-    """Refuse to resume a saved run whose defining config keys differ from ``run.cfg``."""
-    path = run.out / "last.safetensors"
-    try:
-        saved = read_metadata(path)["config"]
-    except CheckpointError:
-        return  # torn or missing weights file: the state file alone decides
-    if not saved:
-        return
-    now = config_to_dict(run.cfg)
-    differ = [k for k in _SAME_RUN_KEYS  # keys a run saved by an older tanet lacks are skipped
-              if _has(saved, k) and _lookup(saved, k) != _lookup(now, k)]
-    if differ:
-        detail = "; ".join(f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(now, k)!r}"
-                           for k in differ)
-        raise ValueError(f"{run.out}: --resume of a different run ({detail}); use another "
-                         f"output directory or the saved settings")
-
-
-def _has(d: dict[str, Any], key: str) -> bool:
-    *parents, leaf = key.split(".")
-    parent = _lookup(d, ".".join(parents)) if parents else d
-    return isinstance(parent, dict) and leaf in parent
-
-
-def _lookup(d: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
-    return d
 
 
 def _prepare_output(run: _Run, resumed: bool) -> None:
