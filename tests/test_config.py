@@ -3,17 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tanet.config import (
-    Config,
-    ConfigError,
-    all_keys,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    dump_config,
-    list_recipes,
-    load_config,
-)
+from tanet.config import (Config, ConfigError, all_keys, apply_overrides, config_from_dict,
+                          config_to_dict, dump_config, list_recipes, load_config)
 
 REPO = Path(__file__).resolve().parents[1]
 STABLE = ["model.name", "model.num_segments", "model.pretrained", "data.root", "data.train",

@@ -10,11 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import tanet
-from tanet.models.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    read_metadata,
-)
+from tanet.models.checkpoint import CheckpointError, UnsafeCheckpointError, read_metadata
 from tanet.models.convert import read_checkpoint
 from tanet.models.factory import convert_checkpoint, load_model
 from tanet.models.tam import TAM

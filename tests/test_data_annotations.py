@@ -5,15 +5,8 @@ import json
 
 import pytest
 
-from tanet.data.annotations import (
-    AnnotationError,
-    Record,
-    detect_format,
-    read_annotations,
-    read_class_names,
-    write_class_names,
-    write_video_list,
-)
+from tanet.data.annotations import (AnnotationError, Record, detect_format, read_annotations,
+                                    read_class_names, write_class_names, write_video_list)
 
 
 def test_frame_list(tmp_path):

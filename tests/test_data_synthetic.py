@@ -44,7 +44,7 @@ def test_pairs_are_exact_reversals(bench):
 def test_deterministic_and_seed_dependent(bench, tmp_path):
     out, _ = bench
     again = synthetic.generate(tmp_path / "a", seed=5, **KW)
-    other = synthetic.generate(tmp_path / "b", seed=6, **KW)
+    synthetic.generate(tmp_path / "b", seed=6, **KW)
     p = "videos/train_grow_0001.mp4"
     ref = read_frames(out / p, range(8))
     np.testing.assert_array_equal(read_frames(tmp_path / "a" / p, range(8)), ref)

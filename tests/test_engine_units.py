@@ -7,15 +7,8 @@ import torch
 
 from tanet.config import Config, apply_overrides
 from tanet.data.views import parse_views
-from tanet.engine import (
-    ShardSampler,
-    TrainSampler,
-    build_model,
-    build_optimizer,
-    lr_factor,
-    rng_state,
-    set_rng_state,
-)
+from tanet.engine import (ShardSampler, TrainSampler, build_model, build_optimizer, lr_factor,
+                          rng_state, set_rng_state)
 
 
 def test_train_sampler_shards_one_permutation():
@@ -89,7 +82,7 @@ def test_epoch_log_flush_gathers_once_and_writes_every_list(tmp_path, monkeypatc
 
     import importlib
 
-    tr = importlib.import_module("tanet.engine.train")  # the module (the package exports train())
+    st = importlib.import_module("tanet.engine.state")
     from tanet.engine.distributed import DistInfo
 
     calls = []
@@ -99,8 +92,8 @@ def test_epoch_log_flush_gathers_once_and_writes_every_list(tmp_path, monkeypatc
         calls.append(obj)
         return [obj, other_rank]
 
-    monkeypatch.setattr(tr, "all_gather", gather)
-    log = tr._EpochLog(skipped=["a.mp4"], nonfinite=["n.mp4"], warned=[])
+    monkeypatch.setattr(st, "all_gather", gather)
+    log = st.EpochLog(skipped=["a.mp4"], nonfinite=["n.mp4"], warned=[])
     run = SimpleNamespace(info=DistInfo(rank=0, world_size=2, local_rank=0,
                                         device=torch.device("cpu")), out=tmp_path)
     log.flush(run, epoch=0)

@@ -26,22 +26,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tanet.config import (
-    Config,
-    ConfigError,
-    all_keys,
-    apply_overrides,
-    config_to_dict,
-    load_config,
-)
-from tanet.data.annotations import (
-    AnnotationError,
-    Record,
-    read_annotations,
-    read_class_names,
-    write_class_names,
-    write_video_list,
-)
+from tanet.config import Config, ConfigError, all_keys, apply_overrides, config_to_dict, load_config
+from tanet.data.annotations import (AnnotationError, Record, read_annotations, read_class_names,
+                                    write_class_names, write_video_list)
 
 EXAMPLES = int(os.environ.get("TANET_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,

@@ -21,12 +21,7 @@ import torch
 from _engine_data import make_videos, overrides
 
 from tanet.config import Config, apply_overrides
-from tanet.engine import (
-    NonFiniteLossError,
-    TrainingInterrupted,
-    load_train_state,
-    train,
-)
+from tanet.engine import NonFiniteLossError, TrainingInterrupted, load_train_state, train
 from tanet.models.checkpoint import load_state_file
 from tanet.models.factory import load_model
 from tanet.models.recognizer import Recognizer

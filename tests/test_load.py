@@ -101,7 +101,7 @@ def test_predict_1000_videos_reports_every_bad_one_in_flat_memory(folder):
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "tanet", "predict", str(d), "--checkpoint",
                           str(ckpt), "--json", "--topk", "2", "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     samples: list[tuple[int, int]] = []  # (videos done, VmRSS kB)
     done = threading.Event()

@@ -3,14 +3,8 @@ import math
 
 import torch
 
-from tanet.metrics import (
-    confusion_matrix,
-    mean_class_accuracy,
-    per_class_accuracy,
-    plot_confusion_matrix,
-    topk_accuracy,
-    topk_correct,
-)
+from tanet.metrics import (confusion_matrix, mean_class_accuracy, per_class_accuracy,
+                           plot_confusion_matrix, topk_accuracy, topk_correct)
 
 
 def test_topk_hand_case():

@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from tanet.models import create_model
-from tanet.models.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    load_imagenet,
-    load_state_file,
-    save_model,
-)
+from tanet.models.checkpoint import (CheckpointError, UnsafeCheckpointError, load_imagenet,
+                                     load_state_file, save_model)
 from tanet.models.factory import load_model
 
 

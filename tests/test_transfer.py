@@ -10,12 +10,8 @@ from tanet.data.annotations import AnnotationError, detect_format, read_annotati
 from tanet.engine.build import build_model, build_optimizer, read_split
 from tanet.models.checkpoint import CheckpointError, save_model
 from tanet.models.tam import TAM
-from tanet.models.transfer import (
-    adapt_global_branch,
-    init_from_checkpoint,
-    resample_matrix,
-    tam_frames,
-)
+from tanet.models.transfer import (adapt_global_branch, init_from_checkpoint, resample_matrix,
+                                   tam_frames)
 
 
 def _random_tam(c, t, seed=0):

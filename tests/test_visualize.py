@@ -4,12 +4,7 @@ import pytest
 import torch
 
 import tanet
-from tanet.apps.visualize import (
-    capture_tam,
-    plot_frame_evidence,
-    plot_frames,
-    plot_tam_kernels,
-)
+from tanet.apps.visualize import capture_tam, plot_frame_evidence, plot_frames, plot_tam_kernels
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,18 @@ files, resume), :mod:`.distributed` (processes, samplers), :mod:`.seeding` (RNG 
 """
 from tanet.engine.build import build_model, build_optimizer, lr_factor
 from tanet.engine.checkpointing import load_train_state, read_metrics, save_checkpoint
-from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, finish_distributed,
-                                      init_distributed)
+from tanet.engine.distributed import (
+                                      DistInfo,
+                                      ShardSampler,
+                                      TrainSampler,
+                                      finish_distributed,
+                                      init_distributed,
+)
 from tanet.engine.evaluate import EvalResult, evaluate, test
 from tanet.engine.seeding import rng_state, set_rng_state
 from tanet.engine.signals import NonFiniteLossError, TrainingInterrupted
-from tanet.engine.train import RunningStats, train
+from tanet.engine.state import RunningStats
+from tanet.engine.train import train
 
 __all__ = ["train", "test", "evaluate", "EvalResult", "DistInfo", "init_distributed",
            "finish_distributed", "lr_factor", "build_model", "build_optimizer", "TrainSampler",

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from tanet.config import Config, apply_overrides, config_from_dict
 from tanet.data.views import parse_views, test_geometry
 from tanet.engine.build import autocast, make_loader, read_split, test_dataset
-from tanet.engine.distributed import DistInfo, ShardSampler, all_gather, init_distributed, log, unwrap
+from tanet.engine.distributed import (DistInfo, ShardSampler, all_gather, init_distributed, log,
+                                      unwrap)
 from tanet.io import atomic_path, atomic_write_text, read_class_names
-from tanet.metrics import confusion_matrix, mean_class_accuracy, plot_confusion_matrix, topk_accuracy
+from tanet.metrics import (confusion_matrix, mean_class_accuracy, plot_confusion_matrix,
+                           topk_accuracy)
 from tanet.models.convert import read_checkpoint
 from tanet.models.factory import model_from_checkpoint
 

@@ -2,7 +2,7 @@
 
 A run is a short story over named steps: :func:`_setup` builds data, model and optimiser;
 :func:`_resume` restores a saved position; each epoch is :func:`_train_epoch` (micro-batches,
-with :func:`_optimizer_step` at each accumulation boundary) and :func:`_end_epoch` (metrics,
+with :func:`optimizer_step` at each accumulation boundary) and :func:`_end_epoch` (metrics,
 validation, checkpoint).
 
 Reproducibility: items are seeded by ``(seed, epoch, index)`` (:mod:`.seeding`) and the model's
@@ -15,114 +15,31 @@ stop request) are agreed at the step boundary. Only rank 0 writes files.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from tanet.config import Config, dump_config
 from tanet.data.views import test_geometry
-from tanet.engine.build import (autocast, build_model, build_optimizer, build_scheduler,
-                                make_loader, read_split, set_bn_mode, test_dataset, train_dataset)
+from tanet.engine.build import (build_model, build_optimizer, build_scheduler, make_loader,
+                                read_split, set_bn_mode, test_dataset, train_dataset)
 from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
-                                        clear_stale_temp_files, has_saved_state,
-                                        load_train_state, save_checkpoint, truncate_metrics)
-from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, all_gather, all_sum,
-                                      any_rank, init_distributed, log, warn)
+                                        clear_stale_temp_files, has_saved_state, load_train_state,
+                                        save_checkpoint, truncate_metrics)
+from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, all_gather, any_rank,
+                                      init_distributed, log, warn)
 from tanet.engine.evaluate import evaluate
 from tanet.engine.seeding import rng_state, seed_everything, set_rng_state
-from tanet.engine.signals import StopRequest, TrainingInterrupted, report_nonfinite
+from tanet.engine.signals import StopRequest, TrainingInterrupted
+from tanet.engine.state import EpochLog, Run, RunningStats, Window
+from tanet.engine.steps import forward_backward, optimizer_step
 
 __all__ = ["train", "RunningStats"]
-
-@dataclass
-class RunningStats:
-    """Sums over this process's micro-batches of an epoch (``time``: seconds so far)."""
-
-    loss: float = 0.0  # sum of per-clip losses
-    correct: float = 0.0
-    seen: float = 0.0
-    skipped: float = 0.0
-    warned: float = 0.0  # videos read with warnings (truncated or damaged)
-    nonfinite: float = 0.0  # optimiser steps skipped for a NaN/Inf loss or gradient
-    time: float = 0.0
-
-    def summed(self, info: DistInfo) -> "RunningStats":
-        """The sums over all processes (``time`` stays this process's)."""
-        names = [f.name for f in fields(self) if f.name != "time"]
-        totals = all_sum(info, [getattr(self, n) for n in names])
-        return RunningStats(**dict(zip(names, totals)), time=self.time)
-
-
-@dataclass
-class _EpochLog:
-    """Videos to list beside the run: failed to decode, read with warnings (``path<TAB>
-    warning``), or in a batch with a NaN/Inf loss."""
-
-    skipped: list[str] = field(default_factory=list)
-    nonfinite: list[str] = field(default_factory=list)
-    warned: list[str] = field(default_factory=list)
-
-    def flush(self, run: "_Run", epoch: int) -> None:
-        """Append ``epoch<TAB>entry`` lines of every rank to ``skipped.txt`` / ``nonfinite.txt``
-        / ``warnings.txt`` (collective: one gather for all lists); empties the lists."""
-        lists = {"skipped.txt": self.skipped, "nonfinite.txt": self.nonfinite,
-                 "warnings.txt": self.warned}
-        gathered = all_gather(run.info, lists)  # one collective: every rank's three lists
-        for name in lists:
-            paths = [p for g in gathered for p in g[name]]
-            if paths and run.info.main:
-                run.out.mkdir(parents=True, exist_ok=True)
-                with open(run.out / name, "a") as f:
-                    f.writelines(f"epoch {epoch + 1}\t{p}\n" for p in paths)
-        self.skipped.clear()
-        self.nonfinite.clear()
-        self.warned.clear()
-
-
-@dataclass
-class _Window:
-    """The micro-batches of one optimiser step."""
-
-    bad_paths: list[str] = field(default_factory=list)  # videos of non-finite losses
-    bad_value: float = 0.0
-    empty: bool = False  # the last micro-batch was empty on some process
-
-
-@dataclass
-class _Run:
-    """Everything a run carries from step to step."""
-
-    cfg: Config
-    info: DistInfo
-    quiet: bool
-    out: Path
-    model: nn.Module
-    ddp_model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    sampler: TrainSampler
-    loader: torch.utils.data.DataLoader
-    val_loader: torch.utils.data.DataLoader | None
-    class_names: list[str]
-    micro_per_epoch: int
-    steps_per_epoch: int
-    lr: float  # base learning rate (scaled to the global batch)
-    step: int = 0
-    best: float = -1.0
-    start_epoch: int = 0
-    start_micro: int = 0
-    carried: RunningStats = field(default_factory=RunningStats)
-    writer: Any = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
 
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
           info: DistInfo | None = None) -> dict[str, Any]:
@@ -162,7 +79,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
 
 
 # --------------------------------------------------------------------------------- setup
-def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
+def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
     """Data, model, optimiser, schedule and loaders of a fresh run."""
     tc = cfg.train
     if tc.threads:
@@ -204,7 +121,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     if tc.compile:  # Inductor; TAM's backward is a custom op, so the graph stays whole
         ddp_model = torch.compile(ddp_model)
-    return _Run(cfg=cfg, info=info, quiet=quiet, out=Path(cfg.output), model=model,
+    return Run(cfg=cfg, info=info, quiet=quiet, out=Path(cfg.output), model=model,
                 ddp_model=ddp_model, optimizer=optimizer,
                 scheduler=build_scheduler(optimizer, steps, cfg),
                 scaler=torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16"),
@@ -212,7 +129,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> _Run:
                 micro_per_epoch=micro, steps_per_epoch=steps, lr=lr)
 
 
-def _describe(run: _Run) -> str:
+def _describe(run: Run) -> str:
     tc, info = run.cfg.train, run.info
     return (f"train: {run.sampler.n} videos, {len(run.class_names)} classes; "
             f"{run.cfg.model.name} T={run.model.card.num_segments} "
@@ -221,7 +138,7 @@ def _describe(run: _Run) -> str:
             f"{tc.batch_size * info.world_size * tc.accumulate}; lr {run.lr:g}")
 
 
-def _resume(run: _Run) -> None:
+def _resume(run: Run) -> None:
     """Restore weights, optimiser, schedule, position and RNG states from ``<out>/last``."""
     info, tc = run.info, run.cfg.train
     check_same_run(run.out, run.cfg)
@@ -245,7 +162,7 @@ def _resume(run: _Run) -> None:
         warn(info, f"{run.out}: already trained {run.start_epoch} epochs (train.epochs={tc.epochs})")
 
 
-def _prepare_output(run: _Run, resumed: bool) -> None:
+def _prepare_output(run: Run, resumed: bool) -> None:
     """Run directory, config.yaml, metrics.jsonl (truncated to the resumed epoch), TensorBoard."""
     info, out = run.info, run.out
     if not resumed and info.main and has_saved_state(out):
@@ -267,7 +184,7 @@ def _prepare_output(run: _Run, resumed: bool) -> None:
 
 
 # --------------------------------------------------------------------------------- epochs
-def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
+def _train_epoch(run: Run, epoch: int, stop: StopRequest) -> RunningStats:
     """One epoch (or the rest of a resumed one) of micro-batches; returns this process's sums."""
     from tqdm import tqdm
 
@@ -277,8 +194,8 @@ def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
     run.ddp_model.train()
     set_bn_mode(run.model, run.cfg)
     stats = RunningStats(**asdict(run.carried)) if first else RunningStats()
-    log_ = _EpochLog()
-    window = _Window()
+    log_ = EpochLog()
+    window = Window()
     t0 = time.perf_counter() - stats.time
     bar = tqdm(total=run.steps_per_epoch, initial=first // tc.accumulate,
                desc=f"epoch {epoch + 1}/{tc.epochs}", disable=run.quiet or not run.info.main,
@@ -291,11 +208,11 @@ def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
         log_.warned += [f"{p}\t{w}" for p, w in batch["warnings"]]
         stats.warned += len({p for p, _ in batch["warnings"]})
         last = (micro + 1) % tc.accumulate == 0 or micro + 1 == run.micro_per_epoch
-        _forward_backward(run, batch, window, stats, sync=last)
+        forward_backward(run, batch, window, stats, sync=last)
         if not last:
             continue
-        stopping = _optimizer_step(run, epoch, window, stats, log_, stop)
-        window = _Window()
+        stopping = optimizer_step(run, epoch, window, stats, log_, stop)
+        window = Window()
         elapsed = time.perf_counter() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{stats.loss / max(stats.seen, 1):.3f}",
@@ -316,73 +233,7 @@ def _train_epoch(run: _Run, epoch: int, stop: StopRequest) -> RunningStats:
     return stats
 
 
-def _forward_backward(run: _Run, batch: dict[str, Any], window: _Window, stats: RunningStats,
-                      *, sync: bool) -> None:
-    """Loss and gradients of one micro-batch (gradients all-reduced only when ``sync``). Every
-    process takes part in each all-reduce: a batch that came back empty (all its videos failed
-    to decode) on any process is skipped everywhere."""
-    info, tc = run.info, run.cfg.train
-    video = batch["video"]  # (B, T, C, H, W) or None
-    empty = video is None
-    window.empty = any_rank(info, empty)
-    if window.empty:
-        return
-    video = video.to(info.device, non_blocking=True)
-    label = batch["label"].to(info.device)
-    no_sync = run.ddp_model.no_sync() if info.distributed and not sync else contextlib.nullcontext()
-    with no_sync:
-        with autocast(run.cfg, info.device):
-            logits = run.ddp_model(video)  # (B, K)
-            loss = F.cross_entropy(logits.float(), label, label_smoothing=tc.label_smoothing)
-        run.scaler.scale(loss / tc.accumulate).backward()
-    value = loss.item()
-    if math.isfinite(value):
-        stats.loss += value * video.shape[0]
-        stats.correct += (logits.argmax(1) == label).sum().item()
-        stats.seen += video.shape[0]
-    else:
-        window.bad_value = value
-        window.bad_paths += [str(p) for p in batch["path"]]
-
-
-def _optimizer_step(run: _Run, epoch: int, window: _Window, stats: RunningStats,
-                    log_: _EpochLog, stop: StopRequest) -> bool:
-    """Clip, agree across processes, then apply (or drop) the window's gradients and advance
-    the schedule. Returns whether a stop was requested on any process."""
-    info, tc = run.info, run.cfg.train
-    grad_norm = None
-    if not window.empty and tc.clip_grad:
-        run.scaler.unscale_(run.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.clip_grad)
-    # a non-finite loss (or gradient, without fp16 loss scaling, which handles its own
-    # overflows) and a stop request (SIGINT/SIGTERM), agreed by all ranks
-    bad = bool(window.bad_paths) and not window.empty
-    if grad_norm is not None and tc.amp != "fp16":
-        bad = bad or not math.isfinite(grad_norm.item())
-    agreed = all_sum(info, [float(bad), float(stop.requested)])
-    any_bad, stopping = agreed[0] > 0, agreed[1] > 0
-    if window.empty:  # the window's gradients were not all-reduced: drop them everywhere
-        run.optimizer.zero_grad(set_to_none=True)
-    elif any_bad:
-        report_nonfinite(main=info.main, out=run.out, policy=tc.on_nonfinite, epoch=epoch,
-                         step=run.step, value=window.bad_value, paths=window.bad_paths)
-        stats.nonfinite += 1
-        log_.nonfinite += window.bad_paths
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.scaler.is_enabled():  # fp16: count it as an overflow
-            if grad_norm is None:
-                run.scaler.unscale_(run.optimizer)
-            run.scaler.update()
-    else:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
-    run.step += 1
-    return stopping
-
-
-def _end_epoch(run: _Run, epoch: int, stats: RunningStats) -> None:
+def _end_epoch(run: Run, epoch: int, stats: RunningStats) -> None:
     """Epoch record (metrics.jsonl, TensorBoard, log line), validation, checkpoint."""
     info, tc = run.info, run.cfg.train
     tot = stats.summed(info)
@@ -432,7 +283,7 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     return msg
 
 
-def _checkpoint(run: _Run, epoch_done: int, micro: int, stats: RunningStats, *,
+def _checkpoint(run: Run, epoch_done: int, micro: int, stats: RunningStats, *,
                 improved: bool = False) -> None:
     """Save ``last`` (and ``best``) at a position: ``epoch_done`` whole epochs plus ``micro``
     micro-batches of the next one. Collective: every rank calls it."""

@@ -1,0 +1,175 @@
+"""The run configuration's schema: one dataclass per section, with defaults and comments, and
+:meth:`Config.validate` for what types alone cannot say. Reading YAML and ``--set`` overrides
+is :mod:`tanet.config.loading`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "TamConfig",
+           "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class TamConfig:
+    """TAM's switches (``tanet_*`` models), passed as ``tam_kwargs``; null keeps the paper's."""
+
+    branches: str | None = None  # both | local | global
+    kernel: str | None = None  # adaptive | fixed (a learned static channel-wise temporal conv)
+    kernel_init: str | None = None  # uniform | random: start of a fixed kernel
+    stages: list[int] | None = None  # which of layer1..4 get TAM, e.g. [3, 4]
+    every: int | None = None  # every n-th block of a stage
+    position: str | None = None  # before_conv1 | after_conv1 | after_conv2
+    kernel_size: int | None = None  # K
+    alpha: int | None = None
+    beta: int | None = None
+    local_kernel_size: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (see ``tanet models``)."""
+
+    name: str = "tanet_r50"
+    num_segments: int = 8  # T, frames per clip
+    pretrained: str | None = None  # imagenet | weights tag/name (k400) | ImageNet state dict path/URL
+    init_from: str | None = None  # video checkpoint to fine-tune from: file, weights name or URL
+    adapt_frames: bool = False  # init_from with another T: resample TAM's T-dependent weights
+    dropout: float = 0.5
+    partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
+    input_size: int | None = None  # crop size in px; None: the model's default
+    tam: TamConfig = field(default_factory=TamConfig)  # TAM switches; e.g. model.tam.branches=local
+
+
+@dataclass
+class DataConfig:
+    """Where the videos and labels are and how clips are sampled and augmented."""
+
+    root: str | None = None  # prefix for relative video paths in the annotation files
+    train: str | None = None  # annotation file (any supported format) or class-per-folder dir
+    val: str | None = None
+    labels: str | None = None  # class names, one a line (optional)
+    format: str = "auto"  # annotation format; "auto" detects it
+    split: int = 1  # official split (1-3) of UCF101 / HMDB51 split files
+    sampling: str | None = None  # segment (TSN) | dense (fixed stride, Kinetics); None: the model card's
+    flip: bool = True  # random horizontal flip in training
+    flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    short_side: int | None = None  # test-time resize; None: the model's card
+    frame_template: str = "img_{:05d}.jpg"  # file names in frame folders, numbered from 1
+    test_clips: int = 1  # clips per video at test time
+    test_crops: int = 1  # 1 (centre), 3 or 10 crops at test time
+    on_error: str = "skip"  # skip | raise, for videos that fail to decode
+    on_warning: str = "keep"  # keep | skip, for truncated or damaged videos (listed either way)
+    decode_timeout: float | None = 30.0  # seconds per video before it fails; None: no limit
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: SGD recipe of TSN/TSM/TANet plus the usual switches."""
+
+    epochs: int = 50
+    batch_size: int = 8  # clips per process per step
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (the authors' recipe, with momentum) | adamw
+    lr_batch: int | None = None  # if set, lr is for this global batch and scales linearly
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # step | cosine
+    lr_steps: list[int] = field(default_factory=lambda: [20, 40])  # epochs, for step
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    fc_lr_mult: float = 5.0  # lr multiplier of the new classifier
+    clip_grad: float | None = 20.0  # max gradient norm; None: off
+    label_smoothing: float = 0.0
+    accumulate: int = 1  # gradient accumulation steps per optimiser step
+    amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile (Inductor) the training forward/backward
+    freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
+    freeze_backbone: bool = False  # linear probe: only the classifier trains; BN statistics frozen
+    backbone_lr_mult: float = 1.0  # lr multiplier of everything but the classifier (fine-tuning)
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    seed: int = 0
+    workers: int = 4  # data-loading processes per training process
+    eval_every: int = 1  # validate every N epochs (and after the last)
+    max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs, benchmarks)
+    checkpoint_every: int | None = None  # also save `last` every N optimiser steps (mid-epoch)
+    on_nonfinite: str = "stop"  # stop | skip: a NaN/Inf loss stops the run or skips the batch
+    tensorboard: bool = False
+    threads: int | None = None  # torch CPU threads; None: torch's default
+
+
+@dataclass
+class TestConfig:
+    """``tanet test`` options (views come from ``data.test_clips`` x ``data.test_crops``)."""
+
+    batch_size: int = 4  # videos per step
+    workers: int = 4
+
+
+@dataclass
+class Config:
+    """A whole run. ``output`` is the run directory (checkpoints, metrics, plots)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output: str = "runs/train"
+
+    def validate(self, source: str = "config") -> "Config":
+        """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+        choices = {"data.sampling": ("segment", "dense"), "data.on_error": ("skip", "raise"),
+                   "data.on_warning": ("keep", "skip"),
+                   "train.schedule": ("step", "cosine"),
+                   "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
+                   "train.amp": ("off", "bf16", "fp16")}
+        for key, allowed in choices.items():
+            value = _get(self, key)
+            if value not in allowed and not (key == "data.sampling" and value is None):
+                raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
+                                  f"got {value!r}")
+        positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
+                    "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size",
+                    "data.split")
+        for key in positive:
+            if _get(self, key) < 1:
+                raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")
+        for key in ("train.checkpoint_every", "train.max_steps_per_epoch"):
+            if _get(self, key) is not None and _get(self, key) < 1:
+                raise ConfigError(f"{source}: {key} must be >= 1 or null; got {_get(self, key)}")
+        try:
+            name = self.data.frame_template.format(1)
+        except (IndexError, KeyError, ValueError) as e:
+            raise ConfigError(f"{source}: data.frame_template {self.data.frame_template!r} must "
+                              f"format a frame number, e.g. 'img_{{:05d}}.jpg' ({e})") from None
+        if name == self.data.frame_template.format(2):
+            raise ConfigError(f"{source}: data.frame_template {self.data.frame_template!r} has "
+                              f"no frame-number field, e.g. 'img_{{:05d}}.jpg'")
+        if self.data.test_crops not in (1, 3, 10):
+            raise ConfigError(f"{source}: data.test_crops must be 1, 3 or 10; "
+                              f"got {self.data.test_crops}")
+        if self.train.lr <= 0:
+            raise ConfigError(f"{source}: train.lr must be > 0; got {self.train.lr}")
+        if not 0.0 <= self.train.label_smoothing < 1.0:
+            raise ConfigError(f"{source}: train.label_smoothing must be in [0, 1)")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"{source}: model.dropout must be in [0, 1)")
+        if self.train.backbone_lr_mult < 0:
+            raise ConfigError(f"{source}: train.backbone_lr_mult must be >= 0")
+        if self.model.init_from and self.model.pretrained:
+            raise ConfigError(f"{source}: set model.init_from (a video checkpoint) or "
+                              f"model.pretrained (ImageNet backbone), not both")
+        return self
+
+
+def _get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
