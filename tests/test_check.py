@@ -102,13 +102,15 @@ def test_fixed_sthv2_and_kinetics_lists_keep_their_format(ds, tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"Pushing something": "0",
                                                       "Pulling something": "1"}))
     (tmp_path / "train.json").write_text(json.dumps(items))
+    (tmp_path / "1.webm").write_bytes(b"")  # listed videos exist (contents do not matter here)
+    (tmp_path / "abc_000000_000010.mp4").write_bytes(b"")
     ds2 = C.read_dataset(tmp_path / "train.json")
     assert C.write_fixed_list(ds2, [True, False, True], tmp_path / "fixed.json") == 2
     assert json.loads((tmp_path / "fixed.json").read_text()) == [items[0], items[2]]
     (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\n"
                                     "dance,abc,0,10,train\n\nrun,xyz,5,15,train\n")
     ds3 = C.read_dataset(tmp_path / "k.csv")
-    assert ds3.format == "kinetics" and len(ds3.records) == 2
+    assert ds3.format == "kinetics" and len(ds3.videos) == 2
     C.write_fixed_list(ds3, [False, True], tmp_path / "k_fixed.csv")
     assert (tmp_path / "k_fixed.csv").read_text() == \
         "label,youtube_id,time_start,time_end,split\nrun,xyz,5,15,train\n"
@@ -156,12 +158,14 @@ def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
                              quiet=True, fix_list=fixed)  # a split file keeps its own lines
     assert len(results) == 2 and fixed.read_text() == "YoYo/v_YoYo_g08_c01.mp4 2\n"
     named = C.read_dataset(splits / "trainlist02.txt", root=videos, format="ucf101")
-    assert [r.path for r in named.records] == ["YoYo/v_YoYo_g08_c01.mp4", "YoYo/v_YoYo_g09_c01.mp4"]
+    assert [v.listed for v in named.videos] == ["YoYo/v_YoYo_g08_c01.mp4",
+                                                "YoYo/v_YoYo_g09_c01.mp4"]
+    assert named.paths == [str(videos / v.listed) for v in named.videos]
     hmdb = tmp_path / "hmdb_splits"
     hmdb.mkdir()
     (hmdb / "Archery_test_split1.txt").write_text("v_Archery_g01_c01.mp4 2\nmissing.avi 0\n")
     (hmdb / "YoYo_test_split1.txt").write_text("v_YoYo_g01_c01.mp4 1\n")
     ds_h = C.read_dataset(hmdb, root=videos, subset="test")
-    assert ds_h.format == "hmdb51" and [r.path for r in ds_h.records] == [
+    assert ds_h.format == "hmdb51" and [v.listed for v in ds_h.videos] == [
         "Archery/v_Archery_g01_c01.mp4"]
-    assert len(C.read_dataset(hmdb, root=videos).records) == 2  # all: train and test
+    assert len(C.read_dataset(hmdb, root=videos).videos) == 2  # all: train and test

@@ -146,7 +146,7 @@ def test_label_out_of_range_and_undetectable(tmp_path):
 def test_find_videos_walks_folders_but_not_hidden_files(tmp_path):
     """Camcorder and phone containers are walked into; macOS's "._x.mp4" resource forks, hidden
     folders, stills and other files are not."""
-    from tanet.data.annotations import find_videos
+    from tanet.data.sources import find_videos
 
     names = ["a/clip.MP4", "a/._clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx",
              ".cache/x.mp4", "notes.txt", "still.gif", "z.ogv"]

@@ -88,10 +88,10 @@ def test_int8_close_to_fp32(setup, keep):
     """Every int8 variant tracks fp32 on real clips; quantising TAM (keep_float='none') puts
     Q/DQ pairs around its softmax."""
     from tanet.apps.predict import Predictor
-    from tanet.apps.quantize import compare, quantize_onnx, read_video_list
+    from tanet.apps.quantize import calibration_videos, compare, quantize_onnx
 
     data = setup["data"]
-    videos, labels = read_video_list(data / "train", class_names=CLASSES)
+    videos, labels = calibration_videos(data / "train", class_names=CLASSES)
     assert len(videos) == 12 and labels == [0] * 4 + [1] * 4 + [2] * 4
     pred = Predictor(setup["fp32"])
     clips = [pred.load_views(v)[1].numpy() for v in videos]
