@@ -313,7 +313,8 @@ def read_sthv1_csv(path: str | os.PathLike, *, labels=None,
 
 
 def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
-    """``path/<class>/<video file or frame folder>``; classes sorted (or as ``labels``)."""
+    """``path/<class>/<video file or frame folder>``, in path order; classes sorted (or as
+    ``labels``)."""
     path = Path(path)
     if not path.is_dir():
         raise AnnotationError(path, None, "not a directory")
@@ -328,8 +329,9 @@ def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Recor
     if not names:
         raise AnnotationError(path, None, "no class folders (expected root/<class>/<video>)")
     records = []
-    for i, name in enumerate(names):
-        d = path / name
+    index = {n: i for i, n in enumerate(names)}
+    for name in sorted(names):  # path order, whatever the label order
+        d, i = path / name, index[name]
         if not d.is_dir():
             continue
         for v in sorted(d.iterdir()):

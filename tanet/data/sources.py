@@ -168,10 +168,13 @@ def _read_stdin(stream: TextIO) -> str:
 
 
 def _is_list_file(path: Path) -> bool:
-    """A list by its name, a video by its name, else a list when its first 4 KiB are text."""
+    """A list by its name, a video by its name, else a list when its first 4 KiB are text
+    (UTF-8 without NUL bytes, or UTF-16 with a BOM)."""
     suffix = path.suffix.lower()
     if suffix in LIST_SUFFIXES or suffix in VIDEO_EXTENSIONS:
         return suffix in LIST_SUFFIXES
+    if not path.is_file():  # a pipe or a device: read by the decoder, never sniffed
+        return False
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
