@@ -169,3 +169,35 @@ def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
     assert ds_h.format == "hmdb51" and [v.listed for v in ds_h.videos] == [
         "Archery/v_Archery_g01_c01.mp4"]
     assert len(C.read_dataset(hmdb, root=videos).videos) == 2  # all: train and test
+
+
+def test_check_takes_the_one_path_rule_and_every_video_of_a_folder(ds, tmp_path, monkeypatch):
+    """Relative paths start from --root, else the list's folder: never from the working
+    directory, even when more of them exist there (the old reader counted files in both places
+    and took the fuller one). A folder with videos of its own and class folders is checked
+    whole (the old reader took the class folders and dropped the loose videos)."""
+    import shutil
+
+    good = ds / "videos" / "a" / "good.mp4"
+    (tmp_path / "lists").mkdir()
+    shutil.copy(good, tmp_path / "lists" / "x.mp4")
+    shutil.copy(good, tmp_path / "x.mp4")
+    shutil.copy(good, tmp_path / "y.mp4")
+    (tmp_path / "lists" / "l.txt").write_text("x.mp4 0\ny.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    results, _ = C.run_check("lists/l.txt", out=tmp_path / "c.csv", workers=1, quiet=True)
+    assert [(r.path, r.status) for r in results] == [("lists/x.mp4", "ok"),
+                                                     ("lists/y.mp4", "error")]
+    results, _ = C.run_check("lists/l.txt", out=tmp_path / "c.csv", root=".", workers=1,
+                             quiet=True)
+    assert [(r.path, r.status) for r in results] == [("x.mp4", "ok"), ("y.mp4", "ok")]
+    mixed = tmp_path / "mixed"
+    shutil.copytree(ds / "videos" / "a", mixed / "a")
+    shutil.copy(good, mixed / "loose.mp4")
+    src = C.read_dataset(mixed)
+    assert src.format == "folder" and src.paths == [str(mixed / "a" / "good.mp4"),
+                                                    str(mixed / "a" / "packed.avi"),
+                                                    str(mixed / "loose.mp4")]
+    fixed = tmp_path / "fixed.txt"
+    C.run_check(good, out=tmp_path / "c.csv", workers=1, quiet=True, fix_list=fixed)
+    assert fixed.read_text() == f"{good}\n"  # one video: checked and listed

@@ -15,7 +15,7 @@ import pytest
 
 from tanet.data.annotations import AnnotationError
 from tanet.data.sources import (EXISTENCE_SAMPLE, find_videos, is_url, resolve_path,
-                                resolve_source)
+                                resolve_videos)
 
 
 def _touch(*paths: Path) -> None:
@@ -42,24 +42,24 @@ def test_relative_paths_start_from_the_root_else_the_lists_folder_never_elsewher
            tmp_path / "clips" / "b.mp4")
     (lists / "l.txt").write_text("clips/a.mp4 0\nclips/b.mp4 1\n")
     monkeypatch.chdir(tmp_path)  # clips/b.mp4 exists here: it must not be picked up
-    src = resolve_source("lists/l.txt")
+    src = resolve_videos("lists/l.txt")
     assert src.format == "videos" and src.base == "lists"
     assert src.paths == ["lists/clips/a.mp4", "lists/clips/b.mp4"]
     assert [v.listed for v in src.videos] == ["clips/a.mp4", "clips/b.mp4"]
     assert src.labels == [0, 1] and src.class_names == ["0", "1"]
     assert [v.line for v in src.videos] == [1, 2]
-    src = resolve_source("lists/l.txt", root="videos")
+    src = resolve_videos("lists/l.txt", root="videos")
     assert src.paths == ["videos/clips/a.mp4", "videos/clips/b.mp4"]
 
 
 def test_urls_in_a_list_pass_through_and_are_not_checked(tmp_path):
     (tmp_path / "l.txt").write_text("s3://bucket/x.mp4 0\nhttps://h/y.mp4 1\n")
-    src = resolve_source(tmp_path / "l.txt", root="/somewhere")
+    src = resolve_videos(tmp_path / "l.txt", root="/somewhere")
     assert src.paths == ["s3://bucket/x.mp4", "https://h/y.mp4"]
-    single = resolve_source("https://h/clip.mp4")
+    single = resolve_videos("https://h/clip.mp4")
     assert single.kind == "video" and single.paths == ["https://h/clip.mp4"]
     with pytest.raises(ValueError, match="lists at URLs are not read yet"):
-        resolve_source("s3://bucket/train.txt")
+        resolve_videos("s3://bucket/train.txt")
 
 
 def test_a_list_whose_first_videos_are_all_missing_is_refused_with_the_fix(tmp_path):
@@ -67,85 +67,86 @@ def test_a_list_whose_first_videos_are_all_missing_is_refused_with_the_fix(tmp_p
     lst = tmp_path / "lists" / "train.txt"
     lst.write_text("# header\n\nclips/a.mp4 0\nclips/b.mp4 1\n")
     with pytest.raises(FileNotFoundError) as e:
-        resolve_source(lst)
+        resolve_videos(lst)
     msg = str(e.value)
     assert f"{lst}:3: 'clips/a.mp4' -> {tmp_path / 'lists' / 'clips' / 'a.mp4'}" in msg
     assert "nor do the next 1 listed" in msg and "the list's folder" in msg
     assert "data.root" in msg and "--root" in msg
     with pytest.raises(FileNotFoundError, match=r"start from the root \(/nowhere\)"):
-        resolve_source(lst, root="/nowhere")
+        resolve_videos(lst, root="/nowhere")
     # one missing video among present ones is the decoder's business (a per-video error)
     _touch(tmp_path / "lists" / "clips" / "b.mp4")
-    assert len(resolve_source(lst)) == 2
+    assert len(resolve_videos(lst)) == 2
     # the sample is the first EXISTENCE_SAMPLE videos: beyond them nothing is looked at
     many = tmp_path / "many.txt"
     _touch(tmp_path / "late.mp4")
     many.write_text("".join(f"gone{i}.mp4\n" for i in range(EXISTENCE_SAMPLE)) + "late.mp4\n")
     with pytest.raises(FileNotFoundError, match=f"nor do the next {EXISTENCE_SAMPLE - 1}"):
-        resolve_source(many)
+        resolve_videos(many)
 
 
 def test_stdin_lists_start_from_the_working_directory(tmp_path, monkeypatch):
     _touch(tmp_path / "v" / "a.mp4", tmp_path / "v" / "b.mp4")
     (tmp_path / "classes.txt").write_text("x\ny\n")
     monkeypatch.chdir(tmp_path)
-    src = resolve_source("-", stdin=io.StringIO("v/a.mp4 1\n# c\nv/b.mp4 0\n"))
+    src = resolve_videos("-", stdin=io.StringIO("v/a.mp4 1\n# c\nv/b.mp4 0\n"))
     assert src.kind == "stdin" and src.name == "-" and src.format == "videos"
     assert src.paths == ["v/a.mp4", "v/b.mp4"] and src.labels == [1, 0]
     assert src.class_names == ["x", "y"]  # classes.txt beside "the list": the working directory
     assert src.text == "v/a.mp4 1\n# c\nv/b.mp4 0\n"
-    src = resolve_source("-", root=tmp_path / "v", stdin=io.StringIO("a.mp4\nb.mp4\n"))
+    src = resolve_videos("-", root=tmp_path / "v", stdin=io.StringIO("a.mp4\nb.mp4\n"))
     assert src.format == "paths" and src.labels is None
     assert src.paths == [str(tmp_path / "v" / "a.mp4"), str(tmp_path / "v" / "b.mp4")]
     with pytest.raises(FileNotFoundError, match=r"<stdin>:1: 'a.mp4' .*working directory"):
-        resolve_source("-", stdin=io.StringIO("a.mp4\n"))
+        resolve_videos("-", stdin=io.StringIO("a.mp4\n"))
     with pytest.raises(AnnotationError, match="<stdin>:2: label must be an integer"):
-        resolve_source("-", stdin=io.StringIO("v/a 5 1\nv/b 3 x\n"), format="frames")
+        resolve_videos("-", stdin=io.StringIO("v/a 5 1\nv/b 3 x\n"), format="frames")
 
 
 def test_folders_class_trees_flat_folders_and_frame_folder_trees(tmp_path):
     tree = tmp_path / "tree"
     _touch(tree / "b" / "2.mp4", tree / "a" / "1.avi", tree / "a" / ".hidden.mp4")
     (tree / "c").mkdir()  # an empty class keeps its place
-    src = resolve_source(tree)
+    src = resolve_videos(tree)
     assert src.format == "tree" and src.class_names == ["a", "b", "c"]
     assert src.paths == [str(tree / "a" / "1.avi"), str(tree / "b" / "2.mp4")]
     assert src.labels == [0, 1]
-    assert resolve_source(tree, labels=["b", "a", "c"]).labels == [1, 0]
-    assert resolve_source(tree, root="/elsewhere").paths == src.paths  # root: lists only
+    assert resolve_videos(tree, labels=["b", "a", "c"]).labels == [1, 0]
+    assert resolve_videos(tree, root="/elsewhere").paths == src.paths  # root: lists only
     flat = tmp_path / "flat"  # videos of its own: every video under it, no labels
     _touch(flat / "top.mp4", flat / "x" / "1.mp4", flat / "x" / "deep" / "2.mkv")
-    src = resolve_source(flat)
+    src = resolve_videos(flat)
     assert src.format == "folder" and src.labels is None and src.class_names is None
     assert src.paths == [str(p) for p in find_videos(flat)] and len(src) == 3
     deep = tmp_path / "deep"  # a video below a class folder: not a class tree
     _touch(deep / "a" / "1.mp4", deep / "b" / "sub" / "2.mp4")
-    assert resolve_source(deep).format == "folder"
-    assert resolve_source(deep, format="tree").format == "tree"  # forced
+    assert resolve_videos(deep).format == "folder"
+    assert resolve_videos(deep, format="tree").format == "tree"  # forced
     frames = tmp_path / "frames"  # class/video folder/images
     _touch(frames / "a" / "v1" / "img_00001.jpg", frames / "b" / "v2" / "img_00001.jpg")
-    src = resolve_source(frames)
-    assert src.format == "tree" and src.paths == [str(frames / "a" / "v1"), str(frames / "b" / "v2")]
+    src = resolve_videos(frames)
+    assert src.format == "tree"
+    assert src.paths == [str(frames / "a" / "v1"), str(frames / "b" / "v2")]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no video files found"):
-        resolve_source(tmp_path / "empty")
+        resolve_videos(tmp_path / "empty")
 
 
 def test_files_videos_and_lists_by_name_or_content(tmp_path):
     _touch(tmp_path / "a.mp4")
-    assert resolve_source(tmp_path / "a.mp4").format == "video"
+    assert resolve_videos(tmp_path / "a.mp4").format == "video"
     (tmp_path / "clip.gif").write_bytes(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00")
-    assert resolve_source(tmp_path / "clip.gif").kind == "video"  # not text: a video
+    assert resolve_videos(tmp_path / "clip.gif").kind == "video"  # not text: a video
     (tmp_path / "val_list").write_text("a.mp4\n")  # no suffix, text: a list
-    src = resolve_source(tmp_path / "val_list")
+    src = resolve_videos(tmp_path / "val_list")
     assert src.kind == "list" and src.format == "paths" and src.paths == [str(tmp_path / "a.mp4")]
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(AnnotationError, match="empty"):
-        resolve_source(tmp_path / "empty.txt")
+        resolve_videos(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="working directory"):
-        resolve_source(tmp_path / "nope.txt")
+        resolve_videos(tmp_path / "nope.txt")
     with pytest.raises(ValueError, match="unknown source format"):
-        resolve_source(tmp_path / "val_list", format="csv")
+        resolve_videos(tmp_path / "val_list", format="csv")
 
 
 def test_split_folders_subsets_and_the_file_named_in_errors(tmp_path):
@@ -155,19 +156,34 @@ def test_split_folders_subsets_and_the_file_named_in_errors(tmp_path):
     (splits / "trainlist01.txt").write_text("YoYo/v_YoYo_g08_c01.avi 2\n")
     (splits / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
     with pytest.raises(FileNotFoundError, match=r"trainlist01.txt:1: .*the split folder"):
-        resolve_source(splits)
+        resolve_videos(splits)
     _touch(videos / "YoYo" / "v_YoYo_g08_c01.avi", videos / "Archery" / "v_Archery_g01_c01.avi")
-    src = resolve_source(splits, root=videos, subset="all")
+    src = resolve_videos(splits, root=videos, subset="all")
     assert src.format == "ucf101" and src.kind == "folder" and src.labels == [1, 0]
     assert src.paths == [str(videos / "YoYo" / "v_YoYo_g08_c01.avi"),
                          str(videos / "Archery" / "v_Archery_g01_c01.avi")]
-    assert resolve_source(splits, root=videos, subset="test").labels == [0]
+    assert resolve_videos(splits, root=videos, subset="test").labels == [0]
     hmdb = tmp_path / "hmdb"
     hmdb.mkdir()
     (hmdb / "YoYo_test_split1.txt").write_text("v_YoYo_g08_c01.avi 1\n")
     (hmdb / "Archery_test_split1.txt").write_text("v_Archery_g01_c01.avi 2\n")
-    src = resolve_source(hmdb / "YoYo_test_split1.txt", root=videos, subset="all")
+    src = resolve_videos(hmdb / "YoYo_test_split1.txt", root=videos, subset="all")
     assert src.format == "hmdb51" and src.labels == [1, 0]  # classes sorted: Archery, YoYo
+
+
+def test_find_videos_walks_folders_but_not_hidden_files(tmp_path):
+    """Camcorder and phone containers are walked into; macOS's "._x.mp4" resource forks, hidden
+    folders, stills and other files are not."""
+    from tanet.data.sources import find_videos
+
+    names = ["a/clip.MP4", "a/._clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx",
+             ".cache/x.mp4", "notes.txt", "still.gif", "z.ogv"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)]
+    assert found == ["a/clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx", "z.ogv"]
+    assert find_videos(tmp_path / "a") == [tmp_path / "a" / "clip.MP4"]
 
 
 # ------------------------------------------------------------------------------ every command

@@ -1,6 +1,6 @@
 """``tanet check``: scan a dataset's videos before training.
 
-Every video of a source (:func:`tanet.data.sources.resolve_source`: an annotation list of any
+Every video of a source (:func:`tanet.data.sources.resolve_videos`: an annotation list of any
 format, a plain list, a folder, a split folder, ``-`` for a list on standard input) is
 opened and indexed as training would read it (:class:`~tanet.data.decode.VideoReader`): its
 frame count, rate, codec and container, and its status: ``ok``, ``warning`` (truncated or
@@ -22,7 +22,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from tanet.data.sources import Source, resolve_source
+from tanet.data.sources import Source, resolve_videos
 
 __all__ = ["CheckResult", "check_video", "read_dataset", "check_all", "write_csv",
            "write_fixed_list", "summary"]
@@ -86,10 +86,10 @@ def _job(args: tuple) -> CheckResult:
 def read_dataset(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
                  labels: str | None = None, format: str = "auto", split: int = 1,
                  subset: str = "all", stdin: TextIO | None = None) -> Source:
-    """The videos to check: those of :func:`~tanet.data.sources.resolve_source` (the one rule
+    """The videos to check: those of :func:`~tanet.data.sources.resolve_videos` (the one rule
     for relative paths: ``root``, else the list's folder), by default both subsets (train,
     then test) of a UCF101 / HMDB51 split folder."""
-    return resolve_source(source, root=root, labels=labels, format=format, split=split,
+    return resolve_videos(source, root=root, labels=labels, format=format, split=split,
                           subset=subset, stdin=stdin)
 
 

@@ -1,6 +1,6 @@
 """Features of many videos: ``tanet extract DIR_OR_LIST --checkpoint C --out feats.npz``.
 
-The videos are those :func:`tanet.data.sources.resolve_source` names (a folder, a list, a split
+The videos are those :func:`tanet.data.sources.resolve_videos` names (a folder, a list, a split
 folder, ``-``: a list on standard input).
 
 Per video, the backbone's pooled features (:meth:`Predictor.features`): (D,) averaged over

@@ -71,11 +71,11 @@ def calibration_videos(source: str | os.PathLike, *, root: str | os.PathLike | N
                        class_names: Sequence[str] | None = None,
                        limit: int | None = None) -> tuple[list[str], list[int] | None]:
     """Videos (and labels, when the source has them) of ``source`` as every command reads it
-    (:func:`tanet.data.sources.resolve_source`; ``class_names`` fix the label order), at most
+    (:func:`tanet.data.sources.resolve_videos`; ``class_names`` fix the label order), at most
     ``limit`` spread evenly over it (an even spread covers every class of a sorted list)."""
-    from tanet.data.sources import resolve_source
+    from tanet.data.sources import resolve_videos
 
-    src = resolve_source(source, root=root, labels=class_names)
+    src = resolve_videos(source, root=root, labels=class_names)
     paths, labels = src.paths, src.labels
     if limit and len(paths) > limit:
         pick = np.linspace(0, len(paths) - 1, limit).astype(int)

@@ -43,10 +43,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from tanet.apps.extract import extract
     from tanet.apps.sharding import from_main, joined
-    from tanet.data.sources import resolve_source
+    from tanet.data.sources import resolve_videos
 
     with joined(args.device) as info:
-        videos = from_main(lambda: resolve_source(args.input, root=args.root, split=args.split,
+        videos = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
                                                   subset=args.subset), info)
         device = str(info.device) if info.distributed else args.device
         s = extract(videos, args.checkpoint, args.out, per_frame=args.per_frame,

@@ -93,12 +93,12 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
 
     from tanet.apps.predict import Predictor, write_timeline
     from tanet.apps.sharding import from_main, ordered_map
-    from tanet.data.sources import resolve_source
+    from tanet.data.sources import resolve_videos
     from tanet.engine.distributed import all_sum
 
     if args.live:
         return _cmd_predict_live(args)
-    paths = from_main(lambda: resolve_source(args.input, root=args.root, split=args.split,
+    paths = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
                                              subset=args.subset).paths, info)
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
                           labels=args.labels, amp=args.amp, sampling=args.sampling,

@@ -45,7 +45,7 @@ from tanet.data.annotations import (FORMATS, VIDEO_EXTENSIONS, AnnotationError, 
                                     read_annotations, read_class_names, read_class_tree,
                                     sniff_format)
 
-__all__ = ["Video", "Source", "resolve_source", "resolve_path", "is_url", "find_videos",
+__all__ = ["Video", "Source", "resolve_videos", "resolve_path", "is_url", "find_videos",
            "LIST_SUFFIXES", "SOURCE_FORMATS", "EXISTENCE_SAMPLE", "STDIN", "ROOT_HINT"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # always read as lists of videos
@@ -124,7 +124,7 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def resolve_source(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
+def resolve_videos(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
                    labels: str | os.PathLike | Sequence[str] | None = None,
                    format: str = "auto", split: int = 1, subset: str = "train",
                    stdin: TextIO | None = None) -> Source:

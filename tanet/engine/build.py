@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from tanet.config import Config
 from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
-from tanet.data.sources import STDIN, Video, resolve_source
+from tanet.data.sources import STDIN, Video, resolve_videos
 from tanet.data.transforms import build_train_transform
 from tanet.data.views import Geometry, test_transform
 from tanet.engine.seeding import SeededItems
@@ -56,7 +56,7 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
         raise FileNotFoundError(f"{src}: data.{split} does not exist (relative to the working "
                                 f"directory {os.getcwd()}){hint}")
     labels = list(class_names) if class_names else cfg.data.labels
-    source = resolve_source(src, root=root, labels=labels, format=cfg.data.format,
+    source = resolve_videos(src, root=root, labels=labels, format=cfg.data.format,
                             split=cfg.data.split, subset="train" if split == "train" else "test")
     if source.labels is None or source.class_names is None:
         raise ValueError(f"{src}: data.{split} names videos without labels (a {source.format}); "
