@@ -186,6 +186,32 @@ def test_find_videos_walks_folders_but_not_hidden_files(tmp_path):
     assert find_videos(tmp_path / "a") == [tmp_path / "a" / "clip.MP4"]
 
 
+def test_training_sources_errors_say_what_to_set(tmp_path, monkeypatch):
+    from tanet.config import Config, apply_overrides
+    from tanet.engine.build import read_split
+
+    def cfg(*sets):
+        return apply_overrides(Config(), ["model.name=tanet_tiny", *sets]).validate("test")
+
+    _touch(tmp_path / "f" / "top.mp4", tmp_path / "f" / "a" / "x.mp4",
+           tmp_path / "data" / "clips" / "a.mp4")
+    with pytest.raises(ValueError, match="without labels .*not a class-per-folder tree; "
+                                         "data.format=tree"):
+        read_split(cfg(f"data.train={tmp_path / 'f'}"), "train")
+    split = read_split(cfg(f"data.train={tmp_path / 'f'}", "data.format=tree"), "train")
+    assert [v.path for v in split.records] == [str(tmp_path / "f" / "a" / "x.mp4")]
+    (tmp_path / "data" / "train.txt").write_text("clips/a.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not to the list itself: set "
+                                                "data.train=data/train.txt"):
+        read_split(cfg("data.root=data", "data.train=train.txt"), "train")
+    split = read_split(cfg("data.root=data", "data.train=data/train.txt"), "train")
+    assert split.records[0].path == "data/clips/a.mp4" and split.source == "data/train.txt"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one process only"):
+        read_split(cfg("data.train=-"), "train")
+
+
 # ------------------------------------------------------------------------------ every command
 NAMES = ["left", "right"]
 

@@ -59,9 +59,12 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
     source = resolve_videos(src, root=root, labels=labels, format=cfg.data.format,
                             split=cfg.data.split, subset="train" if split == "train" else "test")
     if source.labels is None or source.class_names is None:
-        raise ValueError(f"{src}: data.{split} names videos without labels (a {source.format}); "
-                         f"training and testing need an annotation list or a class-per-folder "
-                         f"directory")
+        why = {"folder": "a folder with videos of its own, or in subfolders of its class "
+                         "folders, is not a class-per-folder tree; data.format=tree reads it as "
+                         "one", "paths": "a plain list of paths", "video": "a single video"}
+        raise ValueError(f"{src}: data.{split} names videos without labels "
+                         f"({why.get(source.format, source.format)}). Training and testing need "
+                         f"an annotation list or a class-per-folder directory")
     return Split(list(source.videos), list(source.class_names), str(src))
 
 
