@@ -99,6 +99,8 @@ def test_stdin_lists_start_from_the_working_directory(tmp_path, monkeypatch):
     assert src.paths == [str(tmp_path / "v" / "a.mp4"), str(tmp_path / "v" / "b.mp4")]
     with pytest.raises(FileNotFoundError, match=r"<stdin>:1: 'a.mp4' .*working directory"):
         resolve_videos("-", stdin=io.StringIO("a.mp4\n"))
+    with pytest.raises(AnnotationError, match="hmdb51 source is a folder"):
+        resolve_videos("-", stdin=io.StringIO("v/a.mp4 1\n"), format="hmdb51")
     with pytest.raises(AnnotationError, match="<stdin>:2: label must be an integer"):
         resolve_videos("-", stdin=io.StringIO("v/a 5 1\nv/b 3 x\n"), format="frames")
 

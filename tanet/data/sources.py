@@ -189,11 +189,12 @@ def _is_list_file(path: Path) -> bool:
 def _list(path: Path, text: str | None, root, format: str, labels, split: int,
           subset: str) -> Source:
     """The videos of a list file, a split folder or ``text`` (a list from standard input)."""
+    folder = text is None and path.is_dir()
     if root is not None:
         base, where = str(root), "the root"
     elif text is not None:
         base, where = ".", "the working directory (the list came from standard input)"
-    elif path.is_dir():
+    elif folder:
         base, where = str(path), "the split folder"
     else:
         base, where = str(path.parent), "the list's folder"
@@ -202,7 +203,7 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
         raise ValueError(f"{path}: format 'folder' is for folders, not lists")
     if fmt == "paths":
         records, names = _path_list(path, text), _names(labels)
-    elif fmt == "hmdb51" or (fmt == "ucf101" and text is None and path.is_dir()):
+    elif text is None and (fmt == "hmdb51" or (fmt == "ucf101" and folder)):
         records, names = _split_records(path, fmt, labels, split, subset)
     else:
         records, names = read_annotations(path, root=base, labels=labels, format=fmt,
@@ -211,10 +212,10 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
     videos = [Video(resolve_path(r.path, base), r.path, None if r.label < 0 else r.label,
                     r.num_frames, r.line) for r in records]
     named = path  # the file naming the first video, for the error
-    if fmt == "ucf101" and text is None and path.is_dir():
+    if fmt == "ucf101" and folder:
         named = path / f"{'test' if subset == 'test' else 'train'}list{split:02d}.txt"
     _check_some_exist(videos, named, base, where)
-    return Source(str(path), "folder" if path.is_dir() else "list", fmt, videos, names, base)
+    return Source(str(path), "folder" if folder else "list", fmt, videos, names, base)
 
 
 def _path_list(path: Path, text: str | None) -> list[Record]:
