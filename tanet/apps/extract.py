@@ -5,10 +5,10 @@ folder, ``-``: a list on standard input).
 
 Per video, the backbone's pooled features (:meth:`Predictor.features`): (D,) averaged over
 frames and views, or (T, D) per frame. The output ``.npz`` holds ``features`` (N, D) or
-(N, T, D) float32 in input order, ``paths`` (N,) as the source names them, ``labels`` (N,) and ``class_names`` when the
-source has them, ``ok`` (N,) (False for a video that failed to decode; its row is NaN), ``failed``
-and ``errors`` (indices and messages of those), and ``meta`` (a JSON string: checkpoint,
-options).
+(N, T, D) float32 in input order, ``paths`` (N,) as the source names them, ``labels`` (N,)
+and ``class_names`` when the source has them, ``ok`` (N,) (False for a video that failed to
+decode; its row is NaN), ``failed`` and ``errors`` (indices and messages of those), and
+``meta`` (a JSON string: checkpoint, options).
 
 Resumable: videos are processed in shards of ``shard_size``; each finished shard is written
 atomically to ``<out>.parts/``, so a rerun of the same command skips what is done. The parts
