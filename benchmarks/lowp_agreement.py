@@ -45,14 +45,14 @@ def main() -> int:
 
     from tanet.apps.export import export_onnx
     from tanet.apps.predict import Predictor
-    from tanet.apps.quantize import compare, export_int8, read_video_list
+    from tanet.apps.quantize import calibration_videos, compare, export_int8
     from tanet.models.factory import load_model
 
     run = Path(args.run)
     ckpt = trained_run(run)
     data = run / "data"
     model = load_model(ckpt)
-    videos, labels = read_video_list(data / "val.txt", class_names=model.card.class_names)
+    videos, labels = calibration_videos(data / "val.txt", class_names=model.card.class_names)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")["path"]

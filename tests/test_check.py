@@ -102,13 +102,15 @@ def test_fixed_sthv2_and_kinetics_lists_keep_their_format(ds, tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"Pushing something": "0",
                                                       "Pulling something": "1"}))
     (tmp_path / "train.json").write_text(json.dumps(items))
+    (tmp_path / "1.webm").write_bytes(b"")  # listed videos exist (contents do not matter here)
+    (tmp_path / "abc_000000_000010.mp4").write_bytes(b"")
     ds2 = C.read_dataset(tmp_path / "train.json")
     assert C.write_fixed_list(ds2, [True, False, True], tmp_path / "fixed.json") == 2
     assert json.loads((tmp_path / "fixed.json").read_text()) == [items[0], items[2]]
     (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\n"
                                     "dance,abc,0,10,train\n\nrun,xyz,5,15,train\n")
     ds3 = C.read_dataset(tmp_path / "k.csv")
-    assert ds3.format == "kinetics" and len(ds3.records) == 2
+    assert ds3.format == "kinetics" and len(ds3.videos) == 2
     C.write_fixed_list(ds3, [False, True], tmp_path / "k_fixed.csv")
     assert (tmp_path / "k_fixed.csv").read_text() == \
         "label,youtube_id,time_start,time_end,split\nrun,xyz,5,15,train\n"
@@ -156,12 +158,46 @@ def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
                              quiet=True, fix_list=fixed)  # a split file keeps its own lines
     assert len(results) == 2 and fixed.read_text() == "YoYo/v_YoYo_g08_c01.mp4 2\n"
     named = C.read_dataset(splits / "trainlist02.txt", root=videos, format="ucf101")
-    assert [r.path for r in named.records] == ["YoYo/v_YoYo_g08_c01.mp4", "YoYo/v_YoYo_g09_c01.mp4"]
+    assert [v.listed for v in named.videos] == ["YoYo/v_YoYo_g08_c01.mp4",
+                                                "YoYo/v_YoYo_g09_c01.mp4"]
+    assert named.paths == [str(videos / v.listed) for v in named.videos]
     hmdb = tmp_path / "hmdb_splits"
     hmdb.mkdir()
     (hmdb / "Archery_test_split1.txt").write_text("v_Archery_g01_c01.mp4 2\nmissing.avi 0\n")
     (hmdb / "YoYo_test_split1.txt").write_text("v_YoYo_g01_c01.mp4 1\n")
     ds_h = C.read_dataset(hmdb, root=videos, subset="test")
-    assert ds_h.format == "hmdb51" and [r.path for r in ds_h.records] == [
+    assert ds_h.format == "hmdb51" and [v.listed for v in ds_h.videos] == [
         "Archery/v_Archery_g01_c01.mp4"]
-    assert len(C.read_dataset(hmdb, root=videos).records) == 2  # all: train and test
+    assert len(C.read_dataset(hmdb, root=videos).videos) == 2  # all: train and test
+
+
+def test_check_takes_the_one_path_rule_and_every_video_of_a_folder(ds, tmp_path, monkeypatch):
+    """Relative paths start from --root, else the list's folder: never from the working
+    directory, even when more of them exist there (the old reader counted files in both places
+    and took the fuller one). A folder with videos of its own and class folders is checked
+    whole (the old reader took the class folders and dropped the loose videos)."""
+    import shutil
+
+    good = ds / "videos" / "a" / "good.mp4"
+    (tmp_path / "lists").mkdir()
+    shutil.copy(good, tmp_path / "lists" / "x.mp4")
+    shutil.copy(good, tmp_path / "x.mp4")
+    shutil.copy(good, tmp_path / "y.mp4")
+    (tmp_path / "lists" / "l.txt").write_text("x.mp4 0\ny.mp4 0\n")
+    monkeypatch.chdir(tmp_path)
+    results, _ = C.run_check("lists/l.txt", out=tmp_path / "c.csv", workers=1, quiet=True)
+    assert [(r.path, r.status) for r in results] == [("lists/x.mp4", "ok"),
+                                                     ("lists/y.mp4", "error")]
+    results, _ = C.run_check("lists/l.txt", out=tmp_path / "c.csv", root=".", workers=1,
+                             quiet=True)
+    assert [(r.path, r.status) for r in results] == [("x.mp4", "ok"), ("y.mp4", "ok")]
+    mixed = tmp_path / "mixed"
+    shutil.copytree(ds / "videos" / "a", mixed / "a")
+    shutil.copy(good, mixed / "loose.mp4")
+    src = C.read_dataset(mixed)
+    assert src.format == "folder" and src.paths == [str(mixed / "a" / "good.mp4"),
+                                                    str(mixed / "a" / "packed.avi"),
+                                                    str(mixed / "loose.mp4")]
+    fixed = tmp_path / "fixed.txt"
+    C.run_check(good, out=tmp_path / "c.csv", workers=1, quiet=True, fix_list=fixed)
+    assert fixed.read_text() == f"{good}\n"  # one video: checked and listed

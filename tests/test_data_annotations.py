@@ -136,16 +136,26 @@ def test_label_out_of_range_and_undetectable(tmp_path):
         read_annotations(tmp_path / "missing.txt")
 
 
-def test_find_videos_walks_folders_but_not_hidden_files(tmp_path):
-    """Camcorder and phone containers are walked into; macOS's "._x.mp4" resource forks, hidden
-    folders, stills and other files are not."""
-    from tanet.data.annotations import find_videos
+def test_path_label_lists_lines_and_text_not_on_disk(tmp_path):
+    """``read_path_label_list`` (mmaction2's ``path label``; the old ``read_video_list`` name
+    was also the name of three unrelated "which videos" readers) records each entry's line; a
+    list that is not a file (standard input) is read from ``text`` with its folder's files."""
+    from tanet.data.annotations import read_path_label_list, sniff_format
 
-    names = ["a/clip.MP4", "a/._clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx",
-             ".cache/x.mp4", "notes.txt", "still.gif", "z.ogv"]
-    for n in names:
-        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / n).write_bytes(b"")
-    found = [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)]
-    assert found == ["a/clip.MP4", "b/c/cam.MTS", "b/movie.m2ts", "b/old.divx", "z.ogv"]
-    assert find_videos(tmp_path / "a") == [tmp_path / "a" / "clip.MP4"]
+    p = tmp_path / "l.txt"
+    p.write_text("# videos\n\na.mp4 1\nb c.mp4 0\n")
+    recs, names = read_path_label_list(p)
+    assert recs == [Record("a.mp4", 1), Record("b c.mp4", 0)] and [r.line for r in recs] == [3, 4]
+    assert names == ["0", "1"]
+    write_class_names(tmp_path / "classes.txt", ["x", "y"])
+    stdin = tmp_path / "<stdin>"  # never created: the text is given
+    recs, names = read_annotations(stdin, text="b.mp4 1\n")
+    assert recs == [Record("b.mp4", 1)] and names == ["x", "y"]  # classes.txt beside it
+    kinetics = "label,youtube_id,time_start,time_end,split\nrun,abc,1,3,val\n"
+    assert read_annotations(stdin, text=kinetics)[0] == [Record("abc_000001_000003.mp4", 0)]
+    assert sniff_format(stdin, text="clips/a.mp4\n") is None  # a plain list of paths
+    assert sniff_format(stdin, text="12;Pushing\n") == "sthv1"
+    with pytest.raises(AnnotationError, match=r"<stdin>:2: expected 'path label'"):
+        read_annotations(stdin, text="a.mp4 1\nb.mp4\n")
+    with pytest.raises(AnnotationError, match="hmdb51 source is a folder"):
+        read_annotations(stdin, text="a.avi 1\n", format="hmdb51")

@@ -187,6 +187,11 @@ def test_one_definition_of_each_shared_rule():
     assert defs["IMAGENET_MEAN literal"] == ["tanet.models.recognizer"]
     assert defs["clip_indices"] == ["tanet.data.sampling"]
     assert "tanet.io" in defs["read_class_names"]
+    # which videos a source names: one resolver, one folder walk, no second list reader
+    assert defs["resolve_videos"] == ["tanet.data.sources"]  # (data.stream.resolve_source: live)
+    assert defs["resolve_path"] == ["tanet.data.sources"]
+    assert defs["find_videos"] == ["tanet.data.sources"]
+    assert defs["read_video_list"] == [] and defs["read_dataset"] == ["tanet.apps.check"]
 
 
 def test_shipped_files_cite_the_paper_not_a_private_file():

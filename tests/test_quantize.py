@@ -88,10 +88,10 @@ def test_int8_close_to_fp32(setup, keep):
     """Every int8 variant tracks fp32 on real clips; quantising TAM (keep_float='none') puts
     Q/DQ pairs around its softmax."""
     from tanet.apps.predict import Predictor
-    from tanet.apps.quantize import compare, quantize_onnx, read_video_list
+    from tanet.apps.quantize import calibration_videos, compare, quantize_onnx
 
     data = setup["data"]
-    videos, labels = read_video_list(data / "train", class_names=CLASSES)
+    videos, labels = calibration_videos(data / "train", class_names=CLASSES)
     assert len(videos) == 12 and labels == [0] * 4 + [1] * 4 + [2] * 4
     pred = Predictor(setup["fp32"])
     clips = [pred.load_views(v)[1].numpy() for v in videos]
@@ -111,3 +111,23 @@ def test_int8_needs_calibration(setup, capsys):
     assert main(["export", str(setup["dir"] / "x.onnx"), "--checkpoint", str(setup["ckpt"]),
                  "--int8"]) == 1
     assert "needs --calibrate" in capsys.readouterr().err
+
+
+def test_calibration_videos_follow_the_one_path_rule_and_spread_over_the_list(tmp_path):
+    """The calibration reader is the one resolver (relative to the list's folder, else --root;
+    URLs untouched), cut to ``limit`` videos spread evenly so that every class is seen."""
+    from tanet.apps.quantize import calibration_videos
+
+    (tmp_path / "lists").mkdir()
+    for i in range(9):
+        (tmp_path / "lists" / f"{i}.mp4").write_bytes(b"")
+    lst = tmp_path / "lists" / "cal.txt"
+    lst.write_text("".join(f"{i}.mp4 {i // 3}\n" for i in range(9)) + "https://h/x.mp4 2\n")
+    paths, labels = calibration_videos(lst, class_names=CLASSES)
+    assert paths[:2] == [str(tmp_path / "lists" / "0.mp4"), str(tmp_path / "lists" / "1.mp4")]
+    assert paths[-1] == "https://h/x.mp4" and labels == [0] * 3 + [1] * 3 + [2] * 4
+    paths, labels = calibration_videos(lst, class_names=CLASSES, limit=4)
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["0.mp4", "3.mp4", "6.mp4", "x.mp4"]
+    assert labels == [0, 1, 2, 2]
+    with pytest.raises(FileNotFoundError, match=r"cal.txt:1: '0.mp4' -> /nowhere/0.mp4"):
+        calibration_videos(lst, root="/nowhere")

@@ -204,6 +204,14 @@ def test_ucf101_split_files(tmp_path):
     recs, _ = read_annotations(d, split=2, subset="test")
     assert [(r.path, r.label) for r in recs] == [("ApplyEyeMakeup/v_ApplyEyeMakeup_g09_c01.avi", 0)]
     cfg = _cfg(f"data.train={d}", f"data.val={d}", "data.split=2")
+    with pytest.raises(FileNotFoundError, match=r"trainlist02.txt:1: .*data.root"):
+        read_split(cfg, "train")  # the videos are not in the split folder: data.root says where
+    videos = tmp_path / "UCF-101"
+    for rel in ("Archery/v_Archery_g09_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g09_c01.avi"):
+        (videos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (videos / rel).write_bytes(b"")
+    cfg = _cfg(f"data.train={d}", f"data.val={d}", "data.split=2", f"data.root={videos}")
+    assert read_split(cfg, "train").records[0].path == str(videos / "Archery/v_Archery_g09_c01.avi")
     assert [r.label for r in read_split(cfg, "train").records] == [1]
     assert [r.label for r in read_split(cfg, "val", class_names=CLASSES).records] == [0]
     (d / "trainlist03.txt").write_text("Archery/v_Archery_g09_c01.avi 3\n")

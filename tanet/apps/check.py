@@ -1,6 +1,7 @@
 """``tanet check``: scan a dataset's videos before training.
 
-Every video of an annotation list (any format of :mod:`tanet.data.annotations`) or a folder is
+Every video of a source (:func:`tanet.data.sources.resolve_videos`: an annotation list of any
+format, a plain list, a folder, a split folder, ``-`` for a list on standard input) is
 opened and indexed as training would read it (:class:`~tanet.data.decode.VideoReader`): its
 frame count, rate, codec and container, and its status: ``ok``, ``warning`` (truncated or
 damaged, still readable) or ``error`` (cannot be read). ``deep`` decodes every frame (the exact
@@ -19,10 +20,9 @@ import time
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
-from tanet.data.annotations import (VIDEO_EXTENSIONS, AnnotationError, Record, detect_format,
-                                    find_videos, read_annotations)
+from tanet.data.sources import Source, resolve_videos
 
 __all__ = ["CheckResult", "check_video", "read_dataset", "check_all", "write_csv",
            "write_fixed_list", "summary"]
@@ -83,62 +83,14 @@ def _job(args: tuple) -> CheckResult:
 
 
 # ------------------------------------------------------------------------------ input
-@dataclass
-class Dataset:
-    """The videos to check and where they came from."""
-
-    source: Path
-    format: str  # an annotations format, or "folder" (a flat folder of videos)
-    records: list[Record]
-    paths: list[str]  # the records' videos as files to open (root applied)
-
-
-def _flat_folder(path: Path) -> list[Record]:
-    return [Record(str(p), -1) for p in find_videos(path)]
-
-
-def _split_records(source: Path, fmt: str, labels, split: int, subset: str) -> list[Record]:
-    """UCF101 / HMDB51 official splits: one subset, or ``"all"`` (train then test)."""
-    subsets = ("train", "test") if subset == "all" else (subset,)
-    return [r for s in subsets
-            for r in read_annotations(source, labels=labels, format=fmt, split=split,
-                                      subset=s)[0]]
-
-
 def read_dataset(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
                  labels: str | None = None, format: str = "auto", split: int = 1,
-                 subset: str = "all") -> Dataset:
-    """The videos of an annotation file or a folder (class-per-folder, UCF101 / HMDB51 split
-    files, else every video file under it). ``split`` / ``subset`` (train, test or all) pick
-    the videos of UCF101 / HMDB51 splits. Relative paths are resolved against ``root``, else
-    the working directory, else the list's own directory."""
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or directory")
-    if subset not in ("train", "test", "all"):
-        raise ValueError(f"subset must be train, test or all, not {subset!r}")
-    fmt = detect_format(source) if format == "auto" else format
-    if fmt == "hmdb51" or (fmt == "ucf101" and source.is_dir()):  # a UCF101 list is one subset
-        records = _split_records(source, fmt, labels, split, subset)
-    elif source.is_dir() and fmt == "tree":
-        try:
-            records, _ = read_annotations(source, labels=labels, format="tree")
-        except AnnotationError:
-            records, fmt = _flat_folder(source), "folder"
-        if not records:
-            raise FileNotFoundError(f"{source}: no video files found (looked for "
-                                    f"{', '.join(VIDEO_EXTENSIONS[:4])}, ...)")
-    else:
-        records, _ = read_annotations(source, root=root, labels=labels, format=fmt)
-    base = Path(root) if root is not None else None
-    if base is None and records and not os.path.isabs(records[0].path):
-        probe = records[: min(len(records), 20)]
-        here = sum(Path(r.path).exists() for r in probe)
-        beside = sum((source.parent / r.path).exists() for r in probe)
-        base = source.parent if beside > here else None
-    paths = [r.path if base is None or os.path.isabs(r.path) else str(base / r.path)
-             for r in records]
-    return Dataset(source, fmt, records, paths)
+                 subset: str = "all", stdin: TextIO | None = None) -> Source:
+    """The videos to check: those of :func:`~tanet.data.sources.resolve_videos` (the one rule
+    for relative paths: ``root``, else the list's folder), by default both subsets (train,
+    then test) of a UCF101 / HMDB51 split folder."""
+    return resolve_videos(source, root=root, labels=labels, format=format, split=split,
+                          subset=subset, stdin=stdin)
 
 
 # ------------------------------------------------------------------------------ the scan
@@ -227,24 +179,25 @@ def summary(results: Sequence[CheckResult], seconds: float, workers: int) -> str
     return "\n".join(lines)
 
 
-def write_fixed_list(ds: Dataset, keep: Sequence[bool], out: str | os.PathLike) -> int:
+def write_fixed_list(ds: Source, keep: Sequence[bool], out: str | os.PathLike) -> int:
     """The annotation list of ``ds`` without the entries whose ``keep`` is False, in the input's
     format (a class-per-folder tree, HMDB51's split files or a UCF101 split folder become a
     ``path label`` video list; a flat folder a list of paths). Returns the number of entries written."""
     from tanet.io import atomic_write_text, read_text
 
-    if len(keep) != len(ds.records):
-        raise ValueError("one keep flag per record")
-    kept = [r for r, k in zip(ds.records, keep) if k]
-    if ds.format in ("tree", "folder", "hmdb51") or (ds.format == "ucf101"
-                                                      and not ds.source.is_file()):
-        text = "".join(f"{r.path}\n" if ds.format == "folder" else f"{r.path} {r.label}\n"
-                       for r in kept)
+    if len(keep) != len(ds.videos):
+        raise ValueError("one keep flag per video")
+    kept = [v for v, k in zip(ds.videos, keep) if k]
+    source = ds.text if ds.text is not None else (
+        read_text(ds.name) if ds.kind == "list" else None)
+    if ds.format in ("tree", "folder", "video", "hmdb51") or source is None:
+        text = "".join(f"{v.listed}\n" if v.label is None else f"{v.listed} {v.label}\n"
+                       for v in kept)
     elif ds.format == "sthv2":
-        items = json.loads(read_text(ds.source))
+        items = json.loads(source)
         text = json.dumps([it for it, k in zip(items, keep) if k], indent=1) + "\n"
     elif ds.format == "kinetics":
-        rows = list(csv.reader(io.StringIO(read_text(ds.source), newline="")))
+        rows = list(csv.reader(io.StringIO(source, newline="")))
         entries = [row for row in rows[1:] if row and "".join(row).strip()]
         _same_count(ds, len(entries))
         flags = iter(keep)
@@ -254,7 +207,7 @@ def write_fixed_list(ds: Dataset, keep: Sequence[bool], out: str | os.PathLike) 
         w.writerows(row for row in entries if next(flags))
         text = buf.getvalue()
     else:  # one entry a line; comments and blank lines kept
-        lines = read_text(ds.source).split("\n")
+        lines = source.split("\n")
         entry = [bool(s.strip()) and not s.strip().startswith("#") for s in lines]
         _same_count(ds, sum(entry))
         flags = iter(keep)
@@ -263,9 +216,9 @@ def write_fixed_list(ds: Dataset, keep: Sequence[bool], out: str | os.PathLike) 
     return len(kept)
 
 
-def _same_count(ds: Dataset, entries: int) -> None:
-    if entries != len(ds.records):
-        raise ValueError(f"{ds.source}: found {entries} entries but read {len(ds.records)} "
+def _same_count(ds: Source, entries: int) -> None:
+    if entries != len(ds.videos):
+        raise ValueError(f"{ds.name}: found {entries} entries but read {len(ds.videos)} "
                          f"videos; cannot write a fixed list safely")
 
 
@@ -273,15 +226,16 @@ def run_check(source: str | os.PathLike, *, out: str | os.PathLike, root=None, l
               format: str = "auto", deep: bool = False, workers: int | None = None,
               template: str = "img_{:05d}.jpg", fix_list: str | os.PathLike | None = None,
               drop_warnings: bool = False, quiet: bool = False, split: int = 1,
-              subset: str = "all") -> tuple[list[CheckResult], str]:
+              subset: str = "all",
+              stdin: TextIO | None = None) -> tuple[list[CheckResult], str]:
     """Read the dataset, check every video (progress bar unless ``quiet``), write the CSV (and
     the fixed list); returns the results and the summary text."""
     from tqdm import tqdm
 
     ds = read_dataset(source, root=root, labels=labels, format=format, split=split,
-                      subset=subset)
+                      subset=subset, stdin=stdin)
     workers = max(1, min(workers or os.cpu_count() or 1, len(ds.paths)))
-    listed = [r.num_frames if ds.format == "frames" else None for r in ds.records]
+    listed = [v.num_frames if ds.format == "frames" else None for v in ds.videos]
     jobs = [(p, deep, template, n) for p, n in zip(ds.paths, listed)]
     t0 = time.perf_counter()
     with tqdm(total=len(jobs), desc="check", unit="video", disable=quiet,

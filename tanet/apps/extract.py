@@ -1,11 +1,14 @@
 """Features of many videos: ``tanet extract DIR_OR_LIST --checkpoint C --out feats.npz``.
 
+The videos are those :func:`tanet.data.sources.resolve_videos` names (a folder, a list, a split
+folder, ``-``: a list on standard input).
+
 Per video, the backbone's pooled features (:meth:`Predictor.features`): (D,) averaged over
 frames and views, or (T, D) per frame. The output ``.npz`` holds ``features`` (N, D) or
-(N, T, D) float32 in input order, ``paths`` (N,), ``labels`` (N,) and ``class_names`` when the
-list has them, ``ok`` (N,) (False for a video that failed to decode; its row is NaN), ``failed``
-and ``errors`` (indices and messages of those), and ``meta`` (a JSON string: checkpoint,
-options).
+(N, T, D) float32 in input order, ``paths`` (N,) as the source names them, ``labels`` (N,)
+and ``class_names`` when the source has them, ``ok`` (N,) (False for a video that failed to
+decode; its row is NaN), ``failed`` and ``errors`` (indices and messages of those), and
+``meta`` (a JSON string: checkpoint, options).
 
 Resumable: videos are processed in shards of ``shard_size``; each finished shard is written
 atomically to ``<out>.parts/``, so a rerun of the same command skips what is done. The parts
@@ -22,78 +25,25 @@ import os
 import shutil
 import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from tanet.apps.predict import Predictor, failure_message
-from tanet.data.annotations import find_videos
 from tanet.apps.sharding import collect_files, owned
+from tanet.data.sources import Source
 from tanet.engine.distributed import DistInfo, all_gather, all_sum
 
-__all__ = ["VideoList", "read_video_list", "extract", "load_features", "LIST_SUFFIXES"]
-
-LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # files read as lists of videos
+__all__ = ["extract", "load_features"]
 
 
-@dataclass
-class VideoList:
-    """Videos to process: ``paths`` as listed (what outputs record), ``files`` where to read
-    them, and labels and class names when the list has them."""
-
-    paths: list[str]
-    files: list[str]
-    labels: list[int] | None = None
-    class_names: list[str] | None = None
-
-
-def read_video_list(src: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                    split: int = 1, subset: str = "train") -> VideoList:
-    """A video file, a directory (every video under it, recursively), or a list (a
-    ``LIST_SUFFIXES`` file or a UCF101/HMDB51 split folder): an annotation file of any
-    supported format (labels kept; relative paths against ``root``, default the list's folder)
-    or a plain list of paths, one a line."""
-    from tanet.data.annotations import AnnotationError, detect_format, read_annotations
-    from tanet.io import read_text
-
-    path = Path(src)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    if path.is_dir() and not _is_split_folder(path):
-        files = [str(p) for p in find_videos(path)]
-        if not files:
-            raise FileNotFoundError(f"{path}: no video files found (looked for .mp4, .avi, ...)")
-        return VideoList(files, files)
-    if path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:  # a video, any container
-        return VideoList([str(path)], [str(path)])
-    base = Path(root) if root is not None else (path if path.is_dir() else path.parent)
-    try:
-        detect_format(path)
-    except AnnotationError:  # not an annotation format: a plain list of paths
-        paths = [ln.strip() for ln in read_text(path).split("\n")
-                 if ln.strip() and not ln.strip().startswith("#")]
-        if not paths:
-            raise FileNotFoundError(f"{path}: an empty list") from None
-        return VideoList(paths, [str(base / p) for p in paths])
-    records, names = read_annotations(path, root=base, split=split, subset=subset)
-    paths = [r.path for r in records]
-    return VideoList(paths, [str(base / p) for p in paths], [r.label for r in records],
-                     list(names))
-
-
-def _is_split_folder(path: Path) -> bool:
-    """A folder of UCF101/HMDB51 split files (an annotation source, not a video folder)."""
-    return (path / "classInd.txt").is_file() or any(path.glob("*_test_split*.txt"))
-
-
-def _meta(videos: VideoList, checkpoint: str, *, per_frame: bool, views: str,
+def _meta(videos: Source, checkpoint: str, *, per_frame: bool, views: str,
           shard_size: int) -> dict[str, Any]:
     """What defines the output: a partial run with other values is not continued."""
-    digest = hashlib.sha256("\n".join(videos.files).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(videos.paths).encode()).hexdigest()
     meta: dict[str, Any] = {"checkpoint": str(checkpoint), "per_frame": per_frame,
-                            "views": views, "videos": len(videos.files), "list_sha256": digest,
+                            "views": views, "videos": len(videos), "list_sha256": digest,
                             "shard_size": shard_size}
     if os.path.isfile(checkpoint):  # a retrained file at the same path is another model
         st = os.stat(checkpoint)
@@ -109,7 +59,7 @@ def load_features(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+def extract(videos: Source, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
             per_frame: bool = False, views: str = "1x1", shard_size: int = 64,
             parts: str | os.PathLike | None = None, device: str = "cpu", amp: str | None = None,
             quiet: bool = False, info: DistInfo | None = None) -> dict[str, Any]:
@@ -125,7 +75,7 @@ def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.Path
     # rank 0's view decides for all (the file stats of a checkpoint copied to each machine
     # differ; the output may be visible to rank 0 only)
     meta, done = all_gather(info, (meta, _finished(out, meta) if info.main else None))[0]
-    n = len(videos.files)
+    n = len(videos)
     if done is not None:
         return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n}
     predictor = Predictor(checkpoint, views=views, device=device, amp=amp)
@@ -140,7 +90,7 @@ def extract(videos: VideoList, checkpoint: str | os.PathLike, out: str | os.Path
     mine = owned(len(shards), info)
     todo = [k for k in mine if not shards[k].is_file()]
     resumed = int(all_sum(info, [sum(size[k] for k in mine if k not in todo)])[0])
-    _run_shards(predictor, videos.files, shards, todo, size, fshape, per_frame,
+    _run_shards(predictor, videos.paths, shards, todo, size, fshape, per_frame,
                 total=sum(size[k] for k in mine), quiet=quiet or not info.main)
     collect_files(shards, lambda k: k % info.world_size, info)
     failed = 0
@@ -219,12 +169,12 @@ def _put(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
         np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
 
-def _merge(out: Path, shards: Sequence[Path], videos: VideoList, fshape: tuple[int, ...],
+def _merge(out: Path, shards: Sequence[Path], videos: Source, fshape: tuple[int, ...],
            meta: dict[str, Any], shard_size: int) -> int:
     """Stream the shards into one ``.npz`` (atomically); returns the number of failed videos."""
     from tanet.io import atomic_path
 
-    n = len(videos.files)
+    n = len(videos)
     failed: list[int] = []
     errors: list[str] = []
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
@@ -243,7 +193,7 @@ def _merge(out: Path, shards: Sequence[Path], videos: VideoList, fshape: tuple[i
                     errors += z["errors"].tolist()
         ok = np.ones(n, bool)
         ok[failed] = False
-        _put(zf, "paths", np.array(videos.paths, dtype=str))
+        _put(zf, "paths", np.array([v.listed for v in videos.videos], dtype=str))
         if videos.labels is not None:
             _put(zf, "labels", np.array(videos.labels, np.int64))
         if videos.class_names is not None:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["export_int8", "quantize_onnx", "tam_nodes", "read_video_list", "compare",
+__all__ = ["export_int8", "quantize_onnx", "tam_nodes", "calibration_videos", "compare",
            "KEEP_FLOAT"]
 
 KEEP_FLOAT = ("tam-kernel", "tam", "none")
@@ -67,25 +67,21 @@ def tam_nodes(model: Any) -> tuple[set[str], set[str]]:
     return inside - aggregation, aggregation
 
 
-def read_video_list(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                    class_names: Sequence[str] | None = None) -> tuple[list[Path], list[int] | None]:
-    """Videos (and labels, when known) of an annotation list (any format tanet reads), a
-    class-per-folder directory, or a plain directory of videos (no labels)."""
-    from tanet.data.annotations import find_videos
-    from tanet.data.annotations import read_annotations
+def calibration_videos(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                       class_names: Sequence[str] | None = None,
+                       limit: int | None = None) -> tuple[list[str], list[int] | None]:
+    """Videos (and labels, when the source has them) of ``source`` as every command reads it
+    (:func:`tanet.data.sources.resolve_videos`; ``class_names`` fix the label order), at most
+    ``limit`` spread evenly over it (an even spread covers every class of a sorted list)."""
+    from tanet.data.sources import resolve_videos
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such annotation list or directory")
-    if path.is_dir() and not any(d.is_dir() for d in path.iterdir()):
-        videos = find_videos(path)
-        if not videos:
-            raise FileNotFoundError(f"{path}: no video files found (looked for .mp4, .avi, ...)")
-        return videos, None
-    records, _ = read_annotations(path, root=root, labels=class_names)
-    base = Path(root) if root is not None else (path if path.is_dir() else path.parent)
-    videos = [Path(r.path) if os.path.isabs(r.path) else base / r.path for r in records]
-    return videos, [r.label for r in records]
+    src = resolve_videos(source, root=root, labels=class_names)
+    paths, labels = src.paths, src.labels
+    if limit and len(paths) > limit:
+        pick = np.linspace(0, len(paths) - 1, limit).astype(int)
+        paths = [paths[i] for i in pick]
+        labels = None if labels is None else [labels[i] for i in pick]
+    return paths, labels
 
 
 class _Reader:
@@ -153,7 +149,7 @@ def _quiet_quantizer():
         root.setLevel(level)
 
 
-def compare(fp32: Any, int8: Any, videos: Sequence[Path], labels: Sequence[int] | None = None,
+def compare(fp32: Any, int8: Any, videos: Sequence[str | os.PathLike], labels: Sequence[int] | None = None,
             *, views: str = "1x1", quiet: bool = True) -> dict[str, Any]:
     """Top-1 of a reference and a low-precision model (files or Predictors) on the same clips:
     agreement, the largest class-probability difference (max over videos, and its mean), and
@@ -186,7 +182,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _calibration_batches(predictor: Any, videos: Sequence[Path], quiet: bool) -> Iterator[np.ndarray]:
+def _calibration_batches(predictor: Any, videos: Sequence[str], quiet: bool) -> Iterator[np.ndarray]:
     from tqdm import tqdm
 
     for path in tqdm(videos, desc="calibrate", unit="video", disable=quiet):
@@ -209,10 +205,9 @@ def export_int8(model: Any, out: str | os.PathLike, *, calibrate: str | os.PathL
     from tanet.apps.predict import Predictor
 
     names = model.card.class_names
-    cal_videos, _ = read_video_list(calibrate, root=root, class_names=names)
-    if limit and len(cal_videos) > limit:  # an even spread over the list covers every class
-        cal_videos = [cal_videos[i] for i in np.linspace(0, len(cal_videos) - 1, limit).astype(int)]
-    val_videos, val_labels = read_video_list(validate or calibrate, root=root, class_names=names)
+    cal_videos, _ = calibration_videos(calibrate, root=root, class_names=names, limit=limit)
+    val_videos, val_labels = calibration_videos(validate or calibrate, root=root,
+                                                class_names=names)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = fp32 or export_onnx(model, Path(tmp) / "fp32.onnx")["path"]
         predictor = Predictor(fp32, views=views)

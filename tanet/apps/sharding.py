@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from tanet.engine.distributed import DistInfo, all_gather
 
-__all__ = ["ordered_map", "owned", "collect_files", "joined", "DIST_TIMEOUT_S"]
+__all__ = ["ordered_map", "owned", "collect_files", "joined", "from_main", "DIST_TIMEOUT_S"]
 
 # a collective waits this long for the other processes: shares of a long job may end far apart
 DIST_TIMEOUT_S = 12 * 3600.0
@@ -34,6 +34,27 @@ def joined(device: str | None = None) -> Iterator[DistInfo]:
     finally:
         if owner:
             finish_distributed()
+
+
+def from_main(fn: Callable[[], Any], info: DistInfo) -> Any:
+    """``fn()`` computed by the main process alone and sent to every process, so that all work
+    on one answer (the videos of a source: a list on standard input is read once). When it
+    fails, the main process raises the error and the others a ``RuntimeError`` quoting it."""
+    if not info.distributed:
+        return fn()
+    box: list[Any] = [None]
+    if info.main:
+        try:
+            box = [(fn(), None)]
+        except Exception as e:
+            box = [(None, f"{type(e).__name__}: {e}")]
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    value, error = box[0]
+    if error is not None:
+        raise RuntimeError(f"rank 0 could not read the input: {error}")
+    return value
 
 
 def owned(n: int, info: DistInfo) -> list[int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tanet.data.annotations import FORMATS
+from tanet.data.sources import SOURCE_FORMATS
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                                    "container, cause, index) and print a summary.")
     p.add_argument("input", metavar="DIR_OR_LIST",
                    help="annotation file (video list, frame list, Kinetics CSV, Something-"
-                        "Something JSON/CSV) or a folder (class-per-folder, or any videos)")
+                        "Something JSON/CSV, UCF101/HMDB51 split), a list of paths one a line, "
+                        "a folder (class-per-folder, split files, or any videos under it), a "
+                        "video, or - (a list on standard input)")
     p.add_argument("--out", default="check.csv", help="the CSV to write (default: check.csv)")
     p.add_argument("--fix-list", default=None, metavar="OUT",
                    help="write the annotation list without the videos in error, same format")
@@ -23,12 +25,13 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deep", action="store_true",
                    help="decode every frame (slower; finds damage anywhere in a file; the exact "
                         "indices it builds are cached for training)")
-    p.add_argument("--root", default=None, help="prefix of relative paths in the list "
-                                                "(default: the working directory, else the "
-                                                "list's directory)")
+    p.add_argument("--root", default=None, help="folder that relative paths in the list start "
+                                                "from (default: the list's folder; for - the "
+                                                "working directory)")
     p.add_argument("--labels", default=None, help="class names file (for lists that need one)")
-    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
-                   help="annotation format (default: detected from the file or folder)")
+    p.add_argument("--format", default="auto", choices=("auto",) + SOURCE_FORMATS,
+                   help="annotation format (default: detected from the file or folder; "
+                        "paths: a plain list; folder: every video under a folder)")
     p.add_argument("--split", type=int, default=1,
                    help="UCF101 / HMDB51: which official split (1, 2 or 3; default 1)")
     p.add_argument("--subset", default="all", choices=("train", "test", "all"),

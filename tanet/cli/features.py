@@ -12,8 +12,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                                    "are kept in <out>.parts and a rerun continues. Many "
                                    "processes or machines: torchrun --nproc_per_node=N -m tanet "
                                    "extract ... (one merged output, in input order).")
-    p.add_argument("input", help="a video, a directory (recursive), an annotation file of any "
-                                 "supported format or a list of paths, one a line")
+    p.add_argument("input", help="a video, a directory (every video under it; a class-per-"
+                                 "folder tree keeps its labels), an annotation file of any "
+                                 "supported format, a list of paths one a line, a UCF101/HMDB51 "
+                                 "split folder, or - (a list on standard input)")
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint, a published .pth, a weights name "
                         "(e.g. tanet_r50.k400) or an http(s) URL")
@@ -24,9 +26,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="views averaged per video, e.g. 1x1 (default) or 10x3")
     p.add_argument("--root", default=None,
                    help="folder that relative paths in the list start from (default: the "
-                        "list's folder)")
+                        "list's folder; for - the working directory)")
     p.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split folders: split N")
-    p.add_argument("--subset", choices=("train", "test"), default="train",
+    p.add_argument("--subset", choices=("train", "test", "all"), default="train",
                    help="UCF101/HMDB51 split folders: which videos (default train)")
     p.add_argument("--shard-size", type=int, default=64,
                    help="videos per resumable shard (default 64)")
@@ -39,12 +41,13 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from tanet.apps.extract import extract, read_video_list
-    from tanet.apps.sharding import joined
+    from tanet.apps.extract import extract
+    from tanet.apps.sharding import from_main, joined
+    from tanet.data.sources import resolve_videos
 
     with joined(args.device) as info:
-        videos = read_video_list(args.input, root=args.root, split=args.split,
-                                 subset=args.subset)
+        videos = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
+                                                  subset=args.subset), info)
         device = str(info.device) if info.distributed else args.device
         s = extract(videos, args.checkpoint, args.out, per_frame=args.per_frame,
                     views=args.views, shard_size=args.shard_size, parts=args.parts,

@@ -13,10 +13,18 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify a video or every video in a directory or list",
                        description="Top-k classes per video from a checkpoint alone (its model "
                                    "card gives frames, size, mean/std and class names).")
-    p.add_argument("input", help="a video file, a directory (walked recursively), or a list "
-                                 "(annotation file or paths one a line; relative to its folder); "
-                                 "with --live a URL, - (standard input) or a capture device "
+    p.add_argument("input", help="a video file, a directory (every video under it; a "
+                                 "class-per-folder tree too), a list (annotation file of any "
+                                 "format, or paths one a line), a UCF101/HMDB51 split folder, "
+                                 "or - (a list on standard input); with --live a URL, - (a "
+                                 "video stream on standard input) or a capture device "
                                  "(/dev/video0)")
+    p.add_argument("--root", default=None,
+                   help="folder that relative paths in a list start from (default: the list's "
+                        "folder; for - the working directory)")
+    p.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split folders: split N")
+    p.add_argument("--subset", choices=("train", "test", "all"), default="train",
+                   help="UCF101/HMDB51 split folders: which videos (default train)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="tanet .safetensors (or an authors'/mmaction2 .pth), a "
                                           "weights name (e.g. tanet_r50.k400, see `tanet models "
@@ -83,14 +91,15 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
 
     from tqdm import tqdm
 
-    from tanet.apps.extract import read_video_list
     from tanet.apps.predict import Predictor, write_timeline
-    from tanet.apps.sharding import ordered_map
+    from tanet.apps.sharding import from_main, ordered_map
+    from tanet.data.sources import resolve_videos
     from tanet.engine.distributed import all_sum
 
     if args.live:
         return _cmd_predict_live(args)
-    paths = read_video_list(args.input).files
+    paths = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
+                                             subset=args.subset).paths, info)
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
                           labels=args.labels, amp=args.amp, sampling=args.sampling,
                           device=str(info.device) if info.distributed else args.device,

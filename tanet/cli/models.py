@@ -161,11 +161,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     q = p.add_argument_group("int8 (ONNX Runtime static quantisation, QDQ, per-channel weights)")
     q.add_argument("--int8", action="store_true", help="write an int8 ONNX model (needs --calibrate)")
     q.add_argument("--calibrate", metavar="LIST_OR_DIR", default=None,
-                   help="calibration videos: an annotation list or a (class-per-folder) directory")
+                   help="calibration videos: an annotation list, a list of paths, a (class-per-"
+                        "folder) directory or - (a list on standard input)")
     q.add_argument("--validate", metavar="LIST_OR_DIR", default=None,
                    help="videos for the fp32/int8 comparison (default: the --calibrate videos)")
-    q.add_argument("--root", default=None, help="prefix of relative paths in the lists "
-                                                 "(default: the list's directory)")
+    q.add_argument("--root", default=None, help="folder that relative paths in the lists start "
+                                                 "from (default: each list's folder)")
     q.add_argument("--calibrate-count", type=int, default=100, metavar="N",
                    help="calibrate on at most N videos spread over the list (default 100)")
     q.add_argument("--keep-float", default="tam-kernel", choices=("tam-kernel", "tam", "none"),

@@ -9,6 +9,8 @@ Modules (import them directly; this package imports nothing so that ``import tan
 * :mod:`tanet.data.encode`: ``write_video`` (tests, the synthetic benchmark).
 * :mod:`tanet.data.variants`: real-world file shapes (packed B-frames, pts = dts, truncation).
 * :mod:`tanet.data.sampling`: ``segment_indices``, ``uniform_clips_indices``, ``dense_indices``.
+* :mod:`tanet.data.sources`: ``resolve_videos`` (which videos a folder, list, split folder or
+  ``-`` names; the one rule for relative paths), ``Source``, ``Video``, ``find_videos``.
 * :mod:`tanet.data.annotations`: ``read_annotations``, ``Record``, class-name files.
 * :mod:`tanet.data.transforms`: ``build_train_transform``, ``build_test_transform`` and the pure
   functions behind them.

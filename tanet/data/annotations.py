@@ -18,8 +18,11 @@ Formats (``format=`` name, auto-detected by :func:`read_annotations` where unamb
   (``video.avi 1`` per line: 1 train, 2 test, 0 unused) or one of them; ``split`` and ``subset``
   (``"train"``/``"test"``) choose the videos, ``<class>/video.avi``; classes sorted by name.
 
-Record paths are as written in the file (relative paths are resolved by the dataset against its
-``root``), except for ``tree``, whose records hold full paths.
+Record paths are as written in the file, except for ``tree``, whose records hold the paths
+found; which file a relative path names is decided in one place, :mod:`tanet.data.sources`
+(``root``, else the list's folder). ``text=``: the contents of a list that is not a file (one
+read from standard input); the path then names it in errors and its folder is where files
+beside it (``classes.txt``, ``classInd.txt``, labels JSON) are looked for.
 """
 from __future__ import annotations
 
@@ -28,18 +31,18 @@ import io
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from tanet import io as _io
 from tanet.io import TextFileError
 
-__all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list", "read_video_list",
-           "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv", "read_class_tree",
-           "read_ucf101_split", "read_hmdb51_split",
-           "read_class_names", "write_class_names", "write_video_list", "detect_format",
-           "VIDEO_EXTENSIONS", "FORMATS", "find_videos"]
+__all__ = ["Record", "AnnotationError", "read_annotations", "read_frame_list",
+           "read_path_label_list", "read_kinetics_csv", "read_sthv2_json", "read_sthv1_csv",
+           "read_class_tree", "read_ucf101_split", "read_hmdb51_split", "read_class_names",
+           "write_class_names", "write_video_list", "detect_format", "sniff_format",
+           "VIDEO_EXTENSIONS", "FORMATS"]
 
 # what a folder walk takes for a video (a file named on the command line or in a list is read
 # whatever its name: GIFs, for one, are not walked into since most are stills)
@@ -54,11 +57,13 @@ MAX_CLASSES = 1_000_000  # integer labels above this are a broken file, not a cl
 
 @dataclass(frozen=True)
 class Record:
-    """One video: its path, integer label and (frame lists only) its frame count."""
+    """One video: its path, integer label and (frame lists only) its frame count; ``line``: where
+    the list names it (None for folders, JSON and HMDB51's per-class files; not compared)."""
 
     path: str
     label: int
     num_frames: int | None = None
+    line: int | None = field(default=None, compare=False)
 
 
 class AnnotationError(TextFileError):
@@ -108,8 +113,8 @@ def _names_for(path: Path, labels, max_label: int, line: int | None = None) -> l
     return names
 
 
-def _read_text(path: Path) -> str:
-    return _io.read_text(path, error=AnnotationError)
+def _read_text(path: Path, text: str | None = None) -> str:
+    return _io.read_text(path, error=AnnotationError) if text is None else text
 
 
 def _json(path: Path, text: str):
@@ -121,9 +126,9 @@ def _json(path: Path, text: str):
         raise AnnotationError(path, None, "invalid JSON (nested too deeply)") from None
 
 
-def _lines(path: Path):
+def _lines(path: Path, text: str | None = None):
     """(line number, stripped text) of non-empty, non-comment lines."""
-    for no, raw in enumerate(_read_text(path).split("\n"), 1):
+    for no, raw in enumerate(_read_text(path, text).split("\n"), 1):
         s = raw.strip()
         if s and not s.startswith("#"):
             yield no, s
@@ -148,29 +153,31 @@ def _int(path: Path, no: int, text: str, what: str) -> int:
 
 
 # ------------------------------------------------------------------------------ readers
-def read_frame_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+def read_frame_list(path: str | os.PathLike, *, labels=None,
+                    text: str | None = None) -> tuple[list[Record], list[str]]:
     """The authors' frame list: ``folder num_frames label`` per line."""
     path = Path(path)
     records, nos = [], []
-    for no, s in _lines(path):
+    for no, s in _lines(path, text):
         parts = s.rsplit(None, 2)
         if len(parts) != 3:
             raise AnnotationError(path, no, f"expected 'folder num_frames label', got {s!r}")
         records.append(Record(parts[0], _int(path, no, parts[2], "label"),
-                              _int(path, no, parts[1], "num_frames")))
+                              _int(path, no, parts[1], "num_frames"), line=no))
         nos.append(no)
     return records, _names_of_records(path, labels, records, nos)
 
 
-def read_video_list(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
-    """mmaction2 video list: ``relative/path.mp4 label`` per line."""
+def read_path_label_list(path: str | os.PathLike, *, labels=None,
+                         text: str | None = None) -> tuple[list[Record], list[str]]:
+    """mmaction2 video list (format ``videos``): ``relative/path.mp4 label`` per line."""
     path = Path(path)
     records, nos = [], []
-    for no, s in _lines(path):
+    for no, s in _lines(path, text):
         parts = s.rsplit(None, 1)
         if len(parts) != 2:
             raise AnnotationError(path, no, f"expected 'path label', got {s!r}")
-        records.append(Record(parts[0], _int(path, no, parts[1], "label")))
+        records.append(Record(parts[0], _int(path, no, parts[1], "label"), line=no))
         nos.append(no)
     return records, _names_of_records(path, labels, records, nos)
 
@@ -182,8 +189,8 @@ def _names_of_records(path: Path, labels, records: list[Record], nos: list[int])
     return _names_for(path, labels, records[k].label, nos[k])
 
 
-def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
-                      ext: str = ".mp4") -> tuple[list[Record], list[str]]:
+def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None, ext: str = ".mp4",
+                      text: str | None = None) -> tuple[list[Record], list[str]]:
     """Kinetics CSV (``label,youtube_id,time_start,time_end,split``), classes sorted by name.
 
     A record's path is ``<label>/<id>_<start>_<end>.mp4`` when the first video is found in a
@@ -191,7 +198,7 @@ def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
     """
     path = Path(path)
     rows = []
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(_read_text(path, text), newline=""))
     try:
         header = next(reader, None)
         if header is None:
@@ -236,7 +243,7 @@ def read_kinetics_csv(path: str | os.PathLike, *, root=None, labels=None,
         if label not in index:
             raise AnnotationError(path, no, f"label {label!r} is not in the class names")
         folder = label.replace(" ", "_") if underscore else label
-        records.append(Record(f"{folder}/{name}" if in_folders else name, index[label]))
+        records.append(Record(f"{folder}/{name}" if in_folders else name, index[label], line=no))
     return records, names
 
 
@@ -244,8 +251,8 @@ def _sthv2_class(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
-def read_sthv2_json(path: str | os.PathLike, *, labels=None,
-                    ext: str = ".webm") -> tuple[list[Record], list[str]]:
+def read_sthv2_json(path: str | os.PathLike, *, labels=None, ext: str = ".webm",
+                    text: str | None = None) -> tuple[list[Record], list[str]]:
     """Something-Something v2 JSON; class names from ``labels`` (their labels JSON), else the
     ``something-something-v2-labels.json`` / ``labels.json`` beside the file."""
     path = Path(path)
@@ -259,7 +266,7 @@ def read_sthv2_json(path: str | os.PathLike, *, labels=None,
                                               "labels=something-something-v2-labels.json)")
     names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     index = {n: i for i, n in enumerate(names)}
-    items = _json(path, _read_text(path))
+    items = _json(path, _read_text(path, text))
     if not isinstance(items, list):
         raise AnnotationError(path, None, "expected a JSON list of {id, template, ...}")
     records = []
@@ -277,12 +284,13 @@ def read_sthv2_json(path: str | os.PathLike, *, labels=None,
     return records, names
 
 
-def read_sthv1_csv(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
+def read_sthv1_csv(path: str | os.PathLike, *, labels=None,
+                   text: str | None = None) -> tuple[list[Record], list[str]]:
     """Something-Something v1 CSV (``id;label``); class names from ``labels``, else the
     ``something-something-v1-labels.csv`` beside the file, else sorted."""
     path = Path(path)
     rows = []
-    for no, s in _lines(path):
+    for no, s in _lines(path, text):
         parts = s.split(";")
         if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
             raise AnnotationError(path, no, f"expected 'id;label', got {s!r}")
@@ -300,12 +308,13 @@ def read_sthv1_csv(path: str | os.PathLike, *, labels=None) -> tuple[list[Record
     for no, vid, lab in rows:
         if lab not in index:
             raise AnnotationError(path, no, f"label {lab!r} is not in the class names")
-        records.append(Record(vid, index[lab]))
+        records.append(Record(vid, index[lab], line=no))
     return records, names
 
 
 def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Record], list[str]]:
-    """``path/<class>/<video file or frame folder>``; classes sorted (or as ``labels``)."""
+    """``path/<class>/<video file or frame folder>``, in path order; classes sorted (or as
+    ``labels``)."""
     path = Path(path)
     if not path.is_dir():
         raise AnnotationError(path, None, "not a directory")
@@ -320,8 +329,9 @@ def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Recor
     if not names:
         raise AnnotationError(path, None, "no class folders (expected root/<class>/<video>)")
     records = []
-    for i, name in enumerate(names):
-        d = path / name
+    index = {n: i for i, n in enumerate(names)}
+    for name in sorted(names):  # path order, whatever the label order
+        d, i = path / name, index[name]
         if not d.is_dir():
             continue
         for v in sorted(d.iterdir()):
@@ -336,12 +346,13 @@ def read_class_tree(path: str | os.PathLike, *, labels=None) -> tuple[list[Recor
 
 
 def read_ucf101_split(path: str | os.PathLike, *, labels=None, split: int = 1,
-                      subset: str = "train") -> tuple[list[Record], list[str]]:
+                      subset: str = "train",
+                      text: str | None = None) -> tuple[list[Record], list[str]]:
     """UCF101's ``trainlist0N.txt`` / ``testlist0N.txt`` (or the folder holding them: ``split``
     and ``subset`` pick the file), classes from ``classInd.txt`` beside it (or ``labels``).
     Labels come from the class folder of each path; a train list's 1-based label must agree."""
     path = Path(path)
-    if path.is_dir():
+    if text is None and path.is_dir():
         path = path / f"{'train' if subset == 'train' else 'test'}list{split:02d}.txt"
     if labels is None and not (path.parent / "classInd.txt").is_file():
         raise AnnotationError(path, None, "a UCF101 split list needs classInd.txt beside it "
@@ -350,7 +361,7 @@ def read_ucf101_split(path: str | os.PathLike, *, labels=None, split: int = 1,
     names = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
     index = {n: i for i, n in enumerate(names)}
     records = []
-    for no, s in _lines(path):
+    for no, s in _lines(path, text):
         parts = s.split()
         rel = parts[0].replace("\\", "/")  # Class/v_Class_g01_c01.avi
         cls = rel.split("/")[0]
@@ -360,7 +371,7 @@ def read_ucf101_split(path: str | os.PathLike, *, labels=None, split: int = 1,
         if len(parts) > 1 and _int(path, no, parts[1], "label") != index[cls] + 1:
             raise AnnotationError(path, no, f"label {parts[1]} disagrees with classInd.txt "
                                             f"({cls} is {index[cls] + 1})")
-        records.append(Record(rel, index[cls]))
+        records.append(Record(rel, index[cls], line=no))
     if not records:
         raise AnnotationError(path, None, "no entries")
     return records, names
@@ -397,26 +408,18 @@ def read_hmdb51_split(path: str | os.PathLike, *, labels=None, split: int = 1,
     return records, names
 
 
-def find_videos(root: str | os.PathLike) -> list[Path]:
-    """Video files under ``root`` (recursive, sorted), by extension; hidden files and folders
-    (names starting with ".", e.g. macOS's "._clip.mp4" resource forks) are left out."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*")
-                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
-
-
 # ------------------------------------------------------------------------------ dispatch
-def detect_format(path: str | os.PathLike) -> str:
-    """Guess the format from the path and its first entry; raises when ambiguous."""
+def sniff_format(path: str | os.PathLike, *, text: str | None = None) -> str | None:
+    """The format of a folder or list from its name and first entry, or None when the first
+    entry fits no format (a plain list of paths, say); raises for a missing or empty file."""
     path = Path(path)
-    if path.is_dir():
+    if text is None and path.is_dir():
         if any(_HMDB_LIST.match(f.name) for f in path.glob("*_test_split*.txt")):
             return "hmdb51"
         if (path / "classInd.txt").is_file():
             return "ucf101"
         return "tree"
-    if not path.is_file():
+    if text is None and not path.is_file():
         raise AnnotationError(path, None, "annotation file not found")
     if path.suffix.lower() == ".json":
         return "sthv2"
@@ -424,49 +427,64 @@ def detect_format(path: str | os.PathLike) -> str:
         return "ucf101"
     if _HMDB_LIST.match(path.name):
         return "hmdb51"
-    first = next(_lines(path), None)
+    first = next(_lines(path, text), None)
     if first is None:
         raise AnnotationError(path, None, "empty annotation file")
-    no, s = first
+    s = first[1]
     if "youtube_id" in s and "," in s:
         return "kinetics"
     if ";" in s and len(s.split(";")) == 2:
         return "sthv1"
+    if text is not None and s.startswith("["):  # JSON without a .json name
+        return "sthv2"
     parts = s.rsplit(None, 2)
     if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return "frames"
     if len(parts) >= 2 and parts[-1].isdigit():
         return "videos"
-    raise AnnotationError(path, no, f"cannot tell the annotation format from {s!r}; pass "
-                                    f"format= one of {', '.join(FORMATS)}")
+    return None
+
+
+def detect_format(path: str | os.PathLike, *, text: str | None = None) -> str:
+    """Guess the format from the path and its first entry; raises when ambiguous."""
+    fmt = sniff_format(path, text=text)
+    if fmt is None:
+        no, s = next(_lines(Path(path), text))
+        raise AnnotationError(path, no, f"cannot tell the annotation format from {s!r}; pass "
+                                        f"format= one of {', '.join(FORMATS)}")
+    return fmt
 
 
 def read_annotations(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
                      labels: str | os.PathLike | Sequence[str] | None = None,
-                     format: str = "auto", split: int = 1,
-                     subset: str = "train") -> tuple[list[Record], list[str]]:
+                     format: str = "auto", split: int = 1, subset: str = "train",
+                     text: str | None = None) -> tuple[list[Record], list[str]]:
     """Read any supported annotation file (or class-per-folder directory).
 
     ``labels``: class names (a list or a class-names file) fixing the label order; ``root``:
     where the videos are (used to find Kinetics class folders); ``split`` / ``subset``
-    (``"train"`` or ``"test"``): which official split UCF101/HMDB51 split folders give.
+    (``"train"`` or ``"test"``): which official split UCF101/HMDB51 split folders give;
+    ``text``: the list's contents when it is not a file (see the module docstring).
     Returns (records, class_names).
     """
-    fmt = detect_format(path) if format == "auto" else format
+    fmt = detect_format(path, text=text) if format == "auto" else format
+    if text is not None and fmt in ("hmdb51", "tree"):
+        raise AnnotationError(path, None, f"a {fmt} source is a folder, not a list to read "
+                                          f"from standard input")
     if fmt == "ucf101":
-        return read_ucf101_split(path, labels=labels, split=split, subset=subset)
+        return read_ucf101_split(path, labels=labels, split=split, subset=subset, text=text)
     if fmt == "hmdb51":
         return read_hmdb51_split(path, labels=labels, split=split, subset=subset)
     if fmt == "frames":
-        return read_frame_list(path, labels=labels)
+        return read_frame_list(path, labels=labels, text=text)
     if fmt == "videos":
-        return read_video_list(path, labels=labels)
+        return read_path_label_list(path, labels=labels, text=text)
     if fmt == "kinetics":
-        return read_kinetics_csv(path, root=root, labels=labels)
+        return read_kinetics_csv(path, root=root, labels=labels, text=text)
     if fmt == "sthv2":
-        return read_sthv2_json(path, labels=labels)
+        return read_sthv2_json(path, labels=labels, text=text)
     if fmt == "sthv1":
-        return read_sthv1_csv(path, labels=labels)
+        return read_sthv1_csv(path, labels=labels, text=text)
     if fmt == "tree":
         return read_class_tree(path, labels=labels)
     raise ValueError(f"unknown annotation format {format!r}; choose one of auto, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from tanet.config import Config
-from tanet.data.annotations import Record, read_annotations
 from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
+from tanet.data.sources import STDIN, Video, resolve_videos
 from tanet.data.transforms import build_train_transform
 from tanet.data.views import Geometry, test_transform
 from tanet.engine.seeding import SeededItems
@@ -27,30 +28,44 @@ __all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader"
 
 @dataclass
 class Split:
-    """The videos of ``data.<split>`` and the class names they are labelled with."""
+    """The videos of ``data.<split>`` (paths resolved by :mod:`tanet.data.sources`: relative
+    paths of a list start from ``data.root``, else the list's folder) and the class names they
+    are labelled with."""
 
-    records: list[Record]
+    records: list[Video]
     class_names: list[str]
-    source: str  # the annotation file or folder, as found
+    source: str  # the annotation file or folder, as given
 
 
 def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None) -> Split:
-    """Read ``data.<split>`` (any annotation format or a class-per-folder directory)."""
+    """Read ``data.<split>`` (any annotation format, a class-per-folder directory, a UCF101 /
+    HMDB51 split folder, or ``-``: a list on standard input) through the one resolver."""
     src = getattr(cfg.data, split)
     if not src:
         raise ValueError(f"data.{split} is not set: give an annotation file or a class-per-folder "
                          f"directory (--set data.{split}=PATH)")
+    if src == STDIN and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"data.{split}=- (a list on standard input) works in one process only; "
+                         f"under torchrun write the list to a file")
     root = cfg.data.root
-    src_path = Path(src)
-    if not src_path.exists() and root and (Path(root) / src).exists():
-        src_path = Path(root) / src
-    if not src_path.exists():
-        raise FileNotFoundError(f"{src}: data.{split} does not exist")
+    if src != STDIN and not Path(src).exists():
+        hint = ""
+        if root and (Path(root) / src).exists():
+            hint = (f"; data.root applies to the paths inside a list, not to the list itself: "
+                    f"set data.{split}={Path(root) / src}")
+        raise FileNotFoundError(f"{src}: data.{split} does not exist (relative to the working "
+                                f"directory {os.getcwd()}){hint}")
     labels = list(class_names) if class_names else cfg.data.labels
-    records, names = read_annotations(src_path, root=root, labels=labels, format=cfg.data.format,
-                                      split=cfg.data.split,
-                                      subset="train" if split == "train" else "test")
-    return Split(list(records), list(names), str(src_path))
+    source = resolve_videos(src, root=root, labels=labels, format=cfg.data.format,
+                            split=cfg.data.split, subset="train" if split == "train" else "test")
+    if source.labels is None or source.class_names is None:
+        why = {"folder": "a folder with videos of its own, or in subfolders of its class "
+                         "folders, is not a class-per-folder tree; data.format=tree reads it as "
+                         "one", "paths": "a plain list of paths", "video": "a single video"}
+        raise ValueError(f"{src}: data.{split} names videos without labels "
+                         f"({why.get(source.format, source.format)}). Training and testing need "
+                         f"an annotation list or a class-per-folder directory")
+    return Split(list(source.videos), list(source.class_names), str(src))
 
 
 def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
@@ -69,7 +84,7 @@ def train_dataset(cfg: Config, split: Split, geom: Geometry) -> VideoDataset:
                                       flip=cfg.data.flip,
                                       flip_label_map=_flip_map(cfg, split.class_names),
                                       scales=tuple(cfg.data.scales))
-    return VideoDataset(split.records, root=cfg.data.root, num_segments=geom.frames,
+    return VideoDataset(split.records, root=None, num_segments=geom.frames,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=True,
                         transform=transform, on_error=cfg.data.on_error,
                         on_warning=cfg.data.on_warning, decode_timeout=cfg.data.decode_timeout,
@@ -80,7 +95,7 @@ def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
                  crops: int = 1) -> VideoDataset:
     """Test views of ``split``: the clip-views policy of :mod:`tanet.data.views` (decoded at
     the test short side, as ``tanet predict`` does)."""
-    return VideoDataset(split.records, root=cfg.data.root, num_segments=geom.frames,
+    return VideoDataset(split.records, root=None, num_segments=geom.frames,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=False,
                         transform=test_transform(geom, crops), clips=clips,
                         on_error=cfg.data.on_error, decode_timeout=cfg.data.decode_timeout,
