@@ -7,7 +7,6 @@ import torch
 
 from tanet.config import Config, ConfigError, apply_overrides
 from tanet.data.views import parse_views
-from tanet.geometry import Geometry
 from tanet.engine import (
     ShardSampler,
     TrainSampler,
@@ -17,6 +16,7 @@ from tanet.engine import (
     rng_state,
     set_rng_state,
 )
+from tanet.geometry import Geometry
 
 
 def test_train_sampler_shards_one_permutation():
