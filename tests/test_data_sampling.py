@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tanet.data.sampling import dense_indices, segment_indices, uniform_clips_indices
+from tanet.data.sampling import (WindowPlan, clip_indices, dense_indices, segment_indices,
+                                 uniform_clips_indices)
+from tanet.geometry import Geometry
 
 
 # ---------------------------------------------------------------- the authors' formulas
@@ -135,3 +137,35 @@ def test_bad_arguments():
         segment_indices(0, 8, train=False)
     with pytest.raises(ValueError):
         uniform_clips_indices(10, 8, 0)
+
+
+# ---------------------------------------------------------------- windows: clips of their span
+@pytest.mark.parametrize("sampling", ["segment", "dense"])
+@pytest.mark.parametrize("t", [1, 4, 8])
+def test_window_is_sampled_as_a_test_clip_of_its_span(sampling, t):
+    """Every window span, shorter than T included, gets the frames the authors' test sampling
+    gives a video of that many frames, offset by the window's first frame."""
+    plan = WindowPlan.from_seconds(2.0, 1.0, 25, Geometry(num_segments=t, sampling=sampling))
+    assert (plan.length, plan.step, plan.sampling) == (50, 25, sampling)
+    for start in (0, 7, 100):
+        for length in (1, 2, 3, t, t + 1, 25, 50, 64, 65, 130):
+            ref = ref_val_indices(length, t, sampling == "dense").astype(int) + start
+            assert plan.sample(start, length) == ref.tolist(), (start, length)
+            idx = clip_indices(length, t, sampling=sampling)[0] + start
+            assert plan.sample(start, length) == idx.tolist()
+
+
+def test_short_windows_agree_with_the_index_functions():
+    """4 frames, T=8: a clip of 4 frames is frame 0 eight times (the authors' test rule), not the
+    segment centres of a stretched span ([0, 0, 1, 1, 2, 2, 3, 3], the old window rule)."""
+    seg = WindowPlan.from_seconds(1.0, 0.5, 25, Geometry(num_segments=8))
+    assert seg.sample(0, 4) == segment_indices(4, 8, train=False).tolist() == [0] * 8
+    assert seg.sample(10, 4) == [10] * 8
+    dense = WindowPlan.from_seconds(1.0, 0.5, 25, Geometry(num_segments=4, sampling="dense",
+                                                           dense_stride=2))
+    # sample_pos = max(1, 1 + 3 - 2 * 4) = 1: start 0, frames 0, 2, 4, 6 modulo 3
+    short = dense_indices(3, 4, train=False, stride=2).tolist()
+    assert dense.sample(0, 3) == short == [0, 2, 1, 0]
+    # 25 frames: sample_pos = 1 + 25 - 8 = 18, centre start 9
+    assert dense.sample(12, 25) == [21, 23, 25, 27]
+    assert dense.spans(30) == [(0, 25), (5, 25)]  # the tail: the last 25 frames

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from tanet.config import Config, apply_overrides
+from tanet.config import Config, ConfigError, apply_overrides
 from tanet.data.views import parse_views
 from tanet.engine import (ShardSampler, TrainSampler, build_model, build_optimizer, lr_factor,
                           rng_state, set_rng_state)
+from tanet.geometry import Geometry
 
 
 def test_train_sampler_shards_one_permutation():
@@ -73,6 +74,58 @@ def test_parse_views():
     for bad in ("3", "2x2", "0x3", "ax3"):
         with pytest.raises(ValueError, match="--views"):
             parse_views(bad)
+
+
+def _tiny_cfg(*overrides: str) -> Config:
+    cfg = Config()
+    apply_overrides(cfg, ["model.name=tanet_tiny", "model.num_segments=4", *overrides])
+    return cfg.validate()
+
+
+def test_one_override_rule_for_the_card():
+    """Training builds the card with the config's values through Geometry.with_overrides; `tanet
+    test` applies the same rule, so a run's own config changes nothing and another one wins."""
+    from tanet.models.registry import default_card
+
+    base = default_card("tanet_tiny")  # 64 px crops of a 72 px short side
+    assert (base.input_size, base.short_side, base.sampling) == ((3, 64, 64), 72, "segment")
+    card = build_model(_tiny_cfg("model.input_size=32"), ["a", "b"]).card
+    assert (card.input_size, card.short_side, card.sampling) == ((3, 32, 32), 36, "segment")
+    cfg = _tiny_cfg("model.input_size=32", "data.short_side=40", "data.sampling=dense")
+    card = build_model(cfg, ["a", "b"]).card
+    assert (card.num_segments, card.input_size, card.short_side, card.sampling) == (
+        4, (3, 32, 32), 40, "dense")
+    assert card.geometry.with_overrides(**cfg.geometry_overrides()) == card.geometry
+    assert card.geometry.with_overrides(**Config().geometry_overrides()) == card.geometry
+    other = card.geometry.with_overrides(**_tiny_cfg("data.sampling=segment").geometry_overrides())
+    assert (other.sampling, other.short_side) == ("segment", 40)
+    assert type(card.with_overrides(sampling="segment")) is type(card)  # a card stays a card
+    with pytest.raises(ValueError, match="sampling must be one of segment, dense"):
+        card.with_overrides(sampling="uniform")
+    with pytest.raises(ConfigError, match="data.sampling must be one of segment, dense"):
+        _tiny_cfg("data.sampling=uniform")
+    with pytest.raises(ConfigError, match="model.input_size must be >= 1"):
+        _tiny_cfg("model.input_size=0")
+
+
+def test_card_names_old_keys_and_misspellings():
+    """One name per field: old keys are read (``resize``), never written; a misspelt field is an
+    error, not a silent new attribute."""
+    from tanet.models.recognizer import ModelCard
+
+    card = ModelCard(name="tanet_tiny", num_classes=3, short_side=40, sampling="dense")
+    d = card.to_dict()
+    assert "resize" not in d and d["short_side"] == 40 and ModelCard.from_dict(d) == card
+    old = {k: v for k, v in d.items() if k != "short_side"} | {"resize": 44}
+    assert ModelCard.from_dict(old).short_side == 44
+    assert ModelCard.from_dict({**d, "resize": 44}).short_side == 40  # the current name wins
+    assert card.copy(resize=48).short_side == 48
+    with pytest.raises(TypeError, match="no field 'smapling'"):
+        card.copy(smapling="segment")
+    with pytest.raises(AttributeError):
+        card.resize = 48
+    assert card.geometry == Geometry(short_side=40, sampling="dense")
+    assert type(card.geometry) is Geometry
 
 
 def test_epoch_log_flush_gathers_once_and_writes_every_list(tmp_path, monkeypatch):

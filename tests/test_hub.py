@@ -110,7 +110,7 @@ def registered(srv, published, *, base=None, data=None):
         sha256=_sha(published["data"])[:8], layout="mmaction2", model="tanet_tiny",
         dataset="test5", num_classes=K, frames=T, top1=50.0, top5=90.0, views="1x1",
         protocol="centre crop", classes="test5", full_name="tiny_tanet_mm", release="test",
-        card=dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize=72,
+        card=dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), short_side=72,
                   input_size=(3, 64, 64), sampling="segment"))
     hub.register_weights(entry)
     try:
@@ -196,7 +196,7 @@ def test_download_convert_predict_then_cache_only(cache, published, clip, capsys
                                               hub.get_class_list("test5").file])
         card = read_metadata(converted)["card"]
         assert card["class_names"] == NAMES and card["mean"] == [0.5, 0.5, 0.5]
-        assert card["resize"] == 72 and card["num_segments"] == T
+        assert card["short_side"] == 72 and card["num_segments"] == T
         origin = json.loads(read_metadata(converted)["raw"]["tanet.converted_from"])
         assert origin["weights"] == "tanet_tiny.test" and origin["layout"] == "mmaction2"
         srv.shutdown()

@@ -18,8 +18,9 @@ import torch
 from tanet.apps.live import FrameRing, run_live
 from tanet.apps.predict import Predictor
 from tanet.data.encode import write_video
-from tanet.data.sampling import WindowPlan
+from tanet.data.sampling import WindowPlan, clip_indices
 from tanet.data.stream import LiveFrame, StreamError, resolve_source
+from tanet.geometry import Geometry
 from tanet.testing.live_server import StreamServer, feed_pipe
 from tanet.testing.tiny import tiny_checkpoint
 
@@ -84,6 +85,36 @@ def test_http_stream_matches_file_windows(media, capsys):
     assert s["windows"] == 4 and s["windows_dropped"] == 0 and s["frames_dropped"] == 0
     assert 0.5 < s["pace"] < 1.5 and s["rtf"] > 0
     assert err.startswith("live: http://127.0.0.1:") and "25 fps" in err.splitlines()[0]
+
+
+@pytest.mark.timeout(90)
+def test_dense_card_live_windows_equal_predict_window(media, capsys):
+    """A checkpoint whose card says dense: live mode and `tanet predict --window --json` sample
+    every window of the same stream with the frames clip_indices gives its span, and score them
+    alike."""
+    from tanet.cli import main
+
+    dense, _ = tiny_checkpoint(media["tmp"] / "dense.safetensors", NAMES, fc_std=0.2,
+                               sampling="dense", dense_stride=4)  # 4 frames 4 apart
+    assert main(["predict", str(media["ts"]), "--checkpoint", str(dense), *WIN, "--json",
+                 "--topk", "4", "--out", str(media["tmp"] / "win"), "--quiet"]) == 0
+    files = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    out = io.StringIO()
+    with StreamServer(media["ts"], rate=2.0) as url:  # no window is ever late by 10 s
+        stats = run_live(Predictor(dense, topk=4), url, window=1.0, stride=0.5, max_lag=10,
+                         quiet=True, out=out, err=io.StringIO())
+    live = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert stats.end == "eos" and stats.windows_dropped == 0
+    spans = [(0, 25), (12, 25), (24, 25), (25, 25)]  # 3 regular windows and the tail
+    assert len(files) == len(live) == len(spans)
+    for (start, length), f, x in zip(spans, files, live):
+        frames = (start + clip_indices(length, 4, sampling="dense", dense_stride=4)[0]).tolist()
+        assert f["frames"] == x["frames"] == frames  # 1 + 25 - 16 = 10 starts: 5, 9, 13, 17
+        assert f["start"] == pytest.approx(x["start"], abs=1e-3) == start / FPS
+        assert [t["label"] for t in f["top"]] == [t["label"] for t in x["top"]]
+        assert [t["score"] for t in f["top"]] == pytest.approx([t["score"] for t in x["top"]],
+                                                               abs=2e-6)
+    assert files[0]["frames"] == [5, 9, 13, 17]
 
 
 class _Slow:
@@ -232,9 +263,9 @@ def test_frame_ring_and_window_plan():
     assert not ring.wait_for(6, timeout=5)  # returns at once: the stream ended
     with pytest.raises(ValueError, match="frame 7 pushed after 5"):
         ring.push(LiveFrame(7, 0.7, 0.0, np.zeros((2, 2, 3), np.uint8)))
-    plan = WindowPlan.from_seconds(1.0, 0.5, 25, 4)
+    plan = WindowPlan.from_seconds(1.0, 0.5, 25, Geometry(num_segments=4))
     assert (plan.length, plan.step) == (25, 12)  # as predict_windows rounds
-    assert plan.sample(0, 25) == [3, 9, 15, 21] and plan.sample(0, 2) == [0, 0, 1, 1]
+    assert plan.sample(0, 25) == [3, 9, 15, 21] and plan.sample(0, 2) == [0, 0, 0, 0]
     assert plan.tail(50) == (25, 25) and plan.tail(49) is None and plan.tail(10) == (0, 10)
     assert plan.spans(50) == [(0, 25), (12, 25), (24, 25), (25, 25)]  # the tail: the last 25
     assert plan.spans(49) == [(0, 25), (12, 25), (24, 25)] and plan.spans(10) == [(0, 10)]

@@ -59,7 +59,7 @@ def folder(tmp_path_factory):
     ckpt = root / "tiny.safetensors"
     model = create_model("tanet_tiny", num_classes=len(CLASSES), num_segments=4,
                          class_names=CLASSES).eval()
-    model.card.input_size, model.card.resize = (3, 32, 32), 32
+    model.card.input_size, model.card.short_side = (3, 32, 32), 32
     save_model(ckpt, model)
     d = root / "videos"
     d.mkdir()

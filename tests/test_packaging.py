@@ -105,6 +105,8 @@ RULES = {  # layer -> layers it must never import
     "io": {"models", "data", "engine", "config", "cli", "apps"},
     "config": {"models", "data", "engine", "cli", "apps"},
     "metrics": {"models", "data", "engine", "cli", "apps"},
+    # the test pipeline's description, shared by the card (models) and the clip policy (data)
+    "geometry": {"models", "data", "engine", "config", "cli", "apps", "io", "metrics"},
 }
 
 
@@ -178,14 +180,16 @@ def test_one_definition_of_each_shared_rule():
     for name, path in _modules().items():
         text = path.read_text()
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 defs[node.name].append(name)
         if "0.485" in text:
             defs["IMAGENET_MEAN literal"].append(name)
     assert defs["parse_views"] == ["tanet.data.views"]
-    assert defs["test_geometry"] == ["tanet.data.views"]
-    assert defs["IMAGENET_MEAN literal"] == ["tanet.models.recognizer"]
+    assert defs["Geometry"] == ["tanet.geometry"] and "test_geometry" not in defs
+    assert defs["with_overrides"] == ["tanet.geometry"]  # config vs card: one rule
+    assert defs["IMAGENET_MEAN literal"] == ["tanet.geometry"]
     assert defs["clip_indices"] == ["tanet.data.sampling"]
+    assert defs["WindowPlan"] == ["tanet.data.sampling"]
     assert "tanet.io" in defs["read_class_names"]
     # which videos a source names: one resolver, one folder walk, no second list reader
     assert defs["resolve_videos"] == ["tanet.data.sources"]  # (data.stream.resolve_source: live)
@@ -201,3 +205,48 @@ def test_shipped_files_cite_the_paper_not_a_private_file():
                REPO / "ARCHITECTURE.md", *(REPO / "docs").rglob("*.md")]
     bad = [str(p.relative_to(REPO)) for p in shipped if "TAM.md" in p.read_text()]
     assert not bad, bad
+
+
+def test_sampling_names_are_one_constant():
+    """``SAMPLINGS`` is assigned once (tanet.geometry); no other module spells the names out as
+    a list of choices."""
+    assigned, spelt = [], []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "SAMPLINGS" for t in node.targets):
+                assigned.append(name)
+            elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                words = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if {"segment", "dense"} <= words:
+                    spelt.append(name)
+    assert assigned == spelt == ["tanet.geometry"], (assigned, spelt)
+
+
+def test_one_name_per_test_pipeline_concept():
+    """The card is a Geometry (it inherits the fields, renames none), and each config key that
+    overrides the card has the field's name; nothing but the one rule writes those fields of a
+    card or geometry."""
+    import dataclasses
+
+    from tanet.config import Config, all_keys
+    from tanet.geometry import Geometry
+    from tanet.models.recognizer import ModelCard
+
+    fields = {f.name for f in dataclasses.fields(Geometry)}
+    assert issubclass(ModelCard, Geometry) and not fields & set(ModelCard.__annotations__)
+    overrides = Config().geometry_overrides()
+    assert set(overrides) <= fields
+    leaves = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+    for field in [*overrides, "num_segments"]:
+        assert field in leaves, field  # model.input_size, data.short_side, ... keep the name
+    assert {"frames", "size", "resize"}.isdisjoint(fields | set(leaves))
+    by_hand = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for t in [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]:
+                if isinstance(t, ast.Attribute) and t.attr in overrides and any(
+                        w in ast.unparse(t.value) for w in ("card", "geom")):
+                    by_hand.append(f"{name}:{node.lineno}: {ast.unparse(t)}")
+    assert not by_hand, by_hand

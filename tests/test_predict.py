@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from tanet.apps.predict import Predictor, parse_views
+from tanet.data.decode import open_video
 from tanet.data.encode import write_video
+from tanet.data.sampling import clip_indices
 from tanet.testing.tiny import tiny_checkpoint
 
 NAMES = ["red", "green", "blue", "grey"]
@@ -17,6 +19,8 @@ NAMES = ["red", "green", "blue", "grey"]
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     ckpt, m = tiny_checkpoint(d / "tiny.safetensors", NAMES, fc_std=0.05)
+    dense, _ = tiny_checkpoint(d / "dense.safetensors", NAMES, fc_std=0.3, sampling="dense",
+                               dense_stride=3)  # T=4 frames 3 apart: clips span 12 frames
     vids = d / "videos"
     rng = np.random.default_rng(0)
     for i, (n, h, w) in enumerate([(30, 48, 64), (12, 40, 40), (50, 64, 48)]):
@@ -24,7 +28,9 @@ def files(tmp_path_factory):
         write_video(vids / ("sub" if i == 2 else "") / f"v{i}.mp4", frames, fps=10)
     (vids / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     (vids / "notes.txt").write_text("not a video, ignored by the walk")
-    return {"ckpt": ckpt, "model": m.eval(), "dir": vids, "tmp": d}
+    short = write_video(d / "short.mp4", rng.integers(0, 255, (3, 40, 48, 3), np.uint8), fps=10)
+    return {"ckpt": ckpt, "dense": dense, "model": m.eval(), "dir": vids, "tmp": d,
+            "short": short}
 
 
 def _reference_probs(model, views):
@@ -94,13 +100,108 @@ def test_window_mode_writes_csv_and_png(files):
     assert main(["predict", str(files["dir"] / "sub" / "v2.mp4"), "--checkpoint",
                  str(files["ckpt"]), "--window", "2", "--out", str(out), "--quiet"]) == 0
     rows = (out / "v2.windows.csv").read_text().splitlines()
-    assert rows[0].split(",")[:4] == ["start_s", "end_s", "top1", "top1_score"]
+    assert rows[0].split(",")[:5] == ["start_s", "end_s", "top1", "top1_score", "frames"]
     starts = [float(r.split(",")[0]) for r in rows[1:]]
     ends = [float(r.split(",")[1]) for r in rows[1:]]
     assert starts == [0.0, 1.0, 2.0, 3.0] and ends[-1] == 5.0  # 50 frames at 10 fps, 2 s windows
-    probs = np.array([[float(v) for v in r.split(",")[4:]] for r in rows[1:]])
+    frames = [[int(i) for i in r.split(",")[4].split()] for r in rows[1:]]
+    assert frames == [[s + i for i in (2, 7, 12, 17)] for s in (0, 10, 20, 30)]  # centres
+    probs = np.array([[float(v) for v in r.split(",")[5:]] for r in rows[1:]])
     assert probs.shape == (4, 4) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert (out / "v2.timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _window_lines(capsys, video, ckpt, out, *extra) -> list[dict]:
+    from tanet.cli import main
+
+    assert main(["predict", str(video), "--checkpoint", str(ckpt), "--window", "2", "--json",
+                 "--topk", "4", "--out", str(out), "--quiet", *extra]) == 0
+    captured = capsys.readouterr()
+    assert "windows ->" in captured.err  # the summary line leaves stdout to the JSON lines
+    return [json.loads(x) for x in captured.out.splitlines()]
+
+
+def _scores_of(predictor, video, frames) -> np.ndarray:
+    """The class probabilities of these frames of ``video``, decoded as the predictor does."""
+    with open_video(video, short_side=predictor.short_side) as reader:
+        return predictor.predict_frames(reader.get_frames(frames)[None]).probs  # (K,)
+
+
+def test_window_json_on_a_dense_card_prints_the_clip_frames(files, capsys):
+    """A dense card: every window (the tail and a video shorter than T included) is fed the
+    frames clip_indices gives a clip of its span, and those are the frames printed and scored."""
+    video = files["dir"] / "sub" / "v2.mp4"
+    lines = _window_lines(capsys, video, files["dense"], files["tmp"] / "dense")
+    p = Predictor(files["dense"], topk=4)
+    assert p.sampling == "dense" and [x["window"] for x in lines] == [0, 1, 2, 3]
+    for x in lines:
+        start, length = round(x["start"] * 10), round((x["end"] - x["start"]) * 10)
+        assert length == 20 and x["path"] == str(video)
+        expected = start + clip_indices(length, 4, sampling="dense", dense_stride=3)[0]
+        assert x["frames"] == expected.tolist() == [start + i for i in (4, 7, 10, 13)]
+        probs = _scores_of(p, video, x["frames"])
+        assert all(abs(t["score"] - probs[NAMES.index(t["label"])]) <= 2e-6 for t in x["top"])
+    short = _window_lines(capsys, files["short"], files["dense"], files["tmp"] / "dense")
+    assert [x["frames"] for x in short] == [[0, 0, 0, 0]]  # 3 frames: 0, 3, 6, 9 modulo 3
+    seg = _window_lines(capsys, files["short"], files["ckpt"], files["tmp"] / "seg")
+    assert [x["frames"] for x in seg] == [[0, 0, 0, 0]]  # segment_indices(3, 4), not 0, 1, 1, 2
+    over = _window_lines(capsys, video, files["ckpt"], files["tmp"] / "seg", "--sampling",
+                         "dense")  # the option overrides the card for windows too
+    assert over[0]["frames"] == [0, 16, 12, 8]  # default stride 64 // 4: 0, 16, 32, 48 mod 20
+
+
+def test_old_checkpoint_card_keys_still_load(files):
+    """A checkpoint whose card was written with the earlier names (``resize`` for the short
+    side) loads with its values; one from before ``sampling`` was on the card takes the short
+    side and sampling from its stored config, as before."""
+    from tanet.models.checkpoint import save_state
+
+    model = files["model"]
+    old = {"name": "tanet_tiny", "num_classes": 4, "num_segments": 4, "input_size": [3, 32, 32],
+           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": 40,
+           "sampling": "dense", "dense_stride": 3, "class_names": NAMES,
+           "kwargs": dict(model.card.kwargs)}
+    path = save_state(files["tmp"] / "old.safetensors", model.state_dict(), old)
+    p = Predictor(path, topk=4)
+    assert (p.card.short_side, p.short_side, p.sampling, p.geometry.dense_stride) == (40, 40,
+                                                                                       "dense", 3)
+    new = model.card.copy(short_side=40, sampling="dense", dense_stride=3)
+    new_path = save_state(files["tmp"] / "new.safetensors", model.state_dict(), new.to_dict())
+    video = files["dir"] / "v0.mp4"
+    assert np.array_equal(p.predict(video).probs, Predictor(new_path, topk=4).predict(video).probs)
+    older = {k: v for k, v in old.items() if k not in ("sampling", "dense_stride")}
+    path = save_state(files["tmp"] / "older.safetensors", model.state_dict(), older,
+                      config={"data": {"short_side": 44, "sampling": "dense"}})
+    assert (Predictor(path).short_side, Predictor(path).sampling) == (44, "dense")
+
+
+def test_server_timeline_samples_windows_by_the_card(files):
+    """`tanet serve`'s timeline on a dense card: each window's scores are those of the frames
+    clip_indices gives its span (segment centres would score otherwise)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from tanet.testing.serve import Server
+
+    video = files["dir"] / "sub" / "v2.mp4"
+    server = Server(files["dense"], files["tmp"] / "uploads", files["tmp"] / "server.log",
+                    "--no-calibrate", "--decode-workers", "1", "--quiet",
+                    env={"OMP_NUM_THREADS": "1"})
+    try:
+        status, _, body = server.upload("/v1/predict?window=2&topk=4", video.read_bytes(),
+                                        "v2.mp4")
+    finally:
+        server.stop()
+    assert status == 200, body
+    p = Predictor(files["dense"], topk=4)
+    segment = Predictor(files["dense"], topk=4, sampling="segment")
+    assert [w["start"] for w in body["windows"]] == [0.0, 1.0, 2.0, 3.0]
+    for w in body["windows"]:
+        start = round(w["start"] * 10)
+        frames = start + clip_indices(20, 4, sampling="dense", dense_stride=3)[0]
+        probs = _scores_of(p, video, frames)
+        assert all(abs(t["score"] - probs[NAMES.index(t["label"])]) <= 1e-5 for t in w["top"])
+        centres = start + clip_indices(20, 4, sampling="segment")[0]
+        assert np.abs(_scores_of(segment, video, centres) - probs).max() > 1e-3
 
 
 def test_onnx_backend_same_predictions(files, capsys):

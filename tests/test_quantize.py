@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("int8")
     torch.manual_seed(0)
     m = tanet.create_model("tanet_tiny", num_classes=3, num_segments=4, class_names=CLASSES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
+    m.card.input_size, m.card.short_side = (3, 32, 32), 36
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):

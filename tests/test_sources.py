@@ -257,12 +257,11 @@ def _train_and_test_files(src, root) -> tuple[list[str], list[str]]:
     from tanet.config import Config, apply_overrides
     from tanet.engine.build import read_split, test_dataset, train_dataset
     from tanet.models.factory import load_model
-    from tanet.data.views import test_geometry
 
     sets = [f"data.train={src}", f"data.val={src}", "model.name=tanet_tiny",
             "model.num_segments=4"] + ([f"data.root={root}"] if root else [])
     cfg = apply_overrides(Config(), sets).validate("test")
-    geom = test_geometry(load_model("tiny.safetensors").card)
+    geom = load_model("tiny.safetensors").card.geometry
     train = train_dataset(cfg, read_split(cfg, "train"), geom)
     val = test_dataset(cfg, read_split(cfg, "val", class_names=NAMES), geom)
     assert train[0]["path"] == train.path_of(0)  # the dataset opens that file

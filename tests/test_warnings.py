@@ -58,7 +58,7 @@ def test_predict_json_lists_warnings(data, tmp_path, capsys):
     from tanet.models.checkpoint import save_model
 
     m = tanet.create_model("tanet_tiny", num_classes=3, num_segments=4, class_names=CLASSES)
-    m.card.input_size, m.card.resize = (3, 32, 32), 32
+    m.card.input_size, m.card.short_side = (3, 32, 32), 32
     ckpt = save_model(tmp_path / "tiny.safetensors", m)
     for path, expected in ((data["cut"], [data["msg"]]), (data["good"], [])):
         assert main(["predict", str(path), "--checkpoint", str(ckpt), "--json"]) == 0

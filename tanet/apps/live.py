@@ -6,9 +6,10 @@ be complete and classifies it with the Predictor's own pipeline (the checkpoint'
 and backend, :meth:`~tanet.apps.predict.Predictor.predict_frames`). Windows are those of the
 sliding-window mode (one :class:`~tanet.data.sampling.WindowPlan` for both):
 ``round(window * fps)`` frames every ``round(stride * fps)`` frames at the stream's nominal rate,
-T segment-centre frames each, and at the end of a stream one last window over the tail, so a
-stream gives the same windows and scores as the same frames read from a file. Times are the
-frames' own timestamps (stream clock).
+each sampled as a test clip of its span (the card's sampling through
+:func:`~tanet.data.sampling.clip_indices`: segment centres, or dense frames), and at the end of a
+stream one last window over the tail, so a stream gives the same windows, frames and scores as
+the same frames read from a file. Times are the frames' own timestamps (stream clock).
 
 Real time: the reader never waits for the model. When the model is slower than the stream,
 complete windows queue up; a window is dropped when a newer one is complete and its last frame
@@ -176,7 +177,7 @@ class LiveSession:
         self.stream = LiveStream(source, short_side=predictor.short_side, format=format,
                                  options=options, timeout=timeout, realtime=realtime)
         self.fps = self.stream.info.fps
-        self.plan = WindowPlan.from_seconds(window, stride, self.fps, predictor.card.num_segments)
+        self.plan = WindowPlan.from_seconds(window, stride, self.fps, predictor.geometry)
         self.max_lag = stride if max_lag is None else max_lag
         extra = max(32, math.ceil(2 * self.max_lag * self.fps))
         self.ring = FrameRing(self.plan.length + self.plan.step + extra)
@@ -188,7 +189,8 @@ class LiveSession:
         """Run the model on blank frames first: its first calls are several times slower (lazy
         initialisation), and on a live stream they would make the first windows late."""
         g = self.predictor.geometry
-        blank = np.zeros((1, g.frames, g.short_side, g.short_side, 3), np.uint8)  # (1, T, H, W, 3)
+        blank = np.zeros((1, g.num_segments, g.short_side, g.short_side, 3),
+                         np.uint8)  # (1, T, H, W, 3)
         for _ in range(calls):
             self.predictor.predict_frames(blank)
 
@@ -196,7 +198,8 @@ class LiveSession:
         i, p = self.stream.info, self.plan
         rate = f"{i.fps:.3g} fps" if i.fps_known else "frame rate unknown, 25 fps assumed"
         return (f"{i.source} ({i.kind}, {i.format}, {i.codec} {i.width}x{i.height}, {rate}); "
-                f"windows of {p.length} frames every {p.step} frames, {p.t} sampled; "
+                f"windows of {p.length} frames every {p.step} frames, {p.num_segments} sampled "
+                f"({p.sampling}); "
                 f"dropping windows over {self.max_lag:g} s late")
 
     # ---------------------------------------------------------------------------- reader

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tanet.data.sampling import WindowPlan
-from tanet.data.views import (Geometry, parse_views, read_clips, test_geometry, test_transform,
-                              to_views)
+from tanet.data.views import parse_views, read_test_clips, test_transform, to_views
+from tanet.geometry import Geometry
 from tanet.models.recognizer import ModelCard
 
 __all__ = ["Predictor", "Prediction", "WindowPrediction", "failure_message", "parse_views",
@@ -63,14 +63,27 @@ def failure_message(path: str | os.PathLike, e: BaseException) -> str:
 
 @dataclass
 class WindowPrediction:
-    """Sliding-window result: per window (start s, end s) and class probabilities (W, K)."""
+    """Sliding-window result: per window (start s, end s), the T frames sampled from it (the
+    indices :func:`~tanet.data.sampling.clip_indices` gives a clip of its span, offset by its
+    first frame) and class probabilities (W, K)."""
 
     path: str
     starts: np.ndarray  # (W,)
     ends: np.ndarray  # (W,)
+    frames: np.ndarray  # (W, T) frame indices in the video
     probs: np.ndarray  # (W, K)
     class_names: list[str]
     warnings: list[str] = field(default_factory=list)  # the decoder's
+
+    def window_json(self, k: int, topk: int) -> dict[str, Any]:
+        """Window ``k`` as ``tanet predict --window --json`` prints it (the keys of a live
+        window, :class:`tanet.apps.live.WindowResult`, less the timing)."""
+        order = np.argsort(-self.probs[k])[:topk]
+        return {"path": self.path, "window": k, "start": round(float(self.starts[k]), 4),
+                "end": round(float(self.ends[k]), 4),
+                "frames": [int(i) for i in self.frames[k]],
+                "top": [{"label": self.class_names[i], "score": round(float(self.probs[k, i]), 6)}
+                        for i in order]}
 
 
 @functools.cache
@@ -146,8 +159,8 @@ class Predictor:
         compile: ``torch.compile`` the PyTorch model (Inductor, freezing); the first batch
             compiles (tens of seconds on CPU), later ones reuse it.
         threads: intra-op threads for ONNX Runtime (None: its default).
-        sampling: ``"segment"`` or ``"dense"``; None takes the checkpoint's training config
-            when it has one, else segment sampling.
+        sampling: ``"segment"`` or ``"dense"`` for clips and windows alike; None keeps the
+            checkpoint card's (:meth:`~tanet.geometry.Geometry.with_overrides`).
     """
 
     def __init__(self, checkpoint: str | os.PathLike, *, views: str | tuple[int, int] = "1x1",
@@ -169,9 +182,7 @@ class Predictor:
         self.card: ModelCard = card
         self.topk = max(1, min(topk, card.num_classes))
         self.class_names = self._names(labels, card)
-        if sampling is not None:
-            card = card.copy(sampling=sampling)
-        self.geometry: Geometry = test_geometry(card)
+        self.geometry: Geometry = card.geometry.with_overrides(sampling=sampling)
         self.transform = test_transform(self.geometry, self.crops)
 
     @property
@@ -226,10 +237,8 @@ class Predictor:
         decoder's warnings (truncation, damage) are appended to ``warnings`` when given."""
         from tanet.data.decode import open_video
 
-        g = self.geometry
-        with open_video(path, short_side=g.short_side) as reader:
-            frames, idx = read_clips(reader, g.frames, sampling=g.sampling,
-                                     dense_stride=g.dense_stride, clips=self.clips)
+        with open_video(path, short_side=self.short_side) as reader:
+            frames, idx = read_test_clips(reader, self.geometry, self.clips)  # (clips, T, ...)
             fps = reader.info.fps or 25.0
             if warnings is not None:
                 warnings += reader.warnings
@@ -280,32 +289,39 @@ class Predictor:
     def predict_windows(self, path: str | os.PathLike, window: float, *,
                         stride: float | None = None) -> WindowPrediction:
         """Classify ``window``-second windows every ``stride`` seconds (default: window / 2),
-        each with T segment-centre frames and one centre crop per clip view."""
+        then one over the tail (:class:`~tanet.data.sampling.WindowPlan`): each window is
+        sampled exactly as a test clip of its span (the card's sampling through
+        :func:`~tanet.data.sampling.clip_indices`), one clip per window with this predictor's
+        crops. Live streams and the server's timeline take the same windows."""
         from tanet.data.decode import open_video
 
         if window <= 0:
             raise ValueError(f"window must be > 0 seconds, got {window}")
         stride = stride or window / 2
-        starts, ends, rows = [], [], []
+        starts, ends, sampled, rows = [], [], [], []
         with open_video(path, short_side=self.short_side) as reader:
             info = reader.info
             fps = info.fps or 25.0
-            plan = WindowPlan.from_seconds(window, stride, fps, self.card.num_segments)
+            plan = WindowPlan.from_seconds(window, stride, fps, self.geometry)
             for s, length in plan.spans(info.num_frames):  # regular windows, then the tail
                 idx = plan.sample(s, length)  # (T,)
                 frames = reader.get_frames(idx)[None]  # (1, T, H, W, 3)
                 rows.append(self._scores(to_views(frames, self.transform)[0]))  # (K,)
                 starts.append(s / fps)
                 ends.append((s + length) / fps)
+                sampled.append(idx)
             warnings = list(reader.warnings)
-        return WindowPrediction(str(path), np.array(starts), np.array(ends), np.stack(rows),
-                                self.class_names, warnings)
+        return WindowPrediction(str(path), starts=np.array(starts), ends=np.array(ends),
+                                frames=np.array(sampled, dtype=np.int64),  # (W, T)
+                                probs=np.stack(rows), class_names=self.class_names,
+                                warnings=warnings)
 
 
 def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
                    top: int = 5) -> tuple[Path, Path]:
-    """Write ``<video>.windows.csv`` (start, end, top-1, score, then every class's probability)
-    and ``<video>.timeline.png`` (the probabilities of the ``top`` classes over time)."""
+    """Write ``<video>.windows.csv`` (start, end, top-1, score, the sampled frames separated by
+    spaces, then every class's probability) and ``<video>.timeline.png`` (the probabilities of
+    the ``top`` classes over time)."""
     import csv
 
     from matplotlib.figure import Figure
@@ -319,11 +335,11 @@ def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
     names = result.class_names
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["start_s", "end_s", "top1", "top1_score", *names])
-        for s, e, p in zip(result.starts, result.ends, result.probs):
+        w.writerow(["start_s", "end_s", "top1", "top1_score", "frames", *names])
+        for s, e, idx, p in zip(result.starts, result.ends, result.frames, result.probs):
             best = int(p.argmax())
             w.writerow([f"{s:.3f}", f"{e:.3f}", names[best], f"{p[best]:.6f}",
-                        *(f"{v:.6f}" for v in p)])
+                        " ".join(str(int(i)) for i in idx), *(f"{v:.6f}" for v in p)])
     classes = np.argsort(-result.probs.max(0))[:top]  # classes that peak highest
     mid = (result.starts + result.ends) / 2
     fig = Figure(figsize=(10, 3.4))

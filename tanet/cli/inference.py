@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from tanet.geometry import SAMPLINGS
+
 if TYPE_CHECKING:
     from tanet.engine.distributed import DistInfo
 
@@ -36,15 +38,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per video: path, top [{label, score}], warnings "
-                        "(truncated or damaged video), error")
+                        "(truncated or damaged video), error; with --window one per window: "
+                        "path, window, start, end, frames (the sampled frame indices), top")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
-                   help="classify sliding windows of this length; writes a CSV and a PNG timeline")
+                   help="classify sliding windows of this length, each sampled as a clip of its "
+                        "span (the checkpoint's sampling); writes a CSV and a PNG timeline")
     p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
                    help="window step (default: half the window)")
     p.add_argument("--out", default="predictions", help="directory for --window outputs")
-    p.add_argument("--sampling", choices=("segment", "dense"), default=None,
-                   help="frame sampling (default: the checkpoint's training config, else segment; "
-                        "mmaction2's Kinetics TANet used dense)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                   help="frame sampling of clips and windows (default: the checkpoint's card; "
+                        "mmaction2's Kinetics TANet uses dense)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                    help="lower precision (PyTorch only); bf16 on CPU: bf16 weights converted once, "
                         "channels-last, BN folded")
@@ -117,8 +121,12 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                 tqdm.write(f"{path}: error: {e}", file=sys.stderr)
                 continue
             csv_path, png_path = write_timeline(res, args.out, top=args.topk)
+            if args.json:
+                for k in range(len(res.starts)):
+                    tqdm.write(json.dumps(res.window_json(k, predictor.topk)), file=sys.stdout)
             tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}"
-                       + "".join(f" [warning: {w}]" for w in res.warnings))
+                       + "".join(f" [warning: {w}]" for w in res.warnings),
+                       file=sys.stderr if args.json else sys.stdout)
         return 1 if all_sum(info, [failed])[0] else 0
     for pred in ordered_map(predictor.predict_many, paths, info,
                             progress=bar.update):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tanet.geometry import SAMPLINGS
+
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "TamConfig",
            "ConfigError"]
 
@@ -124,7 +126,7 @@ class Config:
 
     def validate(self, source: str = "config") -> "Config":
         """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
-        choices = {"data.sampling": ("segment", "dense"), "data.on_error": ("skip", "raise"),
+        choices = {"data.sampling": SAMPLINGS, "data.on_error": ("skip", "raise"),
                    "data.on_warning": ("keep", "skip"),
                    "train.schedule": ("step", "cosine"),
                    "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
@@ -134,6 +136,12 @@ class Config:
             if value not in allowed and not (key == "data.sampling" and value is None):
                 raise ConfigError(f"{source}: {key} must be one of {', '.join(allowed)}; "
                                   f"got {value!r}")
+        if self.model.input_size is not None and self.model.input_size < 1:
+            raise ConfigError(f"{source}: model.input_size must be >= 1 or null; "
+                              f"got {self.model.input_size}")
+        if self.data.short_side is not None and self.data.short_side < 1:
+            raise ConfigError(f"{source}: data.short_side must be >= 1 or null; "
+                              f"got {self.data.short_side}")
         positive = ("model.num_segments", "train.epochs", "train.batch_size", "train.accumulate",
                     "train.eval_every", "data.test_clips", "data.test_crops", "test.batch_size",
                     "data.split")
@@ -166,6 +174,14 @@ class Config:
             raise ConfigError(f"{source}: set model.init_from (a video checkpoint) or "
                               f"model.pretrained (ImageNet backbone), not both")
         return self
+
+    def geometry_overrides(self) -> dict[str, Any]:
+        """What this config sets of a model's test pipeline, for
+        :meth:`tanet.geometry.Geometry.with_overrides` (None: the card's): ``model.input_size``,
+        ``data.short_side``, ``data.sampling``. Training and ``tanet test`` apply them
+        to the card through that one rule; ``model.num_segments`` builds the model instead."""
+        return {"input_size": self.model.input_size, "short_side": self.data.short_side,
+                "sampling": self.data.sampling}
 
 
 def _get(cfg: Any, key: str) -> Any:

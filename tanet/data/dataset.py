@@ -27,6 +27,7 @@ import torch
 from tanet.data.annotations import Record
 from tanet.data.decode import VideoDecodeError, open_video
 from tanet.data.views import read_clips, to_views
+from tanet.geometry import SAMPLINGS
 
 __all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "LoaderWorkerError", "collate",
            "build_loader", "VideoLoader", "call_with_timeout"]
@@ -132,8 +133,8 @@ class VideoDataset(torch.utils.data.Dataset):
                  dense_stride: int | None = None, on_error: str = "skip",
                  decode_timeout: float | None = 30.0, frame_template: str = "img_{:05d}.jpg",
                  short_side: int | None = None, on_warning: str = "keep"):
-        if sampling not in ("segment", "dense"):
-            raise ValueError(f"sampling must be 'segment' or 'dense', got {sampling!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if on_warning not in ("keep", "skip"):

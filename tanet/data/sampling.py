@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride",
-           "clip_indices", "WindowPlan", "SAMPLINGS"]
+from tanet.geometry import SAMPLINGS, Geometry
 
-SAMPLINGS = ("segment", "dense")
+__all__ = ["segment_indices", "uniform_clips_indices", "dense_indices", "default_dense_stride",
+           "clip_indices", "WindowPlan"]
 
 
 def _check(num_frames: int, num_segments: int) -> None:
@@ -131,20 +131,28 @@ def clip_indices(num_frames: int, num_segments: int, *, sampling: str = "segment
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Sliding windows counted in frames, for a file (``Predictor.predict_windows``) and a live
-    stream (:mod:`tanet.apps.live`) alike: ``length`` frames starting every ``step`` frames;
-    ``t`` segment-centre frames sampled from each."""
+    """Sliding windows counted in frames, for a file (``Predictor.predict_windows``, the server's
+    timeline) and a live stream (:mod:`tanet.apps.live`) alike: ``length`` frames starting every
+    ``step`` frames. A window is sampled exactly as a test clip of the same span: the model's
+    ``sampling`` (segment centres, or ``dense`` frames ``dense_stride`` apart) through
+    :func:`clip_indices`, offset by the window's start (:meth:`sample`)."""
 
     length: int
     step: int
-    t: int
+    num_segments: int  # T
+    sampling: str = "segment"
+    dense_stride: int | None = None
 
     @classmethod
-    def from_seconds(cls, window: float, stride: float, fps: float, t: int) -> "WindowPlan":
+    def from_seconds(cls, window: float, stride: float, fps: float,
+                     geometry: Geometry) -> "WindowPlan":
+        """``round(window * fps)`` frames (at least T) every ``round(stride * fps)`` frames,
+        sampled as ``geometry`` (a card or a :class:`~tanet.geometry.Geometry`) samples a clip."""
         if window <= 0 or stride <= 0:
             raise ValueError(f"window and stride must be > 0 seconds, got {window}, {stride}")
+        t = geometry.num_segments
         return cls(length=max(t, int(round(window * fps))), step=max(1, int(round(stride * fps))),
-                   t=t)
+                   num_segments=t, sampling=geometry.sampling, dense_stride=geometry.dense_stride)
 
     def start(self, k: int) -> int:
         return k * self.step
@@ -154,9 +162,11 @@ class WindowPlan:
         return k * self.step + self.length - 1
 
     def sample(self, start: int, length: int) -> list[int]:
-        """T segment centres of frames [start, start + length)."""
-        tick = length / self.t
-        return [start + int(tick / 2 + tick * i) for i in range(self.t)]
+        """The T frames of window [start, start + length): those :func:`clip_indices` gives a
+        ``length``-frame video at test time (one clip), plus ``start``."""
+        idx = clip_indices(length, self.num_segments, sampling=self.sampling,
+                           dense_stride=self.dense_stride)[0]  # (T,)
+        return [start + int(i) for i in idx]
 
     def spans(self, n: int) -> list[tuple[int, int]]:
         """(start, length) of every window of a complete ``n``-frame video: the regular windows,

@@ -17,8 +17,9 @@ from tanet.config import Config
 from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
 from tanet.data.sources import STDIN, Video, resolve_videos
 from tanet.data.transforms import build_train_transform
-from tanet.data.views import Geometry, test_transform
+from tanet.data.views import test_transform
 from tanet.engine.seeding import SeededItems
+from tanet.geometry import Geometry
 from tanet.models import Recognizer, create_model
 from tanet.models.transfer import init_from_checkpoint
 
@@ -80,11 +81,11 @@ def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
 
 def train_dataset(cfg: Config, split: Split, geom: Geometry) -> VideoDataset:
     """Training clips of ``split``: random offsets, multi-scale crop, flip (with label swaps)."""
-    transform = build_train_transform(size=geom.size, mean=geom.mean, std=geom.std,
+    transform = build_train_transform(size=geom.input_size[-1], mean=geom.mean, std=geom.std,
                                       flip=cfg.data.flip,
                                       flip_label_map=_flip_map(cfg, split.class_names),
                                       scales=tuple(cfg.data.scales))
-    return VideoDataset(split.records, root=None, num_segments=geom.frames,
+    return VideoDataset(split.records, root=None, num_segments=geom.num_segments,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=True,
                         transform=transform, on_error=cfg.data.on_error,
                         on_warning=cfg.data.on_warning, decode_timeout=cfg.data.decode_timeout,
@@ -95,7 +96,7 @@ def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
                  crops: int = 1) -> VideoDataset:
     """Test views of ``split``: the clip-views policy of :mod:`tanet.data.views` (decoded at
     the test short side, as ``tanet predict`` does)."""
-    return VideoDataset(split.records, root=None, num_segments=geom.frames,
+    return VideoDataset(split.records, root=None, num_segments=geom.num_segments,
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=False,
                         transform=test_transform(geom, crops), clips=clips,
                         on_error=cfg.data.on_error, decode_timeout=cfg.data.decode_timeout,
@@ -116,21 +117,14 @@ def build_model(cfg: Config, class_names: Sequence[str], *,
     TAM's switches, recorded in the card), started from ``model.init_from`` if set (``log``
     gets the report: tensors loaded, re-initialised, adapted) and with a frozen backbone under
     ``train.freeze_backbone``. Its card records the test pipeline of the run (names, crop size,
-    short side, sampling)."""
+    short side, sampling): the registry's card with the config's values through the one override
+    rule (:meth:`~tanet.geometry.Geometry.with_overrides`, as ``tanet test`` applies it)."""
     tam = {k: v for k, v in dataclasses.asdict(cfg.model.tam).items() if v is not None}
     model = create_model(cfg.model.name, num_classes=len(class_names),
                          num_segments=cfg.model.num_segments, dropout=cfg.model.dropout,
                          partial_bn=cfg.model.partial_bn, pretrained=cfg.model.pretrained,
                          class_names=list(class_names), **({"tam_kwargs": tam} if tam else {}))
-    card = model.card
-    if cfg.model.input_size:
-        s = cfg.model.input_size
-        card.resize = int(round(s * card.resize / card.input_size[-1]))
-        card.input_size = (3, s, s)
-    if cfg.data.short_side:
-        card.resize = cfg.data.short_side
-    if cfg.data.sampling:
-        card.sampling = cfg.data.sampling
+    model.card = model.card.with_overrides(**cfg.geometry_overrides())
     if cfg.model.init_from:
         report = init_from_checkpoint(model, cfg.model.init_from, adapt=cfg.model.adapt_frames)
         if log is not None:

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tanet.config import Config, apply_overrides, config_from_dict
-from tanet.data.views import parse_views, test_geometry
+from tanet.data.views import parse_views
 from tanet.engine.build import autocast, make_loader, read_split, test_dataset
 from tanet.engine.distributed import (DistInfo, ShardSampler, all_gather, init_distributed, log,
                                       unwrap)
@@ -133,7 +133,9 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
 
     The model and its test pipeline (frames, crop size, short side, sampling, class names) come
     from the checkpoint's card; ``cfg`` (default: the config stored in the checkpoint, with
-    ``--set`` overrides) gives the data and may override the short side and sampling. Writes
+    ``--set`` overrides) gives the data and may override the crop size, short side and sampling
+    (``model.input_size``, ``data.short_side``, ``data.sampling``: the rule training applies, so
+    a run's own config changes nothing). Writes
     ``results.json`` (``num_warnings``: videos read truncated or damaged, listed in
     ``warnings.txt``), ``predictions.csv`` and ``confusion.png`` to ``out`` (default:
     ``<checkpoint dir>/test``) and returns the results (plus ``eval``: the scores).
@@ -155,7 +157,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
                          f"store them with `tanet convert --labels FILE`")
     card.class_names = list(names)
     split = read_split(cfg, "val", class_names=card.class_names)
-    dataset = test_dataset(cfg, split, test_geometry(card, cfg.data), clips=clips, crops=crops)
+    geom = card.geometry.with_overrides(**cfg.geometry_overrides())  # the rule training applied
+    dataset = test_dataset(cfg, split, geom, clips=clips, crops=crops)
     n = len(dataset)
     loader = make_loader(dataset, ShardSampler(n, world_size=info.world_size, rank=info.rank),
                          batch_size=cfg.test.batch_size, workers=cfg.test.workers,

@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 
 from tanet.config import Config, dump_config
-from tanet.data.views import test_geometry
 from tanet.engine.build import (build_model, build_optimizer, build_scheduler, make_loader,
                                 read_split, set_bn_mode, test_dataset, train_dataset)
 from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
@@ -94,7 +93,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
     names = train_split.class_names
     val_split = read_split(cfg, "val", class_names=names) if cfg.data.val else None
     model = build_model(cfg, names, log=lambda msg: log(info, msg, quiet)).to(info.device)
-    geom = test_geometry(model.card)
+    geom = model.card.geometry  # the config's values applied by build_model
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if tc.sync_bn and info.distributed:

@@ -296,7 +296,7 @@ def _stored_card(meta: dict[str, Any]) -> ModelCard:
         if data.get("sampling"):
             raw["sampling"] = data["sampling"]
         if data.get("short_side"):
-            raw["resize"] = int(data["short_side"])
+            raw["short_side"] = int(data["short_side"])
     return ModelCard.from_dict(raw)
 
 

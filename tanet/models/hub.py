@@ -52,7 +52,7 @@ class ClassList:
 class Weights:
     """One published checkpoint: where it is, what it is, how well it did and how it was
     tested. ``card`` holds the card fields of its converted checkpoint (``mean``/``std`` of
-    0-1 pixels, ``resize``: the test short side, ``sampling``, ``dense_stride``)."""
+    0-1 pixels, ``short_side``: the test short side, ``sampling``, ``dense_stride``)."""
 
     name: str  # "<model>.<tag>", e.g. "tanet_r50.k400"
     url: str

@@ -52,7 +52,7 @@ WEIGHTS = [
          url=f"{_MM1}/tanet/tanet_imagenet-pretrained-r50_8xb8-dense-1x1x8-100e_kinetics400-rgb/"
              "tanet_imagenet-pretrained-r50_8xb8-dense-1x1x8-100e_kinetics400-rgb_20220919-a34346bc.pth",
          sha256="a34346bc", top1=76.25, top5=92.41, views="10x3", protocol=_K400_DENSE,
-         card=dict(mean=_mm_mean(103.5), std=_MM_STD, resize=256, sampling="dense",
+         card=dict(mean=_mm_mean(103.5), std=_MM_STD, short_side=256, sampling="dense",
                    dense_stride=8),
          notes="README: '8 clips x 3 crop' (8 frames); reference (authors') 76.22 / 92.53"),
     dict(name="tanet_r50.sthv1", model="tanet_r50", layout="mmaction2", dataset="sthv1",
@@ -61,7 +61,7 @@ WEIGHTS = [
          url=f"{_MM1}/tanet/tanet_imagenet-pretrained-r50_8xb8-1x1x8-50e_sthv1-rgb/"
              "tanet_imagenet-pretrained-r50_8xb8-1x1x8-50e_sthv1-rgb_20220906-de50e4ef.pth",
          sha256="de50e4ef", top1=49.71, top5=77.43, views="2x3", protocol=_STH_TWICE,
-         card=dict(mean=_mm_mean(103.5), std=_MM_STD, resize=256, sampling="segment"),
+         card=dict(mean=_mm_mean(103.5), std=_MM_STD, short_side=256, sampling="segment"),
          notes="efficient (1 clip x centre crop 224): 46.98 / 75.75"),
     dict(name="tanet_r50.sthv1_16f", model="tanet_r50", layout="mmaction2", dataset="sthv1",
          num_classes=174, frames=16, classes="sthv1", release="mmaction2 1.x",
@@ -69,7 +69,7 @@ WEIGHTS = [
          url=f"{_MM1}/tanet/tanet_imagenet-pretrained-r50_8xb6-1x1x16-50e_sthv1-rgb/"
              "tanet_imagenet-pretrained-r50_8xb6-1x1x16-50e_sthv1-rgb_20220919-cc37e9b8.pth",
          sha256="cc37e9b8", top1=50.95, top5=79.28, views="2x3", protocol=_STH_TWICE,
-         card=dict(mean=_mm_mean(103.5), std=_MM_STD, resize=256, sampling="segment"),
+         card=dict(mean=_mm_mean(103.5), std=_MM_STD, short_side=256, sampling="segment"),
          notes="efficient (1 clip x centre crop 224): 48.24 / 78.16; the config's last line "
                "sets test_pipeline = val_pipeline (1 clip x centre crop)"),
     # TANet, mmaction2 0.x: configs/recognition/tanet/metafile.yml, README.md and configs (mean
@@ -80,7 +80,7 @@ WEIGHTS = [
          url=f"{_MM0}/tanet/tanet_r50_dense_1x1x8_100e_kinetics400_rgb/"
              "tanet_r50_dense_1x1x8_100e_kinetics400_rgb_20210219-032c8e94.pth",
          sha256="032c8e94", top1=76.28, top5=92.6, views="10x3", protocol=_K400_DENSE,
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="dense",
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="dense",
                    dense_stride=8),
          notes="trained on short-side 320 frames; reference (authors') 76.22 / 92.53"),
     dict(name="tanet_r50.sthv1_0x", model="tanet_r50", layout="mmaction2", dataset="sthv1",
@@ -89,7 +89,7 @@ WEIGHTS = [
          url=f"{_MM0}/tanet/tanet_r50_1x1x8_50e_sthv1_rgb/"
              "tanet_r50_1x1x8_50e_sthv1_rgb_20210630-f4a48609.pth",
          sha256="f4a48609", top1=49.58, top5=77.31, views="2x3", protocol=_STH_TWICE,
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="segment"),
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="segment"),
          notes="efficient (1 clip x centre crop 224): 47.34 / 75.72; frames of height 100"),
     dict(name="tanet_r50.sthv1_16f_0x", model="tanet_r50", layout="mmaction2", dataset="sthv1",
          num_classes=174, frames=16, classes="sthv1", release="mmaction2 0.x",
@@ -97,7 +97,7 @@ WEIGHTS = [
          url=f"{_MM0}/tanet/tanet_r50_1x1x16_50e_sthv1_rgb/"
              "tanet_r50_1x1x16_50e_sthv1_rgb_20211202-370c2128.pth",
          sha256="370c2128", top1=50.91, top5=79.13, views="2x3", protocol=_STH_TWICE,
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="segment"),
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="segment"),
          notes="efficient (1 clip x centre crop 224): 49.05 / 77.90; frames of height 100"),
     # TSM and TSN baselines, mmaction2 1.x: configs/recognition/{tsm,tsn}/metafile.yml, README.md
     # and configs (mean/std: configs/_base_/models/{tsm,tsn}_r50.py) at main @ 4d6c9347.
@@ -108,14 +108,14 @@ WEIGHTS = [
              "tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_20220831-64d69186.pth",
          sha256="64d69186", top1=73.18, top5=90.56, views="1x10",
          protocol="8 segment frames x TenCrop 224 of a 256 short side",
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="segment")),
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="segment")),
     dict(name="tsm_r50.sthv2", model="tsm_r50", layout="mmaction2", dataset="sthv2",
          num_classes=174, frames=8, classes="sthv2", release="mmaction2 1.x",
          full_name="tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_sthv2-rgb",
          url=f"{_MM1}/tsm/tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_sthv2-rgb/"
              "tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_sthv2-rgb_20230317-be0fc26e.pth",
          sha256="be0fc26e", top1=62.72, top5=87.70, views="2x3", protocol=_STH_TWICE,
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="segment")),
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="segment")),
     dict(name="tsn_r50.k400", model="tsn_r50", layout="mmaction2", dataset="kinetics400",
          num_classes=400, frames=8, classes="kinetics400", release="mmaction2 1.x",
          full_name="tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb",
@@ -123,7 +123,7 @@ WEIGHTS = [
              "tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb_20220906-2692d16c.pth",
          sha256="2692d16c", top1=74.12, top5=91.34, views="1x10",
          protocol="25 segment frames (T=25 at test) x TenCrop 224 of a 256 short side",
-         card=dict(mean=_mm_mean(103.53), std=_MM_STD, resize=256, sampling="segment"),
+         card=dict(mean=_mm_mean(103.53), std=_MM_STD, short_side=256, sampling="segment"),
          notes="trained with 8 segments; tested with 25 (test pipeline of the 1x1x3 base config)"),
     # ImageNet initialisation (the paper's): torchvision's ResNet*_Weights.IMAGENET1K_V1 enums in
     # torchvision/models/resnet.py of the torchvision 0.29.1 wheel (PyPI): url and _metrics.

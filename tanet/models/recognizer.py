@@ -12,35 +12,39 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["Recognizer", "ModelCard", "IMAGENET_MEAN", "IMAGENET_STD", "SAMPLINGS"]
+from tanet.geometry import IMAGENET_MEAN, IMAGENET_STD, Geometry
+
+__all__ = ["Recognizer", "ModelCard", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+# Card keys written by earlier versions -> today's names (cards stored in checkpoints and ONNX
+# files, entries of published weights). Old keys are read, never written.
+RENAMED_CARD_KEYS = {"resize": "short_side"}
 
 
-# ImageNet normalisation of 0-1 RGB pixels: the one definition (torchvision's, the paper's).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SAMPLINGS = ("segment", "dense")
+def _current_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with old card keys renamed; a key under its current name wins over its old one."""
+    out = {k: v for k, v in d.items() if k not in RENAMED_CARD_KEYS}
+    for old, new in RENAMED_CARD_KEYS.items():
+        if old in d and new not in d:
+            out[new] = d[old]
+    return out
 
 
-@dataclass
-class ModelCard:
+@dataclass(kw_only=True, slots=True)
+class ModelCard(Geometry):
     """Everything needed to rebuild a model and feed it; stored in every checkpoint.
 
-    A registry entry's defaults are a card too (``num_classes`` 0 until a model is built).
-    ``resize`` is the test-time short side (the crop is ``input_size[-1]``); ``sampling`` the
-    test-time frame sampling (``segment``: TSN segment centres; ``dense``: T frames
-    ``dense_stride`` apart, Kinetics). :func:`tanet.data.views.test_geometry` turns a card into
-    the test pipeline.
+    The model's identity (``name``, ``num_classes``, ``class_names``, builder ``kwargs``) and its
+    test pipeline: the :class:`~tanet.geometry.Geometry` fields it inherits (T
+    ``num_segments``, ``input_size``, ``short_side``, ``mean``/``std``, ``sampling``,
+    ``dense_stride``), under the names the config uses; ``card.geometry`` is that part alone and
+    :meth:`~tanet.geometry.Geometry.with_overrides` the one rule by which a config overrides it.
+    A registry entry's defaults are a card too (``num_classes`` 0 until a model is built). Cards
+    written with older key names (``resize``) are read by :meth:`from_dict`.
     """
 
     name: str
     num_classes: int = 0
-    num_segments: int = 8
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize: int = 256
-    sampling: str = "segment"
-    dense_stride: int | None = None  # None: 64 // T (the authors')
     class_names: list[str] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments
 
@@ -48,10 +52,11 @@ class ModelCard:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
+        return {"name": d.pop("name"), "num_classes": d.pop("num_classes"), **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        d = _current_keys(d)
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         for key in ("input_size", "mean", "std"):
             if key in known:
@@ -59,7 +64,12 @@ class ModelCard:
         return cls(**known)
 
     def copy(self, **changes: Any) -> "ModelCard":
-        """A deep copy with ``changes`` applied."""
+        """A deep copy with ``changes`` applied (old key names accepted, as in a stored card; an
+        unknown one is an error)."""
+        changes = _current_keys(changes)
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"ModelCard has no field {unknown[0]!r}")
         return ModelCard.from_dict({**copy.deepcopy(self.to_dict()), **changes})
 
 

@@ -30,7 +30,7 @@ _REGISTRY: dict[str, _Entry] = {}
 def register_model(name: str, builder: Callable[..., ResNet], *, hidden: bool = False,
                    **card: Any) -> None:
     """Register ``builder(*, num_segments, **kw) -> backbone`` under ``name``; ``card`` fields
-    (``input_size``, ``resize``, ``num_segments``, ...) override the ImageNet-224 defaults."""
+    (``input_size``, ``short_side``, ``num_segments``, ...) override the ImageNet-224 defaults."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     _REGISTRY[name] = _Entry(builder, ModelCard(name=name, **card), hidden)
@@ -109,5 +109,5 @@ for _depth in (50, 101):
     register_model(f"tsm_r{_depth}", _resnet(_depth, "shift"))
 register_model("tea_r50", _resnet(50, "me"))  # TEA's motion excitation (tanet.models.baselines)
 for _kind, _temporal in (("tanet", "tam"), ("tsn", None), ("tsm", "shift"), ("tea", "me")):
-    register_model(f"{_kind}_tiny", _tiny(_temporal), input_size=(3, 64, 64), resize=72)
+    register_model(f"{_kind}_tiny", _tiny(_temporal), input_size=(3, 64, 64), short_side=72)
     register_model(f"{_kind}_resnet", _custom(_temporal), hidden=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -11,13 +11,14 @@ import tanet
 from tanet.models.checkpoint import save_model
 
 
-def tiny_checkpoint(path: Path, class_names: Sequence[str], *,
-                    fc_std: float) -> tuple[Path, torch.nn.Module]:
-    """Build (seed 0) and save the tiny model with ``class_names``; returns (file, model)."""
+def tiny_checkpoint(path: Path, class_names: Sequence[str], *, fc_std: float,
+                    **card: Any) -> tuple[Path, torch.nn.Module]:
+    """Build (seed 0) and save the tiny model with ``class_names`` and other ``card`` fields
+    (e.g. ``sampling="dense", dense_stride=4``); returns (file, model)."""
     torch.manual_seed(0)
     m = tanet.create_model("tanet_tiny", num_classes=len(class_names), num_segments=4,
                            class_names=list(class_names))
-    m.card.input_size, m.card.resize = (3, 32, 32), 36
+    m.card = m.card.copy(input_size=(3, 32, 32), short_side=36, **card)
     with torch.no_grad():
         m.fc.weight.normal_(0, fc_std)
     return save_model(path, m), m
