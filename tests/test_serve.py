@@ -596,14 +596,17 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
         assert not driver.find_element(By.ID, "video").is_displayed()
         assert driver.execute_script("return document.getElementById('video').error.code") == 4
         note = driver.find_element(By.ID, "play-note").text
-        assert "cannot play" in note and "(mpeg4 video in a .avi file, 50 frames at 10 fps, 5.0 s)" in note
+        assert "cannot play" in note
+        assert "(mpeg4 video in a .avi file, 50 frames at 10 fps, 5.0 s)" in note
         chart = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg"))[0]
         assert len(chart.find_elements(By.TAG_NAME, "polyline")) >= 1
         assert len(chart.find_elements(By.TAG_NAME, "circle")) >= 5  # 5 windows or more
         chart.send_keys(Keys.HOME)
-        wait.until(lambda d: "for the window 0.0–1.0 s" in d.find_element(By.ID, "strip-note").text)
+        wait.until(lambda d: "for the window 0.0–1.0 s" in d.find_element(By.ID,
+                                                                          "strip-note").text)
         wait.until(lambda d: _loaded_strip(d) == 4)
-        wait.until(lambda d: d.execute_script(f"return {frame}.complete && {frame}.naturalWidth") == 64)
+        wait.until(lambda d: d.execute_script(f"return {frame}.complete && {frame}.naturalWidth")
+                   == 64)  # the window's pictures: decoded at the video's own size
         start = driver.find_element(By.ID, "frame-img").get_attribute("src")
         chart.send_keys(Keys.END)  # the cursor to 5 s: the last window's last frame is shown
         wait.until(lambda d: d.find_element(By.ID, "frame-caption").text
@@ -614,7 +617,8 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
         assert driver.find_element(By.CSS_SELECTOR, "#strip [aria-current='true']").text \
             == f"{max(last) / 10:.2f} s"
         driver.find_elements(By.CSS_SELECTOR, "#strip button")[0].click()  # the strip seeks too
-        wait.until(lambda d: d.find_element(By.ID, "now").text.startswith(f"{min(last) / 10:.1f} s"))
+        wait.until(lambda d: d.find_element(By.ID, "now").text
+                   .startswith(f"{min(last) / 10:.1f} s"))
         driver.save_screenshot(str(out / "serve_page_avi.png"))
         driver.set_window_size(390, 844)
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390

@@ -4,10 +4,10 @@ of concurrent requests as one batch.
 Each request is a job on a :class:`WorkerPool` thread that runs the ordinary
 ``Predictor.predict`` (decode, views, scores, top-k), so an answer equals ``tanet predict``'s by
 construction. The predictor's ``backend`` is a :class:`BatchedBackend` (given with
-``Predictor.with_backend``): calling it hands the views to the :class:`Batcher` and waits. The batcher's thread, the only one that runs the model,
-takes the waiting views in arrival order, concatenates up to ``max_batch`` views (waiting at most
-``max_wait_ms`` for more once one is there), runs the real backend once and gives every job its
-rows.
+``Predictor.with_backend``): calling it hands the views to the :class:`Batcher` and waits. The
+batcher's thread, the only one that runs the model, takes the waiting views in arrival order,
+concatenates up to ``max_batch`` views (waiting at most ``max_wait_ms`` for more once one is
+there), runs the real backend once and gives every job its rows.
 
 A job holds one of ``decode_slots`` slots while it decodes and gives it back while it waits for
 the model, so a few decoders run at a time (not one per request on two cores) and the next
