@@ -169,6 +169,8 @@ def test_injected_backend_kind_and_model_handle(files):
         Predictor()
     with pytest.raises(ValueError, match="has no model card"):
         Predictor(backend=lambda views: views.numpy())
+    with pytest.raises(ValueError, match="a given backend has its own"):
+        Predictor(backend=counting, amp="bf16")  # not silently ignored
     other = create_model("tanet_tiny", num_classes=7)
     with pytest.raises(ValueError, match="7 classes, this predictor's model 4"):
         loaded.with_backend(TorchBackend(other))

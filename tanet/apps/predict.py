@@ -130,7 +130,7 @@ class TorchBackend:
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
         self.model = model.eval().to(device)
-        self.card: ModelCard = model.card
+        self.card: ModelCard | None = getattr(model, "card", None)  # Predictor needs one
         self.device = torch.device(device)
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
         self.forward = self.model
@@ -220,6 +220,10 @@ class Predictor:
                 raise ValueError("Predictor needs a checkpoint or a backend")
             backend = load_backend(checkpoint, device=device, amp=amp, threads=threads,
                                    compile=compile)
+        elif device != "cpu" or amp is not None or threads is not None or compile:
+            raise ValueError("device, amp, threads and compile set up the backend Predictor "
+                             "loads; a given backend has its own (TorchBackend(model, device=..., "
+                             "amp=..., compile=...), OnnxBackend(path, threads=...))")
         card = getattr(backend, "card", None)
         if not isinstance(card, ModelCard):
             raise ValueError(f"backend {type(backend).__name__} has no model card (its `card` "
