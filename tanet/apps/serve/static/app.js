@@ -113,8 +113,10 @@
     const video = $("video");
     video.src = state.url;
     const playable = playability(video);
+    $("frame-img").removeAttribute("src");
     setPlayable(true);
     setSampled([]);
+    playable.then((ok) => { if (!ok && gen === state.gen && state.playable) setPlayable(false); });
     $("file-name").textContent = file.name;
     $("result").hidden = false;
     $("drop").classList.add("compact");
@@ -273,7 +275,11 @@
       if (j === best) b.setAttribute("aria-current", "true");
       else b.removeAttribute("aria-current");
     });
-    if (state.playable || best < 0) return;
+    if (state.playable) return;
+    if (best < 0) {
+      $("frame-caption").textContent = "Waiting for the frames the model sampled…";
+      return;
+    }
     const f = state.strip[best];
     if ($("frame-img").getAttribute("src") !== f.image) $("frame-img").src = f.image;
     $("frame-img").alt = `frame ${f.index} of ${state.file ? state.file.name : "the video"}`;
