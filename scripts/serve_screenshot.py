@@ -89,7 +89,8 @@ def main() -> int:
         for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                    f"--user-data-dir={tmp / 'profile'}", "--window-size=1000,1420"):
+                    f"--user-data-dir={tmp / 'profile'}",
+                    f"--window-size=1000,{1560 if args.avi else 1420}"):  # with the chart
             opts.add_argument(arg)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
         try:
