@@ -1,5 +1,6 @@
 """Prediction on real mp4 files written by the tests: top-k, views, JSON lines, bad files,
-directory walk, sliding windows, ONNX Runtime backend."""
+directory walk, sliding windows, ONNX Runtime backend, the backend seams (an injected backend,
+``kind``, the model handle)."""
 import json
 
 import numpy as np
@@ -212,13 +213,82 @@ def test_onnx_backend_same_predictions(files, capsys):
     assert main(["export", "--checkpoint", str(files["ckpt"]), str(onnx_path)]) == 0
     video = files["dir"] / "v0.mp4"
     eager = Predictor(files["ckpt"], views="2x1").predict(video)
-    ort = Predictor(onnx_path, views="2x1").predict(video)
+    onnx = Predictor(onnx_path, views="2x1")
+    assert onnx.kind == "onnx" and onnx.model is None  # no torch model behind an ONNX file
+    with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs onnx"):
+        onnx.features(video)
+    ort = onnx.predict(video)
     assert np.abs(eager.probs - ort.probs).max() < 1e-5
     assert [lab for lab, _ in ort.top] == [lab for lab, _ in eager.top]
     capsys.readouterr()
     assert main(["predict", str(video), "--onnx", str(onnx_path), "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert [t["label"] for t in line["top"]] == [lab for lab, _ in eager.top][:5]
+
+
+class _Counting:
+    """A backend that is none of tanet's: a real model behind a call counter."""
+
+    kind = "counting"
+
+    def __init__(self, model):
+        self.model, self.card, self.calls = model, model.card, 0
+
+    def __call__(self, views):  # (V, T, C, H, W) -> (V, K)
+        self.calls += 1
+        with torch.no_grad():
+            return self.model(views).numpy()
+
+
+def test_injected_backend_kind_and_model_handle(files):
+    """Predictor(backend=...) runs the given backend with the card's pipeline; ``kind`` and
+    ``model`` say what runs; with_backend shares the pipeline; a backend without a card, or
+    neither checkpoint nor backend, is refused with the reason."""
+    from tanet.apps.predict import OnnxBackend, TorchBackend
+    from tanet.models.factory import create_model
+
+    video = files["dir"] / "v0.mp4"
+    loaded = Predictor(files["ckpt"], views="2x1", topk=3)
+    assert loaded.kind == "torch" and isinstance(loaded.backend, TorchBackend)
+    assert loaded.model is loaded.backend.model and isinstance(loaded.model, torch.nn.Module)
+    ref = loaded.predict(video)
+    counting = _Counting(create_model(checkpoint=str(files["ckpt"])).eval())
+    injected = Predictor(backend=counting, views="2x1", topk=3)
+    got = injected.predict(video)
+    assert injected.kind == "counting" and injected.model is counting.model and counting.calls == 1
+    assert injected.checkpoint == "tanet_tiny" and injected.class_names == NAMES
+    assert np.allclose(got.probs, ref.probs, atol=1e-6) and got.top == ref.top
+    with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs counting"):
+        injected.features(video)
+    in_memory = Predictor(backend=TorchBackend(files["model"]), views="2x1")  # no file at all
+    assert np.allclose(in_memory.predict(video).probs, ref.probs, atol=1e-6)
+    assert in_memory.features(video).shape == loaded.features(video).shape
+    wrapped = loaded.with_backend(counting)  # same views, top-k, names; the new backend runs
+    assert wrapped.predict(video).top == ref.top and counting.calls == 2
+    assert loaded.backend is not counting and wrapped.geometry is loaded.geometry
+    with pytest.raises(ValueError, match="needs a checkpoint or a backend"):
+        Predictor()
+    with pytest.raises(ValueError, match="has no model card"):
+        Predictor(backend=lambda views: views.numpy())
+    with pytest.raises(ValueError, match="a given backend has its own"):
+        Predictor(backend=counting, amp="bf16")  # not silently ignored
+    other = create_model("tanet_tiny", num_classes=7)
+    with pytest.raises(ValueError, match="7 classes, this predictor's model 4"):
+        loaded.with_backend(TorchBackend(other))
+    assert OnnxBackend.kind == "onnx"
+
+
+def test_keep_frames_are_the_frames_the_model_sampled(files):
+    p = Predictor(files["ckpt"], views="2x1")
+    frames, _, times = p.load_views(files["dir"] / "v0.mp4")
+    pred = p.predict(files["dir"] / "v0.mp4", keep_frames=True)
+    assert pred.frames is not None and np.array_equal(pred.frames, frames)
+    assert np.array_equal(pred.times, times) and pred.times.shape == (2, 4)
+    assert p.predict(files["dir"] / "v0.mp4").frames is None  # not kept unless asked for
+    res = p.predict_windows(files["dir"] / "sub" / "v2.mp4", 2.0)
+    assert res.indices.shape == (4, 4) and res.indices.dtype.kind == "i"
+    for s, e, idx in zip(res.starts, res.ends, res.indices):  # each window's frames in its span
+        assert np.all((idx >= round(s * 10)) & (idx < round(e * 10)))
 
 
 def test_missing_input_and_label_mismatch(files):

@@ -1,7 +1,10 @@
-"""`tanet serve` through its real parts: a server subprocess on 127.0.0.1, real mp4 uploads, a
-load test whose every answer must equal `tanet predict --json`'s, bad and oversize uploads, a full
-queue, the API key, temporary files, and the page in headless Chromium."""
+"""`tanet serve` through its real parts: a server subprocess on 127.0.0.1, real mp4 and AVI
+uploads, a load test whose every answer must equal `tanet predict --json`'s, bad and oversize
+uploads, a full queue, the API key, temporary files, the frames the model sampled as pictures, an
+ONNX export behind the same seams, and the page in headless Chromium (an MP4 it plays, an AVI it
+cannot)."""
 import base64
+import io
 import json
 import socket
 import threading
@@ -28,6 +31,20 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the server beside the test process on 2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the server has the other core
 
 
+def _moving_square(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    """(n, h, w, 3) uint8: a smooth gradient with a bright square crossing it, every frame
+    different (pictures of it can be compared after JPEG)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 200 // w, y * 200 // h, np.full_like(x, 60)], -1)  # (h, w, 3)
+    out = np.repeat(base[None], n, 0).astype(np.uint8)  # (n, h, w, 3)
+    colour = rng.integers(120, 255, 3)
+    for i in range(n):
+        top, left = (i * (h - 12)) // max(1, n - 1), (i * (w - 12)) // max(1, n - 1)
+        out[i, top:top + 12, left:left + 12] = colour
+    return out
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
@@ -37,7 +54,10 @@ def files(tmp_path_factory):
     for name, (n, h, w) in {"a.mp4": (30, 48, 64), "b.mp4": (12, 40, 40),
                             "c.mp4": (50, 64, 48), "d.mp4": (20, 36, 52)}.items():
         videos[name] = write_video(d / name, rng.integers(0, 255, (n, h, w, 3), np.uint8), fps=10)
-    return {"dir": d, "ckpt": ckpt, "videos": videos}
+    # UCF101's format (MPEG-4 Part 2 in AVI), which browsers cannot play, and an H.264 MP4
+    avi = write_video(d / "square.avi", _moving_square(50, 48, 64, 1), fps=10, codec="mpeg4")
+    mp4 = write_video(d / "square.mp4", _moving_square(45, 64, 80, 2), fps=15)
+    return {"dir": d, "ckpt": ckpt, "videos": videos, "avi": avi, "mp4": mp4}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +70,15 @@ def server(files):
     assert list(s.tmp_dir.iterdir()) == []
 
 
+SERVER_ONLY = {"video", "sampled"}  # what the server adds to `tanet predict --json`'s object
+
+
 def _same(answer: dict, expected: dict) -> bool:
     """Same top-k labels, scores within 1e-5, same other keys (path compared by file name)."""
     a_top, e_top = answer["top"], expected["top"]
     return ([t["label"] for t in a_top] == [t["label"] for t in e_top]
             and all(abs(x["score"] - y["score"]) <= 1e-5 for x, y in zip(a_top, e_top))
-            and set(answer) == set(expected))
+            and set(answer) == set(expected) | SERVER_ONLY)
 
 
 def _empty_soon(folder, seconds=10.0) -> list:
@@ -75,10 +98,17 @@ def test_answer_equals_tanet_predict_json(files, server, capsys):
     status, _, body = server.upload("/v1/predict?topk=3&views=2x3", video.read_bytes(), "a.mp4")
     assert status == 200 and body["path"] == "a.mp4"
     assert _same(body, {**cli, "path": "a.mp4"}), (body, cli)
+    assert body["video"] == {"duration": 3.0, "fps": 10.0, "frames": 30, "width": 64,
+                             "height": 48, "codec": "h264",
+                             "container": "mov,mp4,m4a,3gp,3g2,mj2"}  # FFmpeg's demuxer
+    times = Predictor(files["ckpt"], views="2x3").load_views(video)[2]  # (2, 4) seconds
+    assert [(f["clip"], f["index"], f["time"]) for f in body["sampled"]] == [
+        (c, round(t * 10), round(t, 4)) for c in range(2) for t in times[c]]
+    assert all("image" not in f for f in body["sampled"])  # pictures only when asked for
     status, _, card = server.request("GET", "/v1/model")
     assert status == 200 and card["classes"] == NAMES and card["frames"] == 4
-    assert card["size"] == [32, 32] and card["backend"] == "pytorch"
-    assert card["name"] == "tanet_tiny"
+    assert card["size"] == [32, 32] and card["backend"] == "pytorch" and card["kind"] == "torch"
+    assert card["name"] == "tanet_tiny" and card["visualize"] is True
     _, hdrs, _ = server.request("GET", "/v1/model", headers={"Origin": "http://elsewhere.test"})
     assert "access-control-allow-origin" not in hdrs  # CORS is off unless asked for
 
@@ -128,6 +158,74 @@ def test_window_timeline(files, server):
         assert w["top"][0]["label"] == NAMES[int(p.argmax())]
         assert abs(w["top"][0]["score"] - p.max()) <= 1e-5
     assert len(body["series"]) == 2 and len(body["series"][0]["scores"]) == 4
+    assert [w["frames"] for w in body["windows"]] == ref.indices.tolist()
+    assert body["video"]["frames"] == 50 and "thumbnails" not in body
+
+
+def _picture(url: str) -> np.ndarray:
+    """A JPEG data URL's pixels (h, w, 3) uint8."""
+    from PIL import Image
+
+    assert url.startswith("data:image/jpeg;base64,"), url[:40]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_avi_answer_carries_facts_and_the_sampled_frames(files, server):
+    """An AVI with MPEG-4 Part 2 (what UCF101 and HMDB51 ship): the answer has the video's facts
+    and, with ``thumbnails``, pictures of exactly the frames the model sampled, for the answer and
+    for every window (compared with a plain sequential decode)."""
+    from tanet.apps.serve.frames import video_facts, window_thumbnails
+    from tanet.testing.media import sequential_frames
+
+    avi = files["avi"]
+    truth = sequential_frames(avi)  # (50, 48, 64, 3)
+    status, _, body = server.upload("/v1/predict?views=2x1&thumbnails=1", avi.read_bytes(),
+                                    "square.avi")
+    assert status == 200, body
+    assert body["video"] == {"duration": 5.0, "fps": 10.0, "frames": 50, "width": 64,
+                             "height": 48, "codec": "mpeg4", "container": "avi"}
+    ref = Predictor(files["ckpt"], views="2x1").predict(avi, keep_frames=True)
+    assert _same(body, {**ref.to_json(), "path": "square.avi"})
+    assert [f["index"] for f in body["sampled"]] == [round(t * 10) for t in ref.times.ravel()]
+    for f, seen in zip(body["sampled"], ref.frames.reshape(-1, *ref.frames.shape[2:])):
+        pic = _picture(f["image"])  # the frame as the model saw it (the card's resize: 36 px)
+        assert pic.shape == seen.shape == (36, 48, 3)
+        assert np.abs(pic.astype(int) - seen).mean() < 6, f["index"]
+    status, _, tl = server.upload("/v1/predict?window=1&thumbnails=1", avi.read_bytes(),
+                                  "square.avi")
+    assert status == 200, tl
+    res = Predictor(files["ckpt"]).predict_windows(avi, 1.0)
+    assert [w["frames"] for w in tl["windows"]] == res.indices.tolist()
+    assert set(tl["thumbnails"]) == {str(i) for i in np.unique(res.indices)}
+    for i, url in tl["thumbnails"].items():  # decoded small: 48 px is this video's size
+        assert np.abs(_picture(url).astype(int) - truth[int(i)]).mean() < 6, i
+    spread = window_thumbnails(avi, res.indices, video_facts(avi), limit=5)
+    assert len(spread) == 5 and min(map(int, spread)) == res.indices.min()
+    assert max(map(int, spread)) == res.indices.max()
+
+
+def test_onnx_server_uses_the_same_seams(files, tmp_path):
+    """An ONNX export behind the server: the card says kind ``onnx``, the answer equals an ONNX
+    Predictor's, and visualize is refused because there is no model to draw (409)."""
+    pytest.importorskip("onnxruntime")
+    from tanet.cli import main
+
+    onnx = tmp_path / "tiny.onnx"
+    assert main(["export", "--checkpoint", str(files["ckpt"]), str(onnx)]) == 0
+    s = Server(onnx, tmp_path / "uploads", tmp_path / "server.log", "--no-calibrate", "--quiet",
+               env=ONE_THREAD)
+    try:
+        status, _, card = s.request("GET", "/v1/model")
+        assert status == 200 and card["kind"] == "onnx" and card["backend"] == "onnxruntime"
+        assert card["visualize"] is False
+        video = files["videos"]["a.mp4"]
+        status, _, body = s.upload("/v1/predict?topk=3", video.read_bytes(), "a.mp4")
+        ref = Predictor(onnx, topk=3).predict(video).to_json()
+        assert status == 200 and _same(body, {**ref, "path": "a.mp4"}), (body, ref)
+        status, _, err = s.upload("/v1/visualize", video.read_bytes(), "a.mp4")
+        assert status == 409 and "PyTorch checkpoint" in err["error"]
+    finally:
+        assert s.stop() in (0, -15), s.log()
 
 
 def _raw_post(port: int, body: bytes, ctype: str, send: int, length: int | None = None,
@@ -430,8 +528,15 @@ def test_browser_page_upload_shows_top1_timeline_and_tam(files, server, capsys):
         first = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#topk-list li .label"))[0]
         assert first.text == top1
         chart = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg"))[0]
+        # an H.264 MP4 plays in the page: the player, not the frame view; the strip is drawn
+        assert driver.execute_script("const v = document.getElementById('video');"
+                                     "return !v.error && v.readyState >= 1 && v.videoWidth") == 48
+        assert not driver.find_element(By.ID, "frame-view").is_displayed()
+        wait.until(lambda d: _loaded_strip(d) == 4)  # 1 clip of T=4 frames
         chart.send_keys(Keys.END)  # keyboard seek: the playhead and the readout follow
         wait.until(lambda d: d.find_element(By.ID, "now").text.startswith("5.0 s: "))
+        wait.until(lambda d: d.execute_script("return document.getElementById('video').currentTime")
+                   > 4.5)  # the player itself moved
         driver.save_screenshot(str(out / "serve_page.png"))
         tab = driver.find_element(By.ID, "tab-timeline")
         tab.send_keys(Keys.ARROW_RIGHT)  # tabs are keyboard operable
@@ -449,3 +554,79 @@ def test_browser_page_upload_shows_top1_timeline_and_tam(files, server, capsys):
         shutil.rmtree(profile, ignore_errors=True)
     with capsys.disabled():
         print(f"\nbrowser screenshots: {out}/serve_page*.png")
+
+
+def _loaded_strip(driver) -> int:
+    """How many pictures the strip of sampled frames shows, all loaded (0 while one is not)."""
+    return driver.execute_script(
+        "const imgs = [...document.querySelectorAll('#strip img')];"
+        "return imgs.every((i) => i.complete && i.naturalWidth > 0) ? imgs.length : 0;")
+
+
+def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server, capsys):
+    """Headless Chromium cannot play an AVI with MPEG-4 Part 2 (UCF101's format): the page says
+    so, shows the frames the model sampled instead of the black player, draws the timeline, and
+    moving the timeline's cursor shows the frames of the window under it (the picture equal to
+    the sequential decode's frame)."""
+    import shutil
+    from pathlib import Path
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tanet.testing.media import sequential_frames
+
+    driver, profile = _chrome()
+    avi = files["avi"]  # 5 s: a timeline of 1 s windows
+    top1 = Predictor(files["ckpt"]).predict(avi).top[0][0]
+    last = Predictor(files["ckpt"]).predict_windows(avi, 1.0).indices[-1]  # (T,)
+    truth = sequential_frames(avi)
+    out = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = "document.getElementById('frame-img')"
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        wait.until(lambda d: "tanet_tiny" in d.find_element(By.ID, "model-info").text)
+        driver.find_element(By.ID, "file").send_keys(str(avi))
+        first = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#topk-list li .label"))[0]
+        assert first.text == top1
+        wait.until(lambda d: d.find_element(By.ID, "frame-view").is_displayed())
+        assert not driver.find_element(By.ID, "video").is_displayed()
+        assert driver.execute_script("return document.getElementById('video').error.code") == 4
+        note = driver.find_element(By.ID, "play-note").text
+        assert "cannot play" in note
+        assert "(mpeg4 video in a .avi file, 50 frames at 10 fps, 5.0 s)" in note
+        chart = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg"))[0]
+        assert len(chart.find_elements(By.TAG_NAME, "polyline")) >= 1
+        assert len(chart.find_elements(By.TAG_NAME, "circle")) >= 5  # 5 windows or more
+        chart.send_keys(Keys.HOME)
+        wait.until(lambda d: "for the window 0.0–1.0 s" in d.find_element(By.ID,
+                                                                          "strip-note").text)
+        wait.until(lambda d: _loaded_strip(d) == 4)
+        wait.until(lambda d: d.execute_script(f"return {frame}.complete && {frame}.naturalWidth")
+                   == 64)  # the window's pictures: decoded at the video's own size
+        start = driver.find_element(By.ID, "frame-img").get_attribute("src")
+        chart.send_keys(Keys.END)  # the cursor to 5 s: the last window's last frame is shown
+        wait.until(lambda d: d.find_element(By.ID, "frame-caption").text
+                   .startswith(f"frame {max(last)} at "))
+        shown = driver.find_element(By.ID, "frame-img").get_attribute("src")
+        assert shown != start and np.abs(_picture(shown).astype(int) - truth[max(last)]).mean() < 6
+        wait.until(lambda d: _loaded_strip(d) == 4)
+        assert driver.find_element(By.CSS_SELECTOR, "#strip [aria-current='true']").text \
+            == f"{max(last) / 10:.2f} s"
+        driver.find_elements(By.CSS_SELECTOR, "#strip button")[0].click()  # the strip seeks too
+        wait.until(lambda d: d.find_element(By.ID, "now").text
+                   .startswith(f"{min(last) / 10:.1f} s"))
+        driver.save_screenshot(str(out / "serve_page_avi.png"))
+        driver.set_window_size(390, 844)
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+        driver.save_screenshot(str(out / "serve_page_avi_phone.png"))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    with capsys.disabled():
+        print(f"\nbrowser screenshots: {out}/serve_page_avi*.png")

@@ -138,7 +138,7 @@ def _tam_picture(checkpoint: Path, data: Path, png: Path) -> None:
     records, names = read_annotations(data / "val.txt", root=data,
                                       labels=predictor.class_names)
     _, views, _ = predictor.load_views(data / records[0].path)  # (1, T, C, s, s)
-    plot_tam_kernels(predictor.backend.model, views[0], png,
+    plot_tam_kernels(predictor.model, views[0], png,
                      title=f"TAM kernels of tanet_tiny on a '{names[records[0].label]}' "
                            f"validation video")
 

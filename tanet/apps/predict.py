@@ -4,8 +4,12 @@ The checkpoint alone defines the pipeline (its model card): frames T, crop size,
 mean/std, class names. Per video: decode the sampled frames once, build CLIPS x CROPS views
 (segment centres for one clip, the authors' ``uniform-N`` starts for several, or dense sampling
 when the checkpoint's training config used it), run them as one batch, average the view logits,
-softmax, top-k. Backends: PyTorch eager (optionally bf16 autocast) or ONNX Runtime (a ``.onnx``
-from ``tanet export``). Nothing is kept between videos, so memory does not grow with their number.
+softmax, top-k. Nothing is kept between videos, so memory does not grow with their number.
+
+The model runs behind a *backend* (the :class:`Backend` protocol): :class:`TorchBackend`
+(PyTorch eager, optionally bf16/fp16 or compiled) or :class:`OnnxBackend` (ONNX Runtime, an
+``.onnx`` from ``tanet export``), chosen from the checkpoint, or any object given as
+``Predictor(backend=...)`` (``tanet serve`` gives its batcher's, :meth:`Predictor.with_backend`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +28,8 @@ from tanet.data.views import parse_views, read_test_clips, test_transform, to_vi
 from tanet.geometry import Geometry
 from tanet.models.recognizer import ModelCard
 
-__all__ = ["Predictor", "Prediction", "WindowPrediction", "failure_message", "parse_views",
-           "write_timeline"]
+__all__ = ["Predictor", "Prediction", "WindowPrediction", "Backend", "TorchBackend", "OnnxBackend",
+           "load_backend", "failure_message", "parse_views", "write_timeline"]
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Prediction:
     probs: np.ndarray | None = None  # (K,) class probabilities
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    times: np.ndarray | None = None  # (clips, T) seconds of the frames the model sampled
+    frames: np.ndarray | None = None  # (clips, T, H, W, 3) uint8 those frames (keep_frames)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.path,
@@ -70,7 +76,7 @@ class WindowPrediction:
     path: str
     starts: np.ndarray  # (W,)
     ends: np.ndarray  # (W,)
-    frames: np.ndarray  # (W, T) frame indices in the video
+    indices: np.ndarray  # (W, T) the frames each window sampled, indices in the video
     probs: np.ndarray  # (W, K)
     class_names: list[str]
     warnings: list[str] = field(default_factory=list)  # the decoder's
@@ -81,7 +87,7 @@ class WindowPrediction:
         order = np.argsort(-self.probs[k])[:topk]
         return {"path": self.path, "window": k, "start": round(float(self.starts[k]), 4),
                 "end": round(float(self.ends[k]), 4),
-                "frames": [int(i) for i in self.frames[k]],
+                "frames": [int(i) for i in self.indices[k]],
                 "top": [{"label": self.class_names[i], "score": round(float(self.probs[k, i]), 6)}
                         for i in order]}
 
@@ -104,13 +110,40 @@ def _trim_heap() -> None:
         trim(0)
 
 
-class _TorchBackend:
-    def __init__(self, model: torch.nn.Module, *, device: str, amp: str | None,
+class Backend(Protocol):
+    """What a :class:`Predictor` runs its views through.
+
+    * ``backend(views)``: views (V, T, C, H, W) float32 -> logits (V, K) float32 numpy;
+    * ``kind``: what runs them, ``"torch"`` or ``"onnx"`` here (a wrapper, such as the server's
+      batcher, says its inner backend's);
+    * ``card``: the :class:`~tanet.models.recognizer.ModelCard` (frames, size, classes, ...),
+      which defines the predictor's pipeline.
+
+    Optional: ``model``, the ``torch.nn.Module`` (what :mod:`tanet.apps.visualize` draws; absent
+    or None where there is none, as in ONNX Runtime), and ``features(views)`` -> pooled features
+    (V, T, D) numpy (:meth:`Predictor.features`).
+    """
+
+    kind: str
+    card: ModelCard
+
+    def __call__(self, views: torch.Tensor) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """A PyTorch model as a :class:`Backend`: eager, or with ``amp`` ``"bf16"`` on CPU a bf16 copy
+    (BN folded, channels-last; :mod:`tanet.apps.accel`), with ``"fp16"``/``"bf16"`` elsewhere
+    autocast; ``compile``: ``torch.compile`` (the first batch compiles)."""
+
+    kind = "torch"
+
+    def __init__(self, model: torch.nn.Module, *, device: str = "cpu", amp: str | None = None,
                  compile: bool = False) -> None:
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.model = model.eval().to(device)
+        self.card: ModelCard | None = getattr(model, "card", None)  # Predictor needs one
+        self.device = torch.device(device)
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
         self.forward = self.model
         bf16 = amp == "bf16" and self.device.type == "cpu"  # a bf16 model, not autocast
@@ -131,24 +164,45 @@ class _TorchBackend:
             return self.model.forward_features(clips.to(self.device)).float().cpu().numpy()
 
 
-class _OnnxBackend:
-    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
+class OnnxBackend:
+    """An ``.onnx`` from ``tanet export`` on ONNX Runtime as a :class:`Backend` (no ``model``:
+    the file holds the graph only)."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         from tanet.apps.export import OnnxRecognizer
 
         self.session = OnnxRecognizer(path, threads=threads)
-        self.card = self.session.card
+        self.card: ModelCard = self.session.card
 
     def __call__(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, K)
         return self.session(clips.numpy())
 
 
+def load_backend(checkpoint: str | os.PathLike, *, device: str = "cpu", amp: str | None = None,
+                 threads: int | None = None, compile: bool = False) -> Backend:
+    """The backend for a checkpoint: :class:`OnnxBackend` for an ``.onnx``, else
+    :class:`TorchBackend` of the model ``create_model`` loads (a path, a published ``.pth``, a
+    weights name or URL). The one place that decides which."""
+    checkpoint = os.fspath(checkpoint)
+    if checkpoint.endswith(".onnx"):
+        return OnnxBackend(checkpoint, threads)
+    from tanet.models.factory import create_model
+
+    return TorchBackend(create_model(checkpoint=checkpoint), device=device, amp=amp,
+                        compile=compile)
+
+
 class Predictor:
-    """Video classifier built from one file.
+    """Video classifier: a model (loaded from one file, or a given backend) and the test
+    pipeline its card defines.
 
     Args:
         checkpoint: a tanet ``.safetensors`` checkpoint, a published ``.pth`` (authors' or
             mmaction2's; converted on the fly), a weights name (``tanet_r50.k400``) or an
-            http(s) URL (downloaded and converted once), or an ``.onnx`` from ``tanet export``.
+            http(s) URL (downloaded and converted once), or an ``.onnx`` from ``tanet export``;
+            optional when ``backend`` is given.
         views: ``"CLIPSxCROPS"``, e.g. ``"1x1"`` (default) or ``"10x3"`` (Kinetics protocol).
         topk: classes reported per video.
         labels: class names overriding the checkpoint's (a list or a file, one per line).
@@ -161,29 +215,50 @@ class Predictor:
         threads: intra-op threads for ONNX Runtime (None: its default).
         sampling: ``"segment"`` or ``"dense"`` for clips and windows alike; None keeps the
             checkpoint card's (:meth:`~tanet.geometry.Geometry.with_overrides`).
+        backend: run the views through this :class:`Backend` instead of loading ``checkpoint``
+            (which then only names the model in messages; device, amp, threads and compile
+            are the backend's business). Its ``card`` defines the pipeline.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, *, views: str | tuple[int, int] = "1x1",
-                 topk: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,
-                 device: str = "cpu", amp: str | None = None, threads: int | None = None,
-                 sampling: str | None = None, compile: bool = False) -> None:
-        self.checkpoint = os.fspath(checkpoint)  # a path, a weights name or a URL
-        self.clips, self.crops = parse_views(views)
-        if self.checkpoint.endswith(".onnx"):
-            backend: Any = _OnnxBackend(self.checkpoint, threads)
-            card = backend.card
-        else:
-            from tanet.models.factory import create_model
-
-            model = create_model(checkpoint=self.checkpoint)
-            card = model.card
-            backend = _TorchBackend(model, device=device, amp=amp, compile=compile)
-        self.backend = backend
+    def __init__(self, checkpoint: str | os.PathLike | None = None, *,
+                 views: str | tuple[int, int] = "1x1", topk: int = 5,
+                 labels: Sequence[str] | str | os.PathLike | None = None, device: str = "cpu",
+                 amp: str | None = None, threads: int | None = None,
+                 sampling: str | None = None, compile: bool = False,
+                 backend: Backend | None = None) -> None:
+        self.clips, self.crops = parse_views(views)  # a bad option fails before the loading
+        if backend is None:
+            if checkpoint is None:
+                raise ValueError("Predictor needs a checkpoint or a backend")
+            backend = load_backend(checkpoint, device=device, amp=amp, threads=threads,
+                                   compile=compile)
+        elif device != "cpu" or amp is not None or threads is not None or compile:
+            raise ValueError("device, amp, threads and compile set up the backend Predictor "
+                             "loads; a given backend has its own (TorchBackend(model, device=..., "
+                             "amp=..., compile=...), OnnxBackend(path, threads=...))")
+        card = getattr(backend, "card", None)
+        if not isinstance(card, ModelCard):
+            raise ValueError(f"backend {type(backend).__name__} has no model card (its `card` "
+                             "attribute: a ModelCard, which defines the test pipeline)")
+        # a path, a weights name or a URL; what messages call the model
+        self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else card.name
+        self.backend: Backend = backend
         self.card: ModelCard = card
         self.topk = max(1, min(topk, card.num_classes))
         self.class_names = self._names(labels, card)
         self.geometry: Geometry = card.geometry.with_overrides(sampling=sampling)
         self.transform = test_transform(self.geometry, self.crops)
+
+    @property
+    def kind(self) -> str:
+        """What runs the model: ``"torch"``, ``"onnx"``, or what an injected backend says."""
+        return getattr(self.backend, "kind", "custom")
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The PyTorch model behind this predictor, or None (ONNX Runtime). Shared, not a copy:
+        hooks put on it (TAM capture) see every prediction that runs meanwhile."""
+        return getattr(self.backend, "model", None)
 
     @property
     def sampling(self) -> str:
@@ -229,6 +304,17 @@ class Predictor:
             p.topk = max(1, min(topk, p.card.num_classes))
         return p
 
+    def with_backend(self, backend: Backend) -> "Predictor":
+        """A predictor with this one's pipeline, class names, views and top-k that runs its views
+        through ``backend`` (e.g. ``tanet serve``'s batcher in front of this one's backend)."""
+        card = getattr(backend, "card", None)
+        if card is not None and card.num_classes != self.card.num_classes:
+            raise ValueError(f"backend {type(backend).__name__} has {card.num_classes} classes, "
+                             f"this predictor's model {self.card.num_classes}")
+        p = copy.copy(self)
+        p.backend = backend
+        return p
+
     def load_views(self, path: str | os.PathLike, *, warnings: list[str] | None = None
                    ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """Decode and transform one video (the clip-views policy of :mod:`tanet.data.views`):
@@ -245,22 +331,25 @@ class Predictor:
         views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
         return frames, views, idx / fps
 
-    def predict(self, path: str | os.PathLike) -> Prediction:
-        """Top-k classes of one video; raises ``VideoDecodeError`` if it cannot be read."""
+    def predict(self, path: str | os.PathLike, *, keep_frames: bool = False) -> Prediction:
+        """Top-k classes of one video; raises ``VideoDecodeError`` if it cannot be read.
+        ``keep_frames``: the answer keeps the sampled frames (``frames``; the server draws them)."""
         warnings: list[str] = []
-        _, views, _ = self.load_views(path, warnings=warnings)
+        frames, views, times = self.load_views(path, warnings=warnings)
         probs = self._scores(views)  # (K,)
-        return Prediction(str(path), self._top(probs), probs, warnings=warnings)
+        return Prediction(str(path), self._top(probs), probs, warnings=warnings, times=times,
+                          frames=frames if keep_frames else None)
 
     def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
         """Pooled backbone features of one video, averaged over the views: (D,) averaged over
         the frames too (the classifier's input: ``fc`` of it gives the video's logits), or
         (T, D) with ``per_frame``. PyTorch checkpoints only (an ONNX file holds no features)."""
-        if not isinstance(self.backend, _TorchBackend):
+        features = getattr(self.backend, "features", None)
+        if features is None:
             raise ValueError(f"{self.checkpoint}: features need a PyTorch checkpoint "
-                             f"(.safetensors or .pth), not an ONNX file")
+                             f"(.safetensors or .pth); this predictor runs {self.kind}")
         _, views, _ = self.load_views(path)
-        feats = self.backend.features(views).mean(0)  # (T, D)
+        feats = features(views).mean(0)  # (T, D)
         return feats if per_frame else feats.mean(0)  # (T, D) or (D,)
 
     def predict_frames(self, frames: np.ndarray, name: str = "") -> Prediction:
@@ -298,21 +387,21 @@ class Predictor:
         if window <= 0:
             raise ValueError(f"window must be > 0 seconds, got {window}")
         stride = stride or window / 2
-        starts, ends, sampled, rows = [], [], [], []
+        starts, ends, rows, picked = [], [], [], []
         with open_video(path, short_side=self.short_side) as reader:
             info = reader.info
             fps = info.fps or 25.0
             plan = WindowPlan.from_seconds(window, stride, fps, self.geometry)
             for s, length in plan.spans(info.num_frames):  # regular windows, then the tail
                 idx = plan.sample(s, length)  # (T,)
+                picked.append(idx)
                 frames = reader.get_frames(idx)[None]  # (1, T, H, W, 3)
                 rows.append(self._scores(to_views(frames, self.transform)[0]))  # (K,)
                 starts.append(s / fps)
                 ends.append((s + length) / fps)
-                sampled.append(idx)
             warnings = list(reader.warnings)
         return WindowPrediction(str(path), starts=np.array(starts), ends=np.array(ends),
-                                frames=np.array(sampled, dtype=np.int64),  # (W, T)
+                                indices=np.array(picked, dtype=np.int64),  # (W, T)
                                 probs=np.stack(rows), class_names=self.class_names,
                                 warnings=warnings)
 
@@ -336,7 +425,7 @@ def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["start_s", "end_s", "top1", "top1_score", "frames", *names])
-        for s, e, idx, p in zip(result.starts, result.ends, result.frames, result.probs):
+        for s, e, idx, p in zip(result.starts, result.ends, result.indices, result.probs):
             best = int(p.argmax())
             w.writerow([f"{s:.3f}", f"{e:.3f}", names[best], f"{p[best]:.6f}",
                         " ".join(str(int(i)) for i in idx), *(f"{v:.6f}" for v in p)])

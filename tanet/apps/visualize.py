@@ -196,11 +196,11 @@ def visualize_video(video: str | os.PathLike, checkpoint: str | os.PathLike,
     write frames.png, tam_kernels.png (TANet only) and evidence.png into ``out_dir``."""
     from tanet.apps.predict import Predictor
 
-    if Path(checkpoint).suffix == ".onnx":
-        raise ValueError(f"{checkpoint}: visualize needs the PyTorch checkpoint (.safetensors), "
-                         "not an ONNX export")
     predictor = Predictor(checkpoint, views="1x1", topk=topk)
-    return write_pictures(predictor.backend.model, predictor, video, out_dir, topk=topk)
+    if predictor.model is None:
+        raise ValueError(f"{checkpoint}: visualize needs the PyTorch checkpoint (.safetensors), "
+                         f"not an ONNX export (this one runs {predictor.kind})")
+    return write_pictures(predictor.model, predictor, video, out_dir, topk=topk)
 
 
 def write_pictures(model: nn.Module, predictor, video: str | os.PathLike,

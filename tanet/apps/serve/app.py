@@ -1,11 +1,14 @@
 """``tanet serve``'s FastAPI application.
 
-``create_app(ServeSettings(checkpoint=...))`` loads the model once (a ``Predictor``), swaps its
-backend for the dynamic batcher (:mod:`tanet.apps.serve.batching`) and serves:
+``create_app(ServeSettings(checkpoint=...))`` loads the model once (a ``Predictor``), puts the
+dynamic batcher (:mod:`tanet.apps.serve.batching`) in front of its backend
+(``Predictor.with_backend``) and serves:
 
 * ``POST /v1/predict``: multipart field ``file``; query ``views``, ``topk``, ``window``,
-  ``stride``. The body is ``tanet predict --json``'s object for that file (``path`` is the
-  uploaded file's name), or with ``window`` the sliding-window timeline.
+  ``stride``, ``thumbnails``. The body is ``tanet predict --json``'s object for that file
+  (``path`` is the uploaded file's name), or with ``window`` the sliding-window timeline; both
+  with ``video`` (duration, fps, frame count, ...) and the frames the model sampled (as
+  pictures with ``thumbnails``; :mod:`tanet.apps.serve.frames`).
 * ``POST /v1/visualize``: ``tanet visualize``'s pictures of the upload as PNG data URLs.
 * ``GET /v1/model`` (the card and the limits), ``GET /healthz``, ``GET /metrics`` (Prometheus),
   ``GET /`` (the page) and ``/static/*``.
@@ -38,6 +41,7 @@ from starlette.exceptions import HTTPException
 from tanet.apps.predict import Prediction, Predictor, WindowPrediction, failure_message
 from tanet.apps.serve.batching import (BatchedBackend, Batcher, BatchTuner, JobCancelled,
                                        WorkerPool, calibrate_batch, keep_freed_memory)
+from tanet.apps.serve.frames import sampled_json, video_facts, window_thumbnails
 from tanet.apps.serve.guard import GuardMiddleware
 from tanet.apps.serve.metrics import CONTENT_TYPE_LATEST, Admission, ServeMetrics
 from tanet.apps.serve.uploads import UploadError, receive_upload
@@ -103,14 +107,16 @@ def _renamed(obj: Any, old: str, new: str) -> Any:
 
 
 def timeline_json(res: WindowPrediction, topk: int) -> dict[str, Any]:
-    """Sliding-window result as JSON: per window its span and top-k, and the score series of the
-    ``topk`` classes that peak highest (the lines of ``tanet predict --window``'s PNG)."""
+    """Sliding-window result as JSON: per window its span, top-k and sampled frame indices, and
+    the score series of the ``topk`` classes that peak highest (the lines of ``tanet predict
+    --window``'s PNG)."""
     names = res.class_names
     windows = []
-    for s, e, p in zip(res.starts, res.ends, res.probs):  # p: (K,)
+    for k, (s, e, p) in enumerate(zip(res.starts, res.ends, res.probs)):  # p: (K,)
         order = p.argsort()[::-1][:topk]
         top = [{"label": names[i], "score": round(float(p[i]), 6)} for i in order]
-        windows.append({"start": round(float(s), 4), "end": round(float(e), 4), "top": top})
+        windows.append({"start": round(float(s), 4), "end": round(float(e), 4), "top": top,
+                        "frames": [int(i) for i in res.indices[k]]})  # the frames it sampled
     peaks = res.probs.max(0).argsort()[::-1][:topk]  # (topk,)
     series = [{"label": names[c], "scores": [round(float(v), 6) for v in res.probs[:, c]]}
               for c in peaks]
@@ -125,17 +131,16 @@ class _Service:
         if s.keep_memory:
             keep_freed_memory()
         self.metrics = ServeMetrics()
-        self.predictor = Predictor(s.checkpoint, views=s.views, topk=s.topk, labels=s.labels,
-                                   device=s.device)
-        self.model_backend = self.predictor.backend  # the real one; only the batcher calls it
-        self.onnx = Path(s.checkpoint).suffix == ".onnx"  # as Predictor decides
+        loaded = Predictor(s.checkpoint, views=s.views, topk=s.topk, labels=s.labels,
+                           device=s.device)
         max_batch = 1 if s.sequential else s.max_batch
         slots = 1 if s.sequential else s.decode_workers
-        self.batcher = Batcher(self.model_backend, max_batch=max_batch,
+        # the loaded backend: only the batcher's thread calls it
+        self.batcher = Batcher(loaded.backend, max_batch=max_batch,
                                max_wait_ms=0 if s.sequential else s.max_wait_ms,
                                on_batch=self.metrics.observe_batch)
         self.pool = WorkerPool(1 if s.sequential else max_batch + slots, slots)
-        self.predictor.backend = BatchedBackend(self.batcher, self.pool)
+        self.predictor = loaded.with_backend(BatchedBackend(self.batcher, self.pool))
         self.admission = Admission(s.max_queue, self.metrics.queue_depth)
         self._own_tmp = s.tmp_dir is None
         self.tmp = Path(s.tmp_dir or tempfile.mkdtemp(prefix="tanet-serve-"))
@@ -149,7 +154,7 @@ class _Service:
         if s.calibrate and not s.sequential and self.batcher.max_batch > 1:
             c = self.predictor.card
             size, per_view = calibrate_batch(
-                self.model_backend, lambda n: torch.randn(n, c.num_segments, *c.input_size),
+                self.batcher.backend, lambda n: torch.randn(n, c.num_segments, *c.input_size),
                 self.batcher.max_batch)
             self.calibration = {n: round(1000 * t, 2) for n, t in per_view.items()}
             logging.getLogger("uvicorn.error").info(  # uvicorn's start-up lines (--quiet: off)
@@ -180,9 +185,10 @@ class _Service:
         return {"name": c.name, "num_classes": c.num_classes, "classes": p.class_names,
                 "frames": c.num_segments, "size": list(c.input_size[1:]),
                 "short_side": p.short_side, "sampling": p.sampling, "mean": list(c.mean),
-                "std": list(c.std), "backend": "onnxruntime" if self.onnx else "pytorch",
+                "std": list(c.std), "kind": p.kind,
+                "backend": {"torch": "pytorch", "onnx": "onnxruntime"}.get(p.kind, p.kind),
                 "views": f"{p.clips}x{p.crops}", "topk": p.topk,
-                "visualize": not self.onnx, "card": c.to_dict(),
+                "visualize": p.model is not None, "card": c.to_dict(),
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_queue": s.max_queue,
                            "max_views": s.max_views, "timeout_s": s.timeout_s},
                 "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": s.max_wait_ms,
@@ -238,15 +244,21 @@ class _Service:
 
     # ---------------------------------------------------------------------------- jobs
     def predict_job(self, predictor: Predictor, window: float | None, stride: float | None,
-                    path: Path, name: str) -> tuple[int, dict]:
-        """Pool thread: ``tanet predict``'s answer for one upload (or its timeline)."""
+                    thumbnails: bool, path: Path, name: str) -> tuple[int, dict]:
+        """Pool thread: ``tanet predict``'s answer for one upload (or its timeline), with the
+        video's facts and the frames the model sampled (pictures with ``thumbnails``)."""
         try:
             if window:
                 res = predictor.predict_windows(path, window, stride=stride)
                 body = {"window": window, "stride": stride or window / 2,
-                        **timeline_json(res, predictor.topk)}
+                        **timeline_json(res, predictor.topk), "video": video_facts(path)}
+                if thumbnails:
+                    body["thumbnails"] = window_thumbnails(path, res.indices, body["video"])
             else:
-                body = predictor.predict(path).to_json()
+                pred = predictor.predict(path, keep_frames=thumbnails)
+                facts = video_facts(path)
+                body = {**pred.to_json(), "video": facts,
+                        "sampled": sampled_json(pred, facts["fps"], thumbnails)}
             status = 200
         except (JobCancelled, MemoryError):
             raise
@@ -268,7 +280,7 @@ class _Service:
             with self.pool.waiting():  # queue for the copy without holding a decode slot
                 locked = self._vis_lock.acquire()
             if self._vis_model is None:
-                self._vis_model = copy.deepcopy(self.model_backend.model).eval()
+                self._vis_model = copy.deepcopy(self.predictor.model).eval()
             with tempfile.TemporaryDirectory(dir=self.tmp) as out:
                 files = write_pictures(self._vis_model, predictor, path, out, topk=topk, name=name)
                 images = {f.stem: "data:image/png;base64," + base64.b64encode(f.read_bytes())
@@ -300,23 +312,26 @@ def _routes(app: FastAPI, svc: _Service) -> None:
     async def predict(request: Request, views: str | None = None,
                       topk: int | None = Query(None, ge=1, le=1000),
                       window: float | None = Query(None, gt=0, le=3600),
-                      stride: float | None = Query(None, gt=0, le=3600)) -> JSONResponse:
+                      stride: float | None = Query(None, gt=0, le=3600),
+                      thumbnails: bool = False) -> JSONResponse:
         """Top-k of the uploaded video (``tanet predict --json``'s object), or with ``window``
-        (seconds) the sliding-window timeline."""
+        (seconds) the sliding-window timeline; ``thumbnails``: with the sampled frames'
+        pictures (JPEG data URLs)."""
         predictor = svc.predictor_for(views, topk)
         if stride and not window:
             raise ApiError(400, "stride needs window (seconds)")
         if window and (stride or window / 2) < window / 100:
             raise ApiError(400, "stride is under 1/100 of the window: too many windows")
         return await svc.run_upload(
-            request, lambda path, name: svc.predict_job(predictor, window, stride, path, name))
+            request, lambda path, name: svc.predict_job(predictor, window, stride, thumbnails,
+                                                        path, name))
 
     @app.post("/v1/visualize")
     async def visualize(request: Request, topk: int | None = Query(None, ge=1, le=100)
                         ) -> JSONResponse:
         """``tanet visualize``'s pictures of the upload (frames, TAM kernels, evidence) as PNG
         data URLs; PyTorch checkpoints only."""
-        if svc.onnx:
+        if svc.predictor.model is None:
             raise ApiError(409, "visualize needs a PyTorch checkpoint; this server runs an ONNX "
                                 "export (start it with --checkpoint MODEL.safetensors)")
         k = svc.predictor_for(None, topk).topk

@@ -3,11 +3,11 @@ of concurrent requests as one batch.
 
 Each request is a job on a :class:`WorkerPool` thread that runs the ordinary
 ``Predictor.predict`` (decode, views, scores, top-k), so an answer equals ``tanet predict``'s by
-construction. The predictor's ``backend`` is a :class:`BatchedBackend`: calling it hands the
-views to the :class:`Batcher` and waits. The batcher's thread, the only one that runs the model,
-takes the waiting views in arrival order, concatenates up to ``max_batch`` views (waiting at most
-``max_wait_ms`` for more once one is there), runs the real backend once and gives every job its
-rows.
+construction. The predictor's ``backend`` is a :class:`BatchedBackend` (given with
+``Predictor.with_backend``): calling it hands the views to the :class:`Batcher` and waits. The
+batcher's thread, the only one that runs the model, takes the waiting views in arrival order,
+concatenates up to ``max_batch`` views (waiting at most ``max_wait_ms`` for more once one is
+there), runs the real backend once and gives every job its rows.
 
 A job holds one of ``decode_slots`` slots while it decodes and gives it back while it waits for
 the model, so a few decoders run at a time (not one per request on two cores) and the next
@@ -351,12 +351,26 @@ class WorkerPool:
 
 
 class BatchedBackend:
-    """Stands in for ``Predictor.backend``: views (V, T, C, H, W) -> logits (V, K) through the
-    batcher, with the job's decode slot given back while it waits."""
+    """A ``Predictor`` backend (:class:`tanet.apps.predict.Backend`): views (V, T, C, H, W) ->
+    logits (V, K) through the batcher, with the job's decode slot given back while it waits.
+    ``kind``, ``card`` and ``model`` are the batcher's backend's (``model``: None for ONNX); it
+    has no ``features``: only the batcher's thread runs the model."""
 
     def __init__(self, batcher: Batcher, pool: WorkerPool) -> None:
         self.batcher = batcher
         self.pool = pool
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.batcher.backend, "kind", "custom")
+
+    @property
+    def card(self) -> Any:
+        return getattr(self.batcher.backend, "card", None)
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        return getattr(self.batcher.backend, "model", None)
 
     def __call__(self, views: torch.Tensor) -> np.ndarray:
         with self.pool.waiting():

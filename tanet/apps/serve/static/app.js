@@ -1,6 +1,8 @@
-// tanet serve's page: pick or drop a video, see the model's top-k, the sliding-window timeline
-// (synced with the video's playhead) and TAM's kernels. Plain JS, no build step, no network
-// beyond this server.
+// tanet serve's page: pick or drop a video, see the model's top-k, the frames it sampled, the
+// sliding-window timeline (synced with the video's playhead) and TAM's kernels. A file the
+// browser cannot play (an AVI with MPEG-4 Part 2, as in UCF101/HMDB51) is shown by the frames
+// the model sampled, which the server draws; the timeline's cursor moves through them. Plain JS,
+// no build step, no network beyond this server.
 "use strict";
 
 (() => {
@@ -8,7 +10,8 @@
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const SVG = "http://www.w3.org/2000/svg";
-  const state = { file: null, url: null, card: null, timeline: null, tamFor: null, gen: 0 };
+  const state = { file: null, url: null, card: null, timeline: null, tamFor: null, gen: 0,
+                  playable: true, facts: null, sampled: [], strip: [], stripKey: "", shown: 0 };
 
   // ------------------------------------------------------------------ talking to the server
   function authHeaders() {
@@ -76,20 +79,22 @@
   }
 
   // ------------------------------------------------------------------ a new video
-  function videoDuration(video) {
+  // Whether this browser plays the file: its metadata loads with a picture size, and no error
+  // (an AVI: MEDIA_ERR_SRC_NOT_SUPPORTED at once; canPlayType("video/x-msvideo") is "").
+  function playability(video) {
     return new Promise((resolve) => {
-      if (video.readyState >= 1) return resolve(video.duration);
-      const done = () => resolve(video.readyState >= 1 ? video.duration : NaN);
-      video.addEventListener("loadedmetadata", done, { once: true });
-      video.addEventListener("error", done, { once: true });
-      setTimeout(done, 4000);
+      const verdict = () => resolve(!video.error && video.readyState >= 1 && video.videoWidth > 0);
+      if (video.error || video.readyState >= 1) return verdict();
+      video.addEventListener("loadedmetadata", verdict, { once: true });
+      video.addEventListener("error", verdict, { once: true });
+      setTimeout(verdict, 4000);
     });
   }
 
   function autoWindow(duration) {
     const asked = parseFloat($("window").value);
     if (asked > 0) return asked;
-    if (!Number.isFinite(duration)) return 2;  // the browser cannot play it: ask anyway
+    if (!Number.isFinite(duration)) return 2;  // nobody knows how long it is: ask anyway
     if (duration < 4) return null;
     return Math.min(10, Math.max(1, Math.round(duration / 8)));
   }
@@ -100,11 +105,18 @@
     state.file = file;
     state.timeline = null;
     state.tamFor = null;
+    state.facts = null;
+    state.shown = 0;
     showError("");
     if (state.url) URL.revokeObjectURL(state.url);
     state.url = URL.createObjectURL(file);
     const video = $("video");
     video.src = state.url;
+    const playable = playability(video);
+    $("frame-img").removeAttribute("src");
+    setPlayable(true);
+    setSampled([]);
+    playable.then((ok) => { if (!ok && gen === state.gen && state.playable) setPlayable(false); });
     $("file-name").textContent = file.name;
     $("result").hidden = false;
     $("drop").classList.add("compact");
@@ -118,7 +130,7 @@
     const topk = $("topk").value;
     let pred;
     try {
-      pred = await upload("v1/predict", { views: $("views").value, topk });
+      pred = await upload("v1/predict", { views: $("views").value, topk, thumbnails: 1 });
     } catch (e) {
       if (gen === state.gen) {
         setStatus("");
@@ -128,10 +140,15 @@
     }
     if (gen !== state.gen) return;
     renderTop(pred);
+    state.facts = pred.video || null;
+    setSampled(pred.sampled || []);
     if (!$("panel-tam").hidden) loadTam();
-    const duration = await videoDuration(video);
-    const window = autoWindow(duration);
+    const canPlay = await playable;
     if (gen !== state.gen) return;
+    setPlayable(canPlay);
+    const duration = canPlay && Number.isFinite(video.duration) ? video.duration
+      : (state.facts ? state.facts.duration : NaN);
+    const window = autoWindow(duration);
     if (window === null) {
       $("timeline-note").textContent = `The video is ${duration.toFixed(1)} s long: too short for ` +
         "a timeline (4 s or more, or set a window under Options).";
@@ -139,7 +156,8 @@
     }
     $("timeline-note").textContent = `Classifying ${window} s windows…`;
     try {
-      const tl = await upload("v1/predict", { views: "1x1", topk, window });
+      const tl = await upload("v1/predict", { views: "1x1", topk, window,
+                                              thumbnails: state.playable ? "" : 1 });
       if (gen !== state.gen) return;
       renderTimeline(tl, duration);
     } catch (e) {
@@ -172,6 +190,108 @@
     const top = pred.top[0];
     const warnings = pred.warnings && pred.warnings.length ? ` (warnings: ${pred.warnings.join("; ")})` : "";
     setStatus(top ? `${pred.path}: ${top.label} (${pct(top.score)})${warnings}` : "");
+  }
+
+  // ------------------------------------------------------------------ frames the model sampled
+  function frameTime(index) {
+    const fps = state.facts && state.facts.fps ? state.facts.fps : 25;
+    return index / fps;
+  }
+
+  // The player, or where the browser cannot play the file, the frame view and a note saying why.
+  function setPlayable(canPlay) {
+    state.playable = canPlay;
+    $("video").hidden = !canPlay;
+    $("frame-view").hidden = canPlay;
+    const note = $("play-note");
+    note.hidden = canPlay;
+    if (canPlay) return;
+    const f = state.facts;
+    const ext = state.file ? (state.file.name.match(/\.[^./]+$/) || [""])[0].toLowerCase() : "";
+    note.textContent = "This browser cannot play this file" +
+      (f ? ` (${f.codec} video in ${ext ? `a ${ext} file` : f.container}, ${f.frames} frames at ` +
+           `${f.fps} fps, ${f.duration.toFixed(1)} s)` : "") +
+      ". Shown instead: the frames the model sampled; move through them with the timeline or the strip.";
+    showFrames(state.shown);
+  }
+
+  // The answer's sampled frames [{clip, index, time, image}]: the strip when no window is shown.
+  function setSampled(frames) {
+    state.sampled = frames.filter((f) => f.image);
+    state.stripKey = "";
+    const clips = new Set(frames.map((f) => f.clip)).size;
+    state.sampledNote = frames.length ? `The ${frames.length} frames the model sampled for this ` +
+      `answer${clips > 1 ? ` (${clips} clips)` : ""}; select one to go there.` : "";
+    showFrames(state.shown);
+  }
+
+  function windowFrames(tl, w) {
+    if (!tl.thumbnails || !w || !w.frames) return null;
+    const frames = w.frames.filter((i) => tl.thumbnails[i])
+      .map((i) => ({ index: i, time: frameTime(i), image: tl.thumbnails[i] }));
+    return frames.length ? frames : null;
+  }
+
+  function renderStrip(frames, note) {
+    const key = `${note}|${frames.map((f) => f.index).join(",")}`;
+    if (key === state.stripKey) return;
+    state.stripKey = key;
+    state.strip = frames;
+    $("strip-note").textContent = note;
+    $("strip").replaceChildren(...frames.map((f) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      const img = document.createElement("img");
+      img.src = f.image;
+      img.alt = "";
+      const label = document.createElement("span");
+      label.textContent = `${f.time.toFixed(2)} s`;
+      button.setAttribute("aria-label", `frame ${f.index} at ${f.time.toFixed(2)} s`);
+      button.addEventListener("click", () => goTo(f.time));
+      button.append(img, label);
+      li.append(button);
+      return li;
+    }));
+    $("sampled").hidden = !frames.length;
+  }
+
+  // The strip (the window under the cursor's frames, or the answer's), the frame nearest to
+  // `time` marked, and in the frame view where the player cannot play the file.
+  function showFrames(time, w) {
+    const tl = state.timeline && state.timeline.tl;
+    const inWindow = tl ? windowFrames(tl, w) : null;
+    if (inWindow) {
+      renderStrip(inWindow, `The ${inWindow.length} frames the model sampled for the window ` +
+        `${w.start.toFixed(1)}–${w.end.toFixed(1)} s, under the timeline's cursor.`);
+    } else {
+      renderStrip(state.sampled, state.sampledNote || "");
+    }
+    let best = -1;
+    state.strip.forEach((f, j) => {
+      if (best < 0 || Math.abs(f.time - time) < Math.abs(state.strip[best].time - time)) best = j;
+    });
+    [...$("strip").querySelectorAll("button")].forEach((b, j) => {
+      if (j === best) b.setAttribute("aria-current", "true");
+      else b.removeAttribute("aria-current");
+    });
+    if (state.playable) return;
+    if (best < 0) {
+      $("frame-caption").textContent = "Waiting for the frames the model sampled…";
+      return;
+    }
+    const f = state.strip[best];
+    if ($("frame-img").getAttribute("src") !== f.image) $("frame-img").src = f.image;
+    $("frame-img").alt = `frame ${f.index} of ${state.file ? state.file.name : "the video"}`;
+    $("frame-caption").textContent = `frame ${f.index} at ${f.time.toFixed(2)} s`;
+  }
+
+  function goTo(time) {
+    if (state.timeline) return seek(time);
+    const video = $("video");
+    if (state.playable && video.readyState >= 1) video.currentTime = time;
+    state.shown = time;
+    showFrames(time);
   }
 
   // ------------------------------------------------------------------ the timeline chart
@@ -240,13 +360,13 @@
     const t = state.timeline;
     const video = $("video");
     const clamped = Math.min(Math.max(0, time), t.end);
-    if (video.readyState >= 1) video.currentTime = clamped;
+    if (state.playable && video.readyState >= 1) video.currentTime = clamped;
     updatePlayhead(clamped);
   }
 
   function onChartKey(ev) {
     const t = state.timeline;
-    const now = $("video").readyState >= 1 ? $("video").currentTime : t.shown || 0;
+    const now = state.playable && $("video").readyState >= 1 ? $("video").currentTime : state.shown;
     const moves = { ArrowLeft: -t.step, ArrowDown: -t.step, ArrowRight: t.step, ArrowUp: t.step,
                     PageDown: -5 * t.step, PageUp: 5 * t.step };
     if (ev.key in moves) seek(now + moves[ev.key]);
@@ -258,10 +378,11 @@
 
   function updatePlayhead(at) {
     const t = state.timeline;
-    if (!t) return;
     const video = $("video");
-    const time = at != null ? at : (video.readyState >= 1 ? video.currentTime : 0);
-    t.shown = time;
+    const time = at != null ? at
+      : (state.playable && video.readyState >= 1 ? video.currentTime : state.shown);
+    state.shown = time;
+    if (!t) return showFrames(time);
     t.head.setAttribute("x1", t.x(time));
     t.head.setAttribute("x2", t.x(time));
     let best = 0;
@@ -273,6 +394,7 @@
     $("now").textContent = text;
     t.svg.setAttribute("aria-valuenow", time.toFixed(2));
     t.svg.setAttribute("aria-valuetext", text);
+    showFrames(time, w);
   }
 
   function followVideo() {
@@ -365,6 +487,8 @@
     video.addEventListener("timeupdate", () => updatePlayhead());
     video.addEventListener("seeked", () => updatePlayhead());
     video.addEventListener("play", () => requestAnimationFrame(followVideo));
+    // a file that fails later (a codec the browser does not decode): fall back to the frames
+    video.addEventListener("error", () => { if (state.facts && state.playable) setPlayable(false); });
   }
 
   setupTabs();
