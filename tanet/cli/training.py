@@ -33,15 +33,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         finish_distributed()
     if summary.get("is_main", True):
-        best = summary.get("best_top1")
-        print(f"done: {summary['output']}" + (f" (best val top-1 {best:.4f})" if best is not None else ""))
+        what, best = next(((k, v) for k, v in (("mAP", summary.get("best_mAP")),
+                                               ("top-1", summary.get("best_top1")))
+                           if v is not None), ("", None))
+        print(f"done: {summary['output']}" + (f" (best val {what} {best:.4f})"
+                                              if best is not None else ""))
     return 0
 
 
 def _add_test(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="evaluate a checkpoint with multi-view testing",
-                       description="Top-1/top-5/mean class accuracy over clips x crops views; "
-                                   "writes results.json, predictions.csv and confusion.png.")
+                       description="Top-1/top-5/mean class accuracy (multi-label: mAP, F1 at the "
+                                   "card's threshold) over clips x crops views; writes "
+                                   "results.json, predictions.csv, per_class.csv, report.md and "
+                                   "confusion.png (multi-label: pr.png).")
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint, a published .pth, a weights name "
                         "(e.g. tanet_r50.k400) or an http(s) URL")
@@ -65,7 +70,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
                  quiet=args.quiet)
     finally:
         finish_distributed()
-    if "out" in r:
+    if "out" in r and "mAP" in r:
+        print(f"mAP {100 * r['mAP']:.2f} %  F1 {100 * r['f1']:.2f} % at the card's threshold "
+              f"{r['threshold']:.3f}  ({r['num_videos']} videos, {r['views']} views, "
+              f"{r['num_skipped']} skipped) -> {r['out']}")
+    elif "out" in r:
         print(f"top-1 {100 * r['top1']:.2f} %  top-5 {100 * r['top5']:.2f} %  mean class "
               f"{100 * r['mean_class_acc']:.2f} %  ({r['num_videos']} videos, {r['views']} views, "
               f"{r['num_skipped']} skipped) -> {r['out']}")

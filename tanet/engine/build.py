@@ -18,12 +18,13 @@ from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
 from tanet.data.sources import STDIN, Video, resolve_videos
 from tanet.data.transforms import build_train_transform
 from tanet.data.views import test_transform
+from tanet.engine.losses import Loss, build_loss, class_counts, loss_name
 from tanet.engine.seeding import SeededItems
 from tanet.geometry import Geometry
 from tanet.models import Recognizer, create_model
 from tanet.models.transfer import init_from_checkpoint
 
-__all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader", "build_model",
+__all__ = ["Split", "read_split", "Objective", "build_objective", "train_dataset", "test_dataset", "make_loader", "build_model",
            "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
 
 
@@ -36,6 +37,14 @@ class Split:
     records: list[Video]
     class_names: list[str]
     source: str  # the annotation file or folder, as given
+    multilabel: bool = False  # records carry sets of classes (``Video.labels``)
+
+    @property
+    def labels(self) -> list[int] | list[tuple[int, ...]]:
+        """Each video's class, or its tuple of classes (multi-label)."""
+        if self.multilabel:
+            return [r.labels or () for r in self.records]
+        return [int(r.label) for r in self.records]  # type: ignore[arg-type]
 
 
 def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None) -> Split:
@@ -59,14 +68,53 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
     labels = list(class_names) if class_names else cfg.data.labels
     source = resolve_videos(src, root=root, labels=labels, format=cfg.data.format,
                             split=cfg.data.split, subset="train" if split == "train" else "test")
-    if source.labels is None or source.class_names is None:
+    if source.class_names is None or (source.labels is None and not source.multilabel):
         why = {"folder": "a folder with videos of its own, or in subfolders of its class "
                          "folders, is not a class-per-folder tree; data.format=tree reads it as "
                          "one", "paths": "a plain list of paths", "video": "a single video"}
         raise ValueError(f"{src}: data.{split} names videos without labels "
                          f"({why.get(source.format, source.format)}). Training and testing need "
                          f"an annotation list or a class-per-folder directory")
-    return Split(list(source.videos), list(source.class_names), str(src))
+    return Split(list(source.videos), list(source.class_names), str(src), source.multilabel)
+
+
+@dataclass
+class Objective:
+    """What training optimises: the head (``multilabel``), the loss and its class weights."""
+
+    multilabel: bool
+    loss: Loss
+    loss_name: str  # train.loss with auto resolved
+    weights: list[float] | None  # per-class weights of the loss (None: unweighted)
+    counts: list[int]  # training videos per class
+
+    def describe(self) -> str:
+        head = "sigmoid (multi-label)" if self.multilabel else "softmax"
+        w = "" if self.weights is None else (
+            f", class weights {min(self.weights):.3g}..{max(self.weights):.3g}")
+        return f"{head} head, loss {self.loss_name}{w}"
+
+
+def build_objective(cfg: Config, train: Split, val: Split | None = None) -> Objective:
+    """The head and loss of a run: ``model.multilabel`` (None: as the training data is; a
+    single-label head cannot learn multi-label data) and ``train.loss`` / ``class_weights``
+    (:mod:`tanet.engine.losses`) with the class counts of ``train``."""
+    multilabel = train.multilabel if cfg.model.multilabel is None else cfg.model.multilabel
+    for split in (train, val):
+        if split is not None and split.multilabel and not multilabel:
+            raise ValueError(f"{split.source}: a multi-label list (several classes a video); "
+                             f"set model.multilabel=true (or leave it null) to train a sigmoid "
+                             f"head on it")
+    if val is not None and val.multilabel != train.multilabel and not multilabel:
+        raise ValueError(f"{val.source}: data.val is multi-label but data.train is not")
+    tc = cfg.train
+    counts = class_counts(train.labels, len(train.class_names))
+    fn, w = build_loss(tc.loss, multilabel=multilabel, counts=counts, weights=tc.class_weights,
+                       beta=tc.class_weight_beta, gamma=tc.focal_gamma,
+                       label_smoothing=tc.label_smoothing)
+    return Objective(multilabel, fn, loss_name(tc.loss, multilabel),
+                     None if w is None else [float(x) for x in w],
+                     [int(c) for c in counts])
 
 
 def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
@@ -89,7 +137,8 @@ def train_dataset(cfg: Config, split: Split, geom: Geometry) -> VideoDataset:
                         sampling=geom.sampling, dense_stride=geom.dense_stride, train=True,
                         transform=transform, on_error=cfg.data.on_error,
                         on_warning=cfg.data.on_warning, decode_timeout=cfg.data.decode_timeout,
-                        frame_template=cfg.data.frame_template)
+                        frame_template=cfg.data.frame_template,
+                        num_classes=len(split.class_names))
 
 
 def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
@@ -101,7 +150,7 @@ def test_dataset(cfg: Config, split: Split, geom: Geometry, *, clips: int = 1,
                         transform=test_transform(geom, crops), clips=clips,
                         on_error=cfg.data.on_error, decode_timeout=cfg.data.decode_timeout,
                         frame_template=cfg.data.frame_template, short_side=geom.short_side,
-                        on_warning=cfg.data.on_warning)
+                        on_warning=cfg.data.on_warning, num_classes=len(split.class_names))
 
 
 def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, batch_size: int,
@@ -112,19 +161,21 @@ def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, bat
 
 
 def build_model(cfg: Config, class_names: Sequence[str], *,
-                log: Callable[[str], None] | None = None) -> Recognizer:
+                log: Callable[[str], None] | None = None, multilabel: bool = False) -> Recognizer:
     """The recognizer of ``model.*`` with ``len(class_names)`` outputs (``model.tam.*`` set:
     TAM's switches, recorded in the card), started from ``model.init_from`` if set (``log``
     gets the report: tensors loaded, re-initialised, adapted) and with a frozen backbone under
     ``train.freeze_backbone``. Its card records the test pipeline of the run (names, crop size,
     short side, sampling): the registry's card with the config's values through the one override
-    rule (:meth:`~tanet.geometry.Geometry.with_overrides`, as ``tanet test`` applies it)."""
+    rule (:meth:`~tanet.geometry.Geometry.with_overrides`, as ``tanet test`` applies it), and
+    ``multilabel`` (a sigmoid head: the card says so to test, predict, export and serve)."""
     tam = {k: v for k, v in dataclasses.asdict(cfg.model.tam).items() if v is not None}
     model = create_model(cfg.model.name, num_classes=len(class_names),
                          num_segments=cfg.model.num_segments, dropout=cfg.model.dropout,
                          partial_bn=cfg.model.partial_bn, pretrained=cfg.model.pretrained,
                          class_names=list(class_names), **({"tam_kwargs": tam} if tam else {}))
     model.card = model.card.with_overrides(**cfg.geometry_overrides())
+    model.card.multilabel = multilabel
     if cfg.model.init_from:
         report = init_from_checkpoint(model, cfg.model.init_from, adapt=cfg.model.adapt_frames)
         if log is not None:
