@@ -149,7 +149,8 @@ def precision_recall_f1(pred: torch.Tensor, targets: torch.Tensor
 def best_f1_threshold(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
     """(threshold, micro-F1): the threshold on (N, K) scores whose predictions ``score >=
     threshold`` give the highest F1 over all (video, class) pairs, searched exactly over the
-    scores' distinct values. (0.5, 0.0) when there are no positives."""
+    scores' distinct values; it lies halfway between the lowest score kept and the next one
+    below (so rounding does not flip those two). (0.5, 0.0) when there are no positives."""
     pos = one_hot(targets, scores.shape[1]).flatten()  # (N*K,)
     total = int(pos.sum())
     if total == 0:
@@ -161,7 +162,9 @@ def best_f1_threshold(scores: torch.Tensor, targets: torch.Tensor) -> tuple[floa
     ends[:-1] = s[:-1] != s[1:]  # a threshold keeps or drops a whole run of ties
     f1 = torch.where(ends, 2 * tp / (cut + total), torch.zeros_like(tp))
     best = int(f1.argmax())
-    return float(s[best]), float(f1[best])
+    below = s[best + 1:][s[best + 1:] < s[best]]  # the next distinct score down, if any
+    threshold = (s[best] + below[0]) / 2 if below.numel() else s[best]
+    return float(threshold), float(f1[best])
 
 
 def precision_recall_curve(scores: torch.Tensor, positives: torch.Tensor

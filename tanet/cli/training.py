@@ -115,6 +115,14 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, even (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 4)")
+    p.add_argument("--longtail", type=float, default=None, metavar="ALPHA",
+                   help="long-tailed training set: class c gets round(V * (c + 1) ** -ALPHA) "
+                        "videos (V: --videos-per-class, the head class), validation stays "
+                        "balanced; e.g. 1.0")
+    p.add_argument("--multilabel", action="store_true",
+                   help="two motions at once in every clip, labelled with both classes "
+                        "(train.csv / val.csv: path,labels); with --longtail the class "
+                        "frequencies follow the power law")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -128,12 +136,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        s = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
-                     val_per_class=args.val_per_class, frames=args.frames, size=args.size,
-                     seed=args.seed, workers=args.workers, progress=progress)
+        if args.longtail is not None or args.multilabel:
+            from tanet.data.synthetic_longtail import generate_longtail
+
+            s = generate_longtail(
+                args.out, classes=args.classes, head=args.videos_per_class,
+                alpha=args.longtail or 0.0, frames=args.frames, size=args.size, seed=args.seed,
+                val_per_class=args.val_per_class or max(4, args.videos_per_class // 4),
+                multilabel=args.multilabel, workers=args.workers, progress=progress)
+        else:
+            s = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
+                         val_per_class=args.val_per_class, frames=args.frames, size=args.size,
+                         seed=args.seed, workers=args.workers, progress=progress)
     state = "already complete, kept" if s["reused"] else f"written in {s['seconds']:.1f} s"
     print(f"{s['out_dir']}: {s['train_videos']} train + {s['val_videos']} val videos, "
           f"{len(s['classes'])} classes ({state}); lists {s['train_list']}, {s['val_list']}")
+    if "train_counts" in s:
+        print("training videos per class: " + ", ".join(
+            f"{n} {c}" for n, c in zip(s["classes"], s["train_counts"])))
     return 0
 
 

@@ -218,22 +218,24 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
     if info.main:
         home = checkpoint.parent if local else Path(checkpoint.stem)  # names, URLs: ./<file>/
         out_dir = Path(out) if out is not None else home / "test"
+        counts = json.loads(ckpt.info.get("tanet.train_counts", "null"))  # tanet train's
         _write_test_outputs(out_dir, res, results, list(card.class_names), card.name,
-                            threshold=card.threshold)
+                            threshold=card.threshold, train_counts=counts)
         results["out"] = str(out_dir)
     results["eval"] = res  # scores per video for callers (not written to results.json)
     return results
 
 
 def _write_test_outputs(out_dir: Path, res: EvalResult, results: dict[str, Any],
-                        names: list[str], model_name: str, *, threshold: float = 0.5) -> None:
+                        names: list[str], model_name: str, *, threshold: float = 0.5,
+                        train_counts: list[int] | None = None) -> None:
     """predictions.csv, the per-class table (per_class.csv, report.md), confusion.png (or, for
     a multi-label model, pr.png), skipped.txt and warnings.txt (if any) and results.json,
     atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     k = len(names)
     rows = per_class_rows(res.scores, res.labels, names, multilabel=res.multilabel,
-                          threshold=threshold)
+                          threshold=threshold, train_counts=train_counts)
     write_per_class_csv(out_dir / "per_class.csv", rows)
     if res.multilabel:
         _write_multilabel_predictions(out_dir / "predictions.csv", res, names, threshold)

@@ -88,7 +88,7 @@ def build_loss(loss: str, *, multilabel: bool, counts: torch.Tensor,
     eps = label_smoothing
 
     def fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        wt = None if w is None else w.to(logits.device)
+        wt = None if w is None else w.to(logits.device, logits.dtype)
         if name in ("ce", "weighted_ce"):
             return F.cross_entropy(logits, target, weight=wt, label_smoothing=eps)
         if target.dim() == 1:  # single-label data with a sigmoid loss: one-hot targets

@@ -1,8 +1,9 @@
 """Per-class reports of ``tanet test``: which classes a model gets right and which it fails.
 
-:func:`per_class_rows` gives, for every class, its support (test videos showing it), precision,
-recall, F1 and average precision, sorted by support (most frequent first, so the rare classes
-are at the bottom, side by side with the common ones). A single-label model predicts its top-1
+:func:`per_class_rows` gives, for every class, its support (test videos showing it), its
+training videos (recorded in checkpoints ``tanet train`` writes), precision, recall, F1 and
+average precision, sorted by support, then by training videos (most frequent first, so the
+rare classes are at the bottom, side by side with the common ones). A single-label model predicts its top-1
 class; a multi-label one every class whose score is >= the card's threshold. AP ranks the
 videos by the class's score (one-vs-rest for a single-label model); a class without test
 videos has no AP (empty in the CSV).
@@ -26,12 +27,14 @@ from tanet.metrics import (average_precision, one_hot, precision_recall_curve,
 
 __all__ = ["per_class_rows", "write_per_class_csv", "write_report_md", "plot_pr_curves"]
 
-COLUMNS = ("class", "support", "precision", "recall", "f1", "ap")
+COLUMNS = ("class", "support", "train", "precision", "recall", "f1", "ap")
 
 
 def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, names: Sequence[str], *,
-                   multilabel: bool, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """One row per class (:data:`COLUMNS`, ``index`` too), sorted by support, then name.
+                   multilabel: bool, threshold: float = 0.5,
+                   train_counts: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One row per class (:data:`COLUMNS`, ``index`` too), sorted by support, then by training
+    videos (``train_counts``, as the checkpoint recorded them; None: unknown), then name.
     ``scores`` (N, K); ``labels`` (N,) class indices or (N, K) multi-hot."""
     k = len(names)
     if multilabel:
@@ -40,13 +43,17 @@ def per_class_rows(scores: torch.Tensor, labels: torch.Tensor, names: Sequence[s
         pred = one_hot(scores.argmax(1), k) if scores.shape[0] else scores.bool()  # (N, K)
     precision, recall, f1, support = precision_recall_f1(pred, labels)
     ap = average_precision(scores, labels)  # (K,), NaN without positives
+    train = list(train_counts) if train_counts is not None and len(train_counts) == k else None
     rows = [{"index": c, "class": names[c], "support": int(support[c]),
+             "train": None if train is None else int(train[c]),
              "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
              "ap": float(ap[c])} for c in range(k)]
-    return sorted(rows, key=lambda r: (-r["support"], r["class"]))
+    return sorted(rows, key=lambda r: (-r["support"], -(r["train"] or 0), r["class"]))
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.4f}"
     return str(v)
@@ -89,10 +96,12 @@ def write_report_md(path: str | os.PathLike, results: dict[str, Any],
     what = ("a class is predicted when its score is >= the threshold" if multilabel else
             "a video's prediction is its top-1 class")
     lines += [f"Per class, most frequent first ({what}; AP ranks the videos by the class's "
-              f"score):", "", "| class | support | precision | recall | F1 | AP |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['class']} | {r['support']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
-              f"| {_fmt(r['f1'])} | {_fmt(r['ap']) or '-'} |" for r in rows]
+              f"score; train: the class's training videos, when the checkpoint recorded them):",
+              "", "| class | support | train | precision | recall | F1 | AP |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['class']} | {r['support']} | {_fmt(r['train']) or '-'} | "
+              f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | "
+              f"{_fmt(r['ap']) or '-'} |" for r in rows]
     lines += ["", f"![{picture}]({picture})", ""]
     return atomic_write_text(Path(path), "\n".join(lines))
 

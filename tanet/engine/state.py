@@ -94,7 +94,7 @@ class Run:
     lr: float  # base learning rate (scaled to the global batch)
     loss: Any  # (logits (B, K), targets) -> scalar, tanet.engine.losses
     multilabel: bool = False  # sigmoid head: validation by mAP, threshold on the card
-    objective: str = ""  # the head and loss, for the start-up line
+    objective: Any = None  # tanet.engine.build.Objective: head, loss, class counts
     step: int = 0
     best: float = -1.0
     start_epoch: int = 0

@@ -15,6 +15,7 @@ stop request) are agreed at the step boundary. Only rank 0 writes files.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict
@@ -131,7 +132,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
                 scaler=torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16"),
                 sampler=sampler, loader=loader, val_loader=val_loader, class_names=names,
                 micro_per_epoch=micro, steps_per_epoch=steps, lr=lr, loss=objective.loss,
-                multilabel=objective.multilabel, objective=objective.describe())
+                multilabel=objective.multilabel, objective=objective)
 
 
 def _describe(run: Run) -> str:
@@ -141,7 +142,7 @@ def _describe(run: Run) -> str:
             f"{run.model.card.input_size[-1]}px; {info.world_size} process(es) x batch "
             f"{tc.batch_size} x accumulate {tc.accumulate} = "
             f"{tc.batch_size * info.world_size * tc.accumulate}; lr {run.lr:g}; "
-            f"{run.objective}; sampler {run.cfg.data.sampler}")
+            f"{run.objective.describe()}; sampler {run.cfg.data.sampler}")
 
 
 def _resume(run: Run) -> None:
@@ -316,8 +317,10 @@ def _checkpoint(run: Run, epoch_done: int, micro: int, stats: RunningStats, *,
                  "accumulate": tc.accumulate}
         if run.scaler.is_enabled():
             state["scaler"] = run.scaler.state_dict()
+        # training videos per class: `tanet test` shows them beside each class's results
+        extra = {"tanet.train_counts": json.dumps(run.objective.counts)}
         if improved:
-            save_checkpoint(run.out, "best", run.model, run.cfg)
-        save_checkpoint(run.out, "last", run.model, run.cfg, state=state)
+            save_checkpoint(run.out, "best", run.model, run.cfg, extra=extra)
+        save_checkpoint(run.out, "last", run.model, run.cfg, state=state, extra=extra)
     if info.distributed:
         torch.distributed.barrier()
