@@ -95,14 +95,15 @@ COUNTS = torch.tensor([40.0, 20.0, 8.0, 3.0, 1.0], dtype=torch.float64)
 
 
 def test_class_weights_formulas():
+    """Normalised to a mean of 1 over the training clips: sum_c n_c w_c = sum_c n_c."""
+    n = COUNTS.sum()
     inv = class_weights(COUNTS, "inverse").double()
-    ref = (1 / COUNTS) / (1 / COUNTS).sum() * 5
-    assert torch.allclose(inv, ref, atol=1e-6)
+    assert torch.allclose(inv, n / (len(COUNTS) * COUNTS), atol=1e-6)  # N / (K n_c)
     beta = 0.99
     eff = class_weights(COUNTS, "effective", beta).double()
     e = (1 - beta) / (1 - beta ** COUNTS)  # Cui et al. 2019: 1 / effective number
-    assert torch.allclose(eff, e / e.sum() * 5, atol=1e-6)
-    assert abs(float(eff.mean()) - 1) < 1e-6 and eff[0] < eff[-1]
+    assert torch.allclose(eff, e * n / (e * COUNTS).sum(), atol=1e-6)
+    assert float((eff * COUNTS).sum()) == pytest.approx(float(n)) and eff[0] < eff[-1]
     assert class_counts([0, 0, 2, (1, 2)], 3).tolist() == [2, 1, 2]
 
 
@@ -118,11 +119,11 @@ def test_losses_equal_their_formulas(eps):
 
     ce = build_loss("ce", multilabel=False, counts=COUNTS, label_smoothing=eps)[0](logits, y)
     assert torch.allclose(ce, (-(q * logp).sum(1)).mean())
-    # weighted CE (torch's convention): sum_i [(1-eps) w_yi (-log p_iyi) + eps/K sum_c w_c
-    # (-log p_ic)] / sum_i w_yi
+    # weighted CE: mean_i [(1-eps) w_yi (-log p_iyi) + eps/K sum_c w_c (-log p_ic)] (a mean
+    # over the clips, not torch's division by sum_i w_yi: exact across processes)
     wce = build_loss("weighted_ce", multilabel=False, counts=COUNTS, label_smoothing=eps)[0]
     nll = -logp.gather(1, y[:, None])[:, 0]
-    ref = ((1 - eps) * w[y] * nll + eps / k * (-(logp * w).sum(1))).sum() / w[y].sum()
+    ref = ((1 - eps) * w[y] * nll + eps / k * (-(logp * w).sum(1))).mean()
     assert torch.allclose(wce(logits, y), ref)
     # softmax focal: mean_i -sum_c q_ic (1 - p_ic)^gamma log p_ic (gamma 0: CE)
     for gamma in (0.0, 2.0):
@@ -250,6 +251,10 @@ def test_multilabel_csv_and_charades_through_the_resolver(tmp_path):
     assert [v.labels for v in src.videos] == [(0, 2), (1,), ()]
     given = resolve_videos(ml, labels=["walk", "sit", "phone", "run"])
     assert [v.labels for v in given.videos] == [(0, 2), (1,), ()]
+    from tanet.apps.check import write_fixed_list  # `tanet check --fix-list` keeps the format
+
+    write_fixed_list(src, [True, False, True], tmp_path / "fixed.csv")
+    assert (tmp_path / "fixed.csv").read_text() == "path,labels\na.mp4,walk;phone\nc.mp4,\n"
     ml.write_text("path,labels\na.mp4,walk;swim\n")
     with pytest.raises(AnnotationError, match=r"train.csv:2: class 'swim' is not"):
         read_multilabel_csv(ml, labels=["walk"])

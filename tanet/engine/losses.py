@@ -2,12 +2,15 @@
 and multi-label data.
 
 Logits are (B, K) float; targets are (B,) int64 class indices (single-label) or (B, K) multi-hot
-floats (multi-label). Every loss is a mean over the clips of the batch:
+floats (multi-label). Every loss is a mean over the B clips of the batch, weighted or not, so
+processes and accumulation steps average to the loss of the whole global batch (a mean that
+divided by the batch's sum of weights, torch's ``F.cross_entropy(weight=...)`` convention,
+would not: each process's batch has other weights):
 
 * ``ce``: softmax cross-entropy, ``-sum_c q_c log p_c`` with the smoothed target
   ``q = (1 - eps) onehot(y) + eps / K`` (``train.label_smoothing`` = eps).
-* ``weighted_ce``: the same with class weights, torch's convention: the clip's terms are
-  weighted ``w_c`` and the mean divides by ``sum_i w_{y_i}``.
+* ``weighted_ce``: with class weights, ``(1 - eps) w_y (-log p_y) + eps / K sum_c w_c
+  (-log p_c)`` (each term of ``ce`` weighted by its class).
 * ``focal`` (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017), gamma =
   ``train.focal_gamma``: single-label ``-sum_c w_c q_c (1 - p_c)^gamma log p_c``; multi-label
   (sigmoid) ``-sum_c w_c [t_c (1 - s_c)^gamma log s_c + (1 - t_c) s_c^gamma log(1 - s_c)]``
@@ -21,8 +24,9 @@ floats (multi-label). Every loss is a mean over the clips of the batch:
 Class weights: ``inverse`` ``w_c ∝ 1 / n_c``; ``effective`` (Cui et al., "Class-Balanced Loss
 Based on Effective Number of Samples", CVPR 2019) ``w_c ∝ (1 - beta) / (1 - beta^n_c)`` with
 ``beta`` = ``train.class_weight_beta``, which is ``1 / n_c`` for few samples and flattens for
-many; both normalised to a mean of 1 over the classes, ``n_c`` counted on the training list
-(at least 1). ``auto``: ``effective`` for ``weighted_ce``, none for the other losses; ``none``:
+many; both normalised to a mean of 1 over the training clips (``sum_c n_c w_c = sum_c n_c``:
+the loss keeps its scale under uniform sampling), ``n_c`` counted on the training list (at
+least 1). ``auto``: ``effective`` for ``weighted_ce``, none for the other losses; ``none``:
 no weights; or one weight per class as a list.
 """
 from __future__ import annotations
@@ -47,7 +51,8 @@ def class_counts(labels: Sequence[int | Sequence[int]], num_classes: int) -> tor
 
 
 def class_weights(counts: torch.Tensor, mode: str, beta: float = 0.999) -> torch.Tensor:
-    """(K,) weights of ``mode`` ``inverse`` or ``effective`` from (K,) class counts, mean 1."""
+    """(K,) weights of ``mode`` ``inverse`` or ``effective`` from (K,) class counts, with a mean
+    of 1 over the training clips (``sum_c n_c w_c = sum_c n_c``)."""
     n = counts.double().clamp(min=1)  # (K,)
     if mode == "inverse":
         w = 1.0 / n
@@ -55,7 +60,7 @@ def class_weights(counts: torch.Tensor, mode: str, beta: float = 0.999) -> torch
         w = (1.0 - beta) / (1.0 - beta ** n)
     else:
         raise ValueError(f"class weight mode must be inverse or effective, not {mode!r}")
-    return (w * len(w) / w.sum()).float()
+    return (w * n.sum() / (w * n).sum()).float()
 
 
 def loss_name(loss: str, multilabel: bool) -> str:
@@ -89,8 +94,9 @@ def build_loss(loss: str, *, multilabel: bool, counts: torch.Tensor,
 
     def fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         wt = None if w is None else w.to(logits.device, logits.dtype)
-        if name in ("ce", "weighted_ce"):
-            return F.cross_entropy(logits, target, weight=wt, label_smoothing=eps)
+        if name in ("ce", "weighted_ce"):  # a sum over the clips / B (see the docstring)
+            return F.cross_entropy(logits, target, weight=wt, label_smoothing=eps,
+                                   reduction="sum") / logits.shape[0]
         if target.dim() == 1:  # single-label data with a sigmoid loss: one-hot targets
             if name == "focal":
                 return softmax_focal(logits, target, gamma, wt, eps)
