@@ -12,9 +12,11 @@ measured on the same number of videos.
 **Multi-label** (``multilabel=True``): every clip shows two motions at once, two objects each
 doing the motion of a different family, forwards or backwards (one may be the scene's
 brightness); its labels are those two classes. The first class of a training clip is drawn in
-proportion to the power-law counts, the second likewise among the other families' classes, so
-class frequencies follow the same long tail (``synth.json`` records the counts); validation
-clips draw both classes uniformly. Lists are multi-label CSVs (``path,labels``, names separated
+proportion to the power-law counts, the second likewise among the other families' classes
+(``sum(counts) / 2`` clips), so class frequencies are long-tailed too, if flatter than the
+single-label counts (a clip's two classes come from different families, so the head family
+cannot be on more than half the clips; ``synth.json`` records the counts); validation clips
+draw both classes uniformly. Lists are multi-label CSVs (``path,labels``, names separated
 by ``;``: :mod:`tanet.data.multilabel`).
 
 Layout of ``out_dir``: ``videos/``, ``train.txt`` + ``val.txt`` (single-label, mmaction2 list) or
