@@ -25,7 +25,8 @@ __all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "check_same
 
 # keys that define a run: a resume with other values would continue a different experiment
 SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
-                 "data.train", "data.labels", "data.format", "train.seed")
+                 "model.multilabel", "data.train", "data.labels", "data.format", "data.sampler",
+                 "train.seed")
 
 
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
