@@ -47,8 +47,6 @@ def _overrides(data: Path, out: Path, epochs: int, seed: int, lists: tuple[str, 
 def run_one(data: Path, out: Path, extra: list[str], *, epochs: int, seed: int,
             multilabel: bool, rare: list[int]) -> dict[str, float]:
     """Train, then test the last checkpoint: the headline metric and the rare classes'."""
-    import torch
-
     from tanet.config import apply_overrides, load_config
     from tanet.engine import test, train
     from tanet.metrics import average_precision, confusion_matrix, per_class_accuracy

@@ -65,10 +65,18 @@ def test_train_picks_the_sigmoid_head_and_stores_the_threshold(run, data):
     assert ModelCard.from_dict(old).multilabel is False
 
 
-def test_test_reports_map_per_class_and_pr_curves(run, data, tmp_path):
+@pytest.fixture(scope="module")
+def tested(run, tmp_path_factory):
+    """`tanet test` of the run's last checkpoint: (results, output folder)."""
     out, _ = run
-    res = run_test(out / "last.safetensors", out=tmp_path / "t", quiet=True)
-    r = json.loads((tmp_path / "t" / "results.json").read_text())
+    folder = tmp_path_factory.mktemp("test")
+    return run_test(out / "last.safetensors", out=folder, quiet=True), folder
+
+
+def test_test_reports_map_per_class_and_pr_curves(run, tested, data):
+    out, _ = run
+    res, folder = tested
+    r = json.loads((folder / "results.json").read_text())
     ev = res["eval"]
     assert ev.multilabel and ev.labels.shape == (12, 6)  # 4 per class x 6 / 2 per clip
     assert r["mAP"] == pytest.approx(mean_average_precision(ev.scores, ev.labels))
@@ -79,7 +87,7 @@ def test_test_reports_map_per_class_and_pr_curves(run, data, tmp_path):
     assert r["f1"] == pytest.approx(2 * (pred & pos).sum().item()
                                     / (pred.sum().item() + pos.sum().item()))
     assert "top5" not in r and "mean_class_acc" not in r
-    rows = list(csv.DictReader(open(tmp_path / "t" / "per_class.csv")))
+    rows = list(csv.DictReader(open(folder / "per_class.csv")))
     assert [k for k in rows[0]] == ["class", "support", "train", "precision", "recall", "f1",
                                     "ap"]
     support = [int(x["support"]) for x in rows]
@@ -89,11 +97,11 @@ def test_test_reports_map_per_class_and_pr_curves(run, data, tmp_path):
     for row in rows:
         assert float(row["ap"]) == pytest.approx(ap[names.index(row["class"])].item(), abs=1e-4)
     assert all(row["train"] for row in rows)  # training counts recorded by tanet train
-    md = (tmp_path / "t" / "report.md").read_text()
+    md = (folder / "report.md").read_text()
     assert "mAP" in md and "| class | support | train |" in md and "pr.png" in md
-    assert (tmp_path / "t" / "pr.png").read_bytes()[:4] == b"\x89PNG"
-    assert not (tmp_path / "t" / "confusion.png").exists()
-    preds = list(csv.DictReader(open(tmp_path / "t" / "predictions.csv")))
+    assert (folder / "pr.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (folder / "confusion.png").exists()
+    preds = list(csv.DictReader(open(folder / "predictions.csv")))
     assert len(preds) == 12 and all(len(p["labels"].split(";")) == 2 for p in preds)
 
 
@@ -102,7 +110,7 @@ def _val_videos(data):
     return [data / r["path"] for r in rows]
 
 
-def test_predict_onnx_and_serve_give_the_classes_over_the_threshold(run, data, tmp_path):
+def test_predict_onnx_and_serve_give_the_classes_over_the_threshold(run, tested, data, tmp_path):
     pytest.importorskip("onnxruntime")
     from tanet.cli import main
     from tanet.testing.serve import Server
@@ -112,7 +120,7 @@ def test_predict_onnx_and_serve_give_the_classes_over_the_threshold(run, data, t
     videos = _val_videos(data)
     p = Predictor(ckpt, topk=6)
     assert p.card.multilabel
-    ev = run_test(ckpt, out=tmp_path / "t", quiet=True)["eval"]
+    ev = tested[0]["eval"]
     answers = [p.predict(v) for v in videos]
     for row, a in enumerate(answers):
         # sigmoid scores, the same as `tanet test`'s (1 view); labels: every class >= threshold
@@ -131,6 +139,13 @@ def test_predict_onnx_and_serve_give_the_classes_over_the_threshold(run, data, t
         assert np.allclose([y["score"] for y in x["labels"]], [s for _, s in a.labels],
                            atol=1e-5)
     assert all(len(x["top"]) == 6 for x in lines)
+    with_labels = next(i for i, a in enumerate(answers) if a.labels)
+    text = subprocess.run([sys.executable, "-m", "tanet", "predict", str(videos[with_labels]),
+                           "--checkpoint", str(ckpt), "--quiet"], capture_output=True,
+                          text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    shown = text.stdout.strip().split(": ", 1)[1].split(", ")  # "path: a (0.912), b (0.803)"
+    assert [x.rsplit(" (", 1)[0] for x in shown] == [lab for lab, _ in answers[with_labels].labels]
     # ONNX: the card (multilabel, threshold) travels in the file; same labels
     onnx = tmp_path / "ml.onnx"
     assert main(["export", "--checkpoint", str(ckpt), str(onnx)]) == 0
