@@ -169,10 +169,11 @@ def test_ucf101_and_hmdb51_split_folders(ds, tmp_path):
 
 def test_check_compares_what_training_reads_with_a_sequential_decode(tmp_path, monkeypatch):
     """By default the frames training reads (segment centres, the last frame) are read by seek
-    on a fresh reader and compared with a sequential decode: the DivX 5 shape of issue 19 is
-    read right (ok); damage that no such read passes leaves the packets index one frame off
-    (an error naming the cause, and --deep, which indexes by a full decode, repairs it); a
-    reader that returned a wrong frame or a stand-in would be an error too."""
+    on a fresh reader and compared with a sequential decode (its record in an exact index):
+    the DivX 5 shape of issue 19 is read right (ok); damage that no such read passes leaves
+    the packets index one frame off (an error naming the cause, and --deep, which indexes by
+    a full decode, repairs it); a reader that returned a wrong frame or a stand-in would be an
+    error too."""
     import shutil
 
     from tanet.data.decode import VideoReader
@@ -180,7 +181,7 @@ def test_check_compares_what_training_reads_with_a_sequential_decode(tmp_path, m
 
     x = _content(120, 32, 48)
     v = tmp_path / "v"
-    src = write_video(tmp_path / "long.mp4", x, gop=10, bframes=0)
+    src = write_video(v / "long.mp4", x, gop=10, bframes=0)
     V.break_packet(src, v / "hidden.mp4", 44)  # in a GOP that no training read decodes
     shapes = real_world_shapes(tmp_path / "shapes", x[:60])
     shutil.copy(shapes["divx_b2_two_keys"], v / "divx5.avi")
@@ -188,6 +189,7 @@ def test_check_compares_what_training_reads_with_a_sequential_decode(tmp_path, m
             C.run_check(v, out=tmp_path / "c.csv", workers=1, quiet=True)[0]}
     assert (rows["divx5.avi"].status, rows["divx5.avi"].frames, rows["divx5.avi"].index) == \
         ("ok", 60, "decoded")
+    assert (rows["long.mp4"].status, rows["long.mp4"].index) == ("ok", "packets")
     hidden = rows["hidden.mp4"]
     assert hidden.status == "error" and hidden.index == "packets"
     assert hidden.cause.startswith("the index disagrees with a sequential decode: it counts "
@@ -197,10 +199,10 @@ def test_check_compares_what_training_reads_with_a_sequential_decode(tmp_path, m
 
     real = VideoReader.get_frames
     monkeypatch.setattr(VideoReader, "get_frames",  # one frame late, as a lost B-frame reads
-                        lambda self, idx: real(self, [min(i + 1, 59) for i in idx]))
-    wrong = C.check_video(str(v / "divx5.avi"))
+                        lambda self, idx: real(self, [min(i + 1, 119) for i in idx]))
+    wrong = C.check_video(str(v / "long.mp4"))
     assert wrong.status == "error" and wrong.cause.startswith(
-        "training reads a wrong frame: frame 3 read by seek differs from the sequential "
+        "training reads a wrong frame: frame 7 read by seek differs from the sequential "
         "decode's")
 
     def with_stand_in(self, idx):

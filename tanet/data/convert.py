@@ -7,9 +7,9 @@ that a frame reached after a seek can be checked against the one a sequential de
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
+import zlib
 
 import av
 import numpy as np
@@ -66,13 +66,17 @@ def to_rgb(frame: av.VideoFrame, coded_size: tuple[int, int], rotation: int,
 
 
 def digest(frame: av.VideoFrame) -> int:
-    """A 63-bit hash of a decoded frame's pixels in its own format (row padding left out):
-    equal for the same picture however it was reached, different otherwise (up to collisions
-    at 2**-63)."""
-    try:
-        pixels = frame.to_ndarray()  # the planes as they are, e.g. (H * 3 / 2, W) for yuv420p
-    except (ValueError, TypeError, av.FFmpegError):  # a format numpy cannot hold as is
-        pixels = _reformatter().reformat(frame, format="rgb24", threads=1).to_ndarray()
-    h = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=8)
-    h.update(f"{frame.format.name} {frame.width}x{frame.height}".encode())
-    return int.from_bytes(h.digest(), "little") >> 1
+    """A 63-bit checksum (CRC-32 and Adler-32) of a decoded frame's pixels in its own format,
+    row padding left out: equal for the same picture however it was reached, different
+    otherwise (a decoder's wrong picture passes only by a collision of both)."""
+    per_pixel: dict[int, int] = {}
+    for c in frame.format.components:
+        per_pixel[c.plane] = per_pixel.get(c.plane, 0) + (c.bits + 7) // 8
+    tag = f"{frame.format.name} {frame.width}x{frame.height}".encode()
+    crc, adler = zlib.crc32(tag), zlib.adler32(tag)
+    for k, plane in enumerate(frame.planes):
+        row = min(plane.line_size, plane.width * per_pixel.get(k, 1))
+        rows = np.frombuffer(plane, np.uint8)[:plane.height * plane.line_size]
+        pixels = np.ascontiguousarray(rows.reshape(-1, plane.line_size)[:, :row])  # (h, row)
+        crc, adler = zlib.crc32(pixels, crc), zlib.adler32(pixels, adler)
+    return (crc << 31) ^ adler

@@ -27,7 +27,7 @@ from tanet.data.frame_index import FrameIndex, decode_frames, frame_rotation
 
 __all__ = ["seek_points", "reference_frames"]
 
-_RUN = 6  # frames in a row equal to the sequential decode's: the decoder has caught up
+_RUN = 4  # frames in a row equal to the sequential decode's: the decoder has caught up
 _HORIZON = 64  # frames a probe decodes at most past the next keyframe
 
 
