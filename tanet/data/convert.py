@@ -66,17 +66,15 @@ def to_rgb(frame: av.VideoFrame, coded_size: tuple[int, int], rotation: int,
 
 
 def digest(frame: av.VideoFrame) -> int:
-    """A 63-bit checksum (CRC-32 and Adler-32) of a decoded frame's pixels in its own format,
-    row padding left out: equal for the same picture however it was reached, different
-    otherwise (a decoder's wrong picture passes only by a collision of both)."""
+    """A CRC-32 of a decoded frame's pixels in its own format (row padding left out) and of
+    its size: equal for the same picture however it was reached; another picture passes for it
+    with a chance of 2**-32."""
     per_pixel: dict[int, int] = {}
     for c in frame.format.components:
         per_pixel[c.plane] = per_pixel.get(c.plane, 0) + (c.bits + 7) // 8
-    tag = f"{frame.format.name} {frame.width}x{frame.height}".encode()
-    crc, adler = zlib.crc32(tag), zlib.adler32(tag)
+    crc = zlib.crc32(f"{frame.format.name} {frame.width}x{frame.height}".encode())
     for k, plane in enumerate(frame.planes):
         row = min(plane.line_size, plane.width * per_pixel.get(k, 1))
         rows = np.frombuffer(plane, np.uint8)[:plane.height * plane.line_size]
-        pixels = np.ascontiguousarray(rows.reshape(-1, plane.line_size)[:, :row])  # (h, row)
-        crc, adler = zlib.crc32(pixels, crc), zlib.adler32(pixels, adler)
-    return (crc << 31) ^ adler
+        crc = zlib.crc32(np.ascontiguousarray(rows.reshape(-1, plane.line_size)[:, :row]), crc)
+    return crc

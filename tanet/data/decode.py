@@ -42,6 +42,7 @@ __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "F
 # Read timeout (seconds) handed to FFmpeg's interrupt callback: a stalled read (network or
 # FUSE mount) fails instead of blocking. A hang elsewhere is cut by the dataset's decode timeout.
 _IO_TIMEOUT = 30.0
+_NVOP_SIZE = 19  # MPEG-4 packets up to this size are "not coded" placeholders (FFmpeg's bound)
 
 
 class VideoDecodeError(RuntimeError):
@@ -183,11 +184,15 @@ class VideoReader:
         self._use(index, at_start=False)
 
     # ----------------------------------------------------------------------------- decode
-    def _skip(self, pts) -> bool:
-        """Whether the frame of the packet with timestamp ``pts`` is wanted by nobody (then a
-        disposable frame need not be decoded: the outputs of the others do not change), and
-        lies in no damaged GOP (where the sequential decode's damage must be reproduced)."""
-        if pts is None:
+    def _skip(self, packet) -> bool:
+        """Whether the frame of ``packet`` (the frame its timestamp names) is wanted by nobody
+        (then a disposable frame need not be decoded: the outputs of the others do not change),
+        and lies in no damaged GOP (where the sequential decode's damage must be reproduced).
+        Packed B-frames: the decoder decodes a B-frame held from an earlier packet, and keeps
+        the one in this packet only if that decode is not skipped; so only the B-frame decoded
+        at a placeholder (N-VOP) packet, which holds no frame to keep, is skipped."""
+        pts = packet.pts
+        if pts is None or (self._index.packed and packet.size > _NVOP_SIZE):
             return False
         i = self._pos_of_pts.get(pts, -1)
         if i < 0:  # no frame of its own (a packet the decoder drops)
@@ -196,9 +201,7 @@ class VideoReader:
 
     def _start_decoder(self) -> None:
         self._errors = []
-        # packed B-frames: the decoder takes a B-frame from the packet after its own, and a
-        # skipped one takes the next one with it; after a surprise: nothing skipped at all
-        plain = self._index.packed or self._careful or not self._index.seekable
+        plain = self._careful or not self._index.seekable  # after a surprise: skip nothing
         self._frames = decode_frames(self._container, self._stream,
                                      skip=None if plain else self._skip, errors=self._errors)
         self._pending, self._pos, self._count, self._last = None, -1, 0, None

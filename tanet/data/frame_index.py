@@ -93,8 +93,8 @@ def _demux(container, stream, on_error: Callable[[], None] | None = None) -> Ite
 
 
 def decode_frames(container, stream, *, skip=None, errors: list | None = None):
-    """Frames of a sequential decode from the demuxer's current position. ``skip(pts)``: True
-    for a packet whose frame nobody wants (decoded only if other frames reference it). A packet
+    """Frames of a sequential decode from the demuxer's current position. ``skip(packet)``:
+    True for a packet whose frame nobody wants (decoded only if other frames reference it). A packet
     the decoder rejects is dropped, as the ``ffmpeg`` tool does, and its pts appended to
     ``errors``; an unreadable rest of the file ends the stream (``"demux"`` in ``errors``)."""
     dec = stream.codec_context
@@ -105,7 +105,7 @@ def decode_frames(container, stream, *, skip=None, errors: list | None = None):
         if packet.size == 0:  # an empty packet would drain the decoder: flush only at the end
             continue
         if skip is not None:
-            s = skip(packet.pts)
+            s = skip(packet)
             if s != skipping:
                 dec.skip_frame = "NONREF" if s else "DEFAULT"
                 skipping = s
@@ -418,7 +418,7 @@ def _tail_ok(container, stream, scan: _Scan, pts: np.ndarray, keys: np.ndarray) 
     order = {t: j for j, t in enumerate(scan.pts) if t is not None}  # file position
     total = len(scan.pts)
     errors: list = []
-    skip = (lambda t: t is not None and total - order.get(t, total) > _TAIL_FULL)
+    skip = (lambda p: p.pts is not None and total - order.get(p.pts, total) > _TAIL_FULL)
     try:
         container.seek(kts, stream=stream, backward=True, any_frame=False)
         stream.codec_context.flush_buffers()
