@@ -240,7 +240,8 @@ def main() -> None:
             rights = [right(readers[k], path, clips[:10], ref) if k in readers else "-"
                       for k in ("ours", "naive", "decord")]
             print(f"{name:<31}{n:>7}{cell['ours']:>16}{cell.get('naive', '-'):>16}"
-                  f"{cell.get('decord', 'fails'):>16}   {' / '.join(rights)}"
+                  f"{cell.get('decord', 'fails' if dec else 'not installed'):>16}   "
+                  f"{' / '.join(rights)}"
                   + (f"   (decord: {bad})" if bad and dec is not None else ""))
             if "decord" in t:
                 ratio = statistics.median(t["decord"]) / statistics.median(t["ours"])
