@@ -62,26 +62,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
             if gop is not None:
                 cc.gop_size = gop
             cc.max_b_frames = bframes
-            opts = {}
-            if codec == "libx264":
-                if "qp" not in (options or {}):  # constant QP replaces the rate factor
-                    opts["crf"] = str(1 if crf is None else crf)
-                opts["preset"] = "veryfast"
-                if gop is not None:
-                    opts["x264-params"] = f"keyint={gop}:min-keyint={min(gop, 25)}:scenecut=0"
-                if bframes == 0:
-                    opts["bf"] = "0"
-            elif codec == "mpeg4":
-                cc.qscale = 2 if crf is None else crf
-                cc.flags |= 2  # AV_CODEC_FLAG_QSCALE
-            elif codec.startswith("libvpx"):
-                opts["crf"] = str(10 if crf is None else crf)
-                opts["b"] = "0"
-                opts["deadline"] = "realtime"
-                opts["cpu-used"] = "8"
-            for k, v in (options or {}).items():
-                opts[k] = f"{opts[k]}:{v}" if k == "x264-params" and k in opts else str(v)
-            cc.options = opts
+            cc.options = _encoder_options(codec, cc, gop, bframes, crf, options)
             if rotation:
                 s.set_display_rotation(rotation)
             forced = set(keyframes)
@@ -102,3 +83,28 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 25,
             tmp.unlink()
         raise
     return path
+
+
+def _encoder_options(codec: str, cc, gop: int | None, bframes: int, crf: int | None,
+                     options: dict[str, str] | None) -> dict[str, str]:
+    """The encoder's private options (and, for mpeg4, its fixed quantiser on ``cc``)."""
+    opts = {}
+    if codec == "libx264":
+        if "qp" not in (options or {}):  # constant QP replaces the rate factor
+            opts["crf"] = str(1 if crf is None else crf)
+        opts["preset"] = "veryfast"
+        if gop is not None:
+            opts["x264-params"] = f"keyint={gop}:min-keyint={min(gop, 25)}:scenecut=0"
+        if bframes == 0:
+            opts["bf"] = "0"
+    elif codec == "mpeg4":
+        cc.qscale = 2 if crf is None else crf
+        cc.flags |= 2  # AV_CODEC_FLAG_QSCALE
+    elif codec.startswith("libvpx"):
+        opts["crf"] = str(10 if crf is None else crf)
+        opts["b"] = "0"
+        opts["deadline"] = "realtime"
+        opts["cpu-used"] = "8"
+    for k, v in (options or {}).items():
+        opts[k] = f"{opts[k]}:{v}" if k == "x264-params" and k in opts else str(v)
+    return opts
