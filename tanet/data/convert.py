@@ -74,7 +74,11 @@ def digest(frame: av.VideoFrame) -> int:
         per_pixel[c.plane] = per_pixel.get(c.plane, 0) + (c.bits + 7) // 8
     crc = zlib.crc32(f"{frame.format.name} {frame.width}x{frame.height}".encode())
     for k, plane in enumerate(frame.planes):
-        row = min(plane.line_size, plane.width * per_pixel.get(k, 1))
-        rows = np.frombuffer(plane, np.uint8)[:plane.height * plane.line_size]
-        crc = zlib.crc32(np.ascontiguousarray(rows.reshape(-1, plane.line_size)[:, :row]), crc)
+        data = np.frombuffer(plane, np.uint8)
+        size, row = plane.height * plane.line_size, plane.width * per_pixel.get(k, 1)
+        if not 0 < row <= plane.line_size or data.size < size:  # (a palette, say) as it is
+            crc = zlib.crc32(data, crc)
+            continue
+        crc = zlib.crc32(np.ascontiguousarray(data[:size].reshape(-1, plane.line_size)[:, :row]),
+                         crc)
     return crc
