@@ -235,7 +235,8 @@ class VideoLoader(torch.utils.data.DataLoader):
             except StopIteration:
                 return
             except (RuntimeError, OSError, EOFError) as e:  # OSError: a dead worker's socket
-                workers = getattr(it or getattr(self, "_iterator", None), "_workers", ())
+                live = it if it is not None else getattr(self, "_iterator", None)  # no len()
+                workers = getattr(live, "_workers", ())
                 err = _worker_error(e, workers)
                 if err is e:
                     raise
