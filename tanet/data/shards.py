@@ -33,9 +33,10 @@ size ``B``; nothing of it depends on the data or on timing):
    record id)`` (:mod:`tanet.engine.seeding`), the id being its place in the manifest.
 
 **Guarantees.** Every record is read exactly once per epoch across all ranks and workers when
-``W`` divides ``N``; otherwise ``P * W - N < W`` records (the first ones of the epoch's stream)
-are read twice, once more at the end of the last rank's slice, so that every rank takes the
-same number of steps (as the file sampler pads); nothing is dropped. Evaluation reads every
+``W`` divides ``N``; otherwise the first ``P * W - N < W`` records of the epoch's stream are
+read once more, at the end of the last rank's slice (twice in all; more only when ``N < W``),
+so that every rank takes the same number of steps (as the file sampler pads); nothing is
+dropped. Evaluation reads every
 record exactly once. A resumed epoch (``set_epoch(epoch, start)``) skips the micro-batches
 already taken: each worker replays its buffer's draws and re-reads only records that were in
 the buffer, not yet used, at the kill; batch ``m`` onwards come out as in the uninterrupted
