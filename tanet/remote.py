@@ -40,6 +40,17 @@ VIDEO_BLOCK = 1 << 20  # range-request size for videos opened by PyAV (seeks jum
 STREAM_BLOCK = 8 << 20  # for shards read sequentially from start to end
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
 _FS: dict[tuple, Any] = {}  # (pid, protocol) -> filesystem
+_INHERITED: list = []  # a forked child's copies of its parent's filesystems: never closed there
+
+
+def _after_fork() -> None:
+    """In a forked child (a loader worker), the parent's clients belong to the parent's event
+    loop: keep them alive, unused (closing them here would touch that loop), and make new ones."""
+    _INHERITED.extend(_FS.values())
+    _FS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class RemoteError(RuntimeError):
@@ -140,7 +151,7 @@ def _aiohttp_timeout(seconds: float):
 def filesystem(url: str):
     """The fsspec filesystem of ``url``'s protocol (one per process and protocol)."""
     proto = protocol(url)
-    key = (os.getpid(), proto)
+    key = (os.getpid(), proto)  # (pid: a spawned child that copied the dict makes its own)
     fs = _FS.get(key)
     if fs is None:
         extra = EXTRAS.get(proto)

@@ -9,8 +9,8 @@
    reads compared with a sequential decode); a broken one is left out and listed with its
    cause; the others go into the tar as ``KEY.<ext>`` (the original bytes, no re-encode) and
    ``KEY.json`` (label, class name, frames, fps, size, codec, the verdict and warnings, and
-   the exact frame index where the file needs one, so a worker need not decode it whole to
-   index it). Tars are written with fixed metadata, so the same input gives the same bytes
+   the file's frame index: the exact one where the file needs one, so a worker never decodes
+   a file whole to index it, nor probes it). Tars are written with fixed metadata, so the same input gives the same bytes
    (the same sha256). Local: a temporary file renamed into place; a URL: written directly
    (S3: a multipart upload, the object appears only when whole).
 3. **Resume**: after each shard ``shards.progress.json`` records the plan and the shards done;
@@ -112,7 +112,7 @@ def _check_job(job: tuple) -> dict:
     return {"status": res.status, "warnings": res.cause.split("; ") if res.cause else [],
             "frames": info.num_frames, "fps": info.fps, "duration": info.duration,
             "width": info.width, "height": info.height, "codec": info.codec,
-            "container": info.container, "index": index_to_dict(index) if index.exact else None}
+            "container": info.container, "index": index_to_dict(index)}
 
 
 def _key(i: int, v: Video) -> str:

@@ -3,7 +3,7 @@
 **Layout** (written by ``tanet shard``, :mod:`tanet.apps.shard`): tar files of about one size
 (``shard-000000.tar`` ...), each record two members, ``KEY.<ext>`` (the video's original bytes)
 and ``KEY.json`` (label, class name, frame count, fps, the checker's verdict and warnings, and
-the exact frame index where the file needs one), plus ``shards.json``: shard names, bytes,
+the frame index: the exact one where the file needs one), plus ``shards.json``: shard names, bytes,
 sha256, record counts and each record's byte offset in its shard, class names, the source's
 format, the videos left out and why. Training knows the epoch's length, and where each record
 starts, from the manifest alone: nothing is listed.

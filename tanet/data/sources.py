@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from tanet import remote
+from tanet.remote import is_url  # scheme://... (http, https, s3, gs, rtsp): never joined
 from tanet.data.annotations import (FORMATS, VIDEO_EXTENSIONS, AnnotationError, Record,
                                     read_annotations, read_class_names, read_class_tree,
                                     sniff_format)
@@ -100,11 +101,6 @@ class Source:
 
     def __len__(self) -> int:
         return len(self.videos)
-
-
-def is_url(path: str | os.PathLike) -> bool:
-    """``scheme://...`` (http, https, s3, gs, rtsp, ...): never joined to a folder."""
-    return remote.is_url(path)
 
 
 def resolve_path(listed: str, base: str | os.PathLike | None) -> str:
