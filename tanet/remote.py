@@ -198,6 +198,9 @@ def translate(e: BaseException, url: str) -> BaseException:
     if "nosuchbucket" in low or "bucket does not exist" in low or "no such bucket" in low:
         return RemoteError(url, f"no such bucket {_bucket(url)!r}{_endpoint(url)} (create it, "
                                 f"or check the URL)")
+    if "unable to locate credentials" in low or "nocredentials" in low:
+        return RemoteError(url, "no credentials found: set AWS_ACCESS_KEY_ID and "
+                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
     if isinstance(e, PermissionError) or any(w in low for w in (
             "accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch",
             "forbidden", "403", "credentials")):

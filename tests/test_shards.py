@@ -202,6 +202,35 @@ def test_predict_s3_video_equals_local_file(store, data, tmp_path):
     assert b.path == "s3://data/clips/right_0.mp4" and not b.warnings
 
 
+def test_video_at_a_url_is_read_by_range_requests(store, tmp_path, monkeypatch):
+    """An MP4 with its index (moov) at the end, at a URL: the first open indexes it (demuxing
+    every packet reads the file once, in blocks); once its frame index is cached, reading two
+    frames fetches a few blocks (the head, the moov at the end, the frames' GOPs), not the
+    file, and they are the sequential decode's frames."""
+    import numpy as np
+
+    from tanet.data.decode import VideoReader
+    from tanet.data.encode import write_video
+    from tanet.testing.media import sequential_frames
+
+    frames = np.random.default_rng(0).integers(0, 255, (300, 64, 64, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "big.mp4", frames, fps=25, gop=10)
+    data = path.read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")  # the index is written last
+    store.filesystem().put_file(str(path), "data/clips/big.mp4")
+    monkeypatch.setattr(remote, "VIDEO_BLOCK", 32 << 10)
+    with VideoReader("s3://data/clips/big.mp4") as r:
+        r.get_frames([0])
+        first = r._media.fetched
+    with VideoReader("s3://data/clips/big.mp4") as r:  # the index from the cache
+        got = r.get_frames([0, 150])  # (2, H, W, 3)
+        again = r._media.fetched
+    print(f"\nfetched {first} then {again} of {len(data)} bytes")
+    assert first >= len(data) // 2 and again < len(data) // 4, (first, again, len(data))
+    ref = sequential_frames(path)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[150])
+
+
 def test_list_at_url_and_one_line_errors(store, data, tmp_path, capsys):
     fs = store.filesystem()
     fs.put_file(str(data / "val" / "left_0.mp4"), "data/lists/val/left_0.mp4")
@@ -256,7 +285,7 @@ def test_two_torchrun_processes_stream_disjoint_records_covering_the_set(store, 
 
     from tanet.config import config_to_dict
 
-    cfg = _cfg(data, tmp_path / "ddp", "train.epochs=1", "train.workers=2",
+    cfg = _cfg(data, tmp_path / "ddp", "train.epochs=1", "train.workers=1",
                "train.freeze_bn=true")
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     (tmp_path / "spy.py").write_text(_SPY)

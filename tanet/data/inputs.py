@@ -61,6 +61,12 @@ class Media:
         self._files.append(f)
         return f
 
+    @property
+    def fetched(self) -> int:
+        """Bytes fetched so far by range requests (URLs; 0 for files and memory)."""
+        return sum(getattr(getattr(f, "cache", None), "total_requested_bytes", 0)
+                   for f in self._files)
+
     def __enter__(self) -> "Media":
         return self
 
