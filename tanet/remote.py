@@ -97,7 +97,8 @@ def local_path(path: str | os.PathLike) -> str:
 
 
 def join(base: str, rel: str) -> str:
-    """``rel`` under ``base`` (a URL or a folder): ``s3://b/k`` + ``x/y.mp4`` -> ``s3://b/k/x/y.mp4``."""
+    """``rel`` under ``base`` (a URL or a folder): ``s3://b/k`` + ``x/y.mp4`` ->
+    ``s3://b/k/x/y.mp4``; a URL or an absolute ``rel`` as it is."""
     if is_url(rel) or rel.startswith("/"):
         return rel
     if is_url(base):

@@ -4,14 +4,14 @@
    their sizes, a permutation seeded by ``seed``, cut into shards of about ``shard_size``
    bytes by the videos' sizes, before any is checked, so the plan does not depend on which
    videos turn out broken.
-2. **Each shard**: its videos are checked in parallel worker processes, as ``tanet check``
-   checks them (:func:`~tanet.apps.check.check_video`: opened, indexed, the frames training
-   reads compared with a sequential decode); a broken one is left out and listed with its
-   cause; the others go into the tar as ``KEY.<ext>`` (the original bytes, no re-encode) and
-   ``KEY.json`` (label, class name, frames, fps, size, codec, the verdict and warnings, and
-   the file's frame index: the exact one where the file needs one, so a worker never decodes
-   a file whole to index it, nor probes it). Tars are written with fixed metadata, so the same input gives the same bytes
-   (the same sha256). Local: a temporary file renamed into place; a URL: written directly
+2. **Each shard**: its videos are checked in parallel worker processes, as ``tanet check`` checks
+   them (:func:`~tanet.apps.check.check_video`: opened, indexed, the frames training reads
+   compared with a sequential decode); a broken one is left out and listed with its cause; the
+   others go into the tar as ``KEY.<ext>`` (the original bytes, no re-encode) and ``KEY.json``
+   (label, class name, frames, fps, size, codec, the verdict and warnings, and the file's frame
+   index: the exact one where the file needs one, so a worker never decodes a file whole to index
+   it, nor probes it). Tars are written with fixed metadata, so the same input gives the same
+   bytes (the same sha256). Local: a temporary file renamed into place; a URL: written directly
    (S3: a multipart upload, the object appears only when whole).
 3. **Resume**: after each shard ``shards.progress.json`` records the plan and the shards done;
    a rerun with the same plan (same videos, sizes, seed, shard size) skips them; another plan

@@ -4,18 +4,18 @@ Two sources behind one interface (``.info``, ``.warnings``, ``.get_frames(indice
 manager):
 
 * :class:`VideoReader` reads a video file, a URL (:mod:`tanet.remote`, range requests) or a
-  :class:`MemoryVideo` (a shard's member): :mod:`.inputs`. Frame ``i`` is the ``i``-th frame a plain sequential
-  decode emits and ``num_frames`` is how many it emits, for every file: the index of
-  :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
+  :class:`MemoryVideo` (a shard's member): :mod:`.inputs`. Frame ``i`` is the ``i``-th frame a
+  plain sequential decode emits and ``num_frames`` is how many it emits, for every file: the index
+  of :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
   trustworthy, else from one full decode (:mod:`.index_cache`: paid once per file). ``get_frames``
   decodes forward while the next wanted frame comes before the next keyframe and seeks only when
   that skips work, whatever the order and history of the calls; a surprise on the fast route (a
-  decode error, a frame missing where the packets said) switches the file to the exact index.
-  On the exact route every frame returned is checked against the sequential decode's (its
-  pixel digest); one that differs is decoded again from a fresh seek, then from the start, so
-  a stand-in (a neighbouring frame, with a warning) is used only for a frame that the
-  sequential decode itself does not reproduce. Truncation and damage are recorded in
-  ``warnings`` (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``).
+  decode error, a frame missing where the packets said) switches the file to the exact index. On
+  the exact route every frame returned is checked against the sequential decode's (its pixel
+  digest); one that differs is decoded again from a fresh seek, then from the start, so a stand-in
+  (a neighbouring frame, with a warning) is used only for a frame that the sequential decode
+  itself does not reproduce. Truncation and damage are recorded in ``warnings`` (``truncated: 16
+  of 795 frames``, ``corrupt data at frame 120``).
 * :class:`FrameFolder` reads pre-extracted frames (``img_00001.jpg`` ...), numbered from 1 as the
   authors' and TSN's extraction tools write them; index ``i`` here is file number ``i + 1``.
 
@@ -25,7 +25,6 @@ optionally resized so that the short side is ``short_side``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
