@@ -112,7 +112,16 @@ def commands(fence: Fence) -> list[list[str]]:
         except ValueError as e:
             raise ValueError(f"{fence.where}: cannot split {line!r} as a shell line ({e})") from None
         segment: list[str] = []
+        skip = False
         for tok in tokens + [";"]:
+            if skip:  # the target of a redirection
+                skip = False
+                continue
+            if tok and set(tok) <= set("<>&") and tok not in _OPERATORS:  # > out, 2>&1, < in
+                if segment and segment[-1].isdigit():
+                    segment.pop()  # the 2 of 2>
+                skip = not tok.endswith("&") or tok == ">&"
+                continue
             if tok in _OPERATORS:
                 argv = _tanet_argv(segment)
                 if argv is not None:

@@ -5,12 +5,14 @@ build (``make docs``, ``make docs-serve``, the tests) and never committed.
   ``reference/weights.md``, the transitional ``readme.md``) and the figures
   (``assets/figures/*.png``) to the site's files, so navigation, links and search see them as
   if they were written by hand.
+* ``on_page_content`` drops the Sphinx roles (``:func:``) of docstrings from the API pages.
 * ``on_page_markdown`` replaces a ``<!-- gen: NAME -->`` line of a hand-written page by the
   generated block ``NAME`` (``layout-rules``: the rules of ``tests/test_packaging.py``; ``benchmarks``: the
   benchmark scripts and what they measure).
 """
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -38,6 +40,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "benchmarks": lambda: benchmarks_reference.benchmarks_markdown(REPO / "benchmarks"),
 }
 FIGURE_DIR = "assets/figures"
+log = logging.getLogger("mkdocs.hooks.tanet")
+# Sphinx roles in docstrings (:func:`x`), which mkdocstrings renders as text before the code
+_ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|exc|obj):(?=<code>)")
 _BLOCK = re.compile(r"^<!--\s*gen:\s*(?P<name>[\w-]+)\s*-->\s*$", re.M)
 
 
@@ -58,8 +63,8 @@ def on_files(files: Files, config) -> Files:
         files.append(File.generated(config, uri, content=make()))
     for name, draw in figures.FIGURES.items():
         files.append(File.generated(config, f"{FIGURE_DIR}/{name}", content=draw()))
-    print(f"docs: generated {len(PAGES)} pages and {len(figures.FIGURES)} figures in "
-          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    log.info(f"generated {len(PAGES)} pages and {len(figures.FIGURES)} figures in "
+             f"{time.perf_counter() - started:.1f} s")
     return files
 
 
@@ -71,3 +76,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         return BLOCKS[m["name"]]()
 
     return _BLOCK.sub(block, markdown)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings use Sphinx roles (:func:`name`); the API pages show just the name."""
+    return _ROLE.sub("", html)
