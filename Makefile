@@ -31,10 +31,10 @@ fuzz: $(STAMP)
 
 # The documentation site (mkdocs.yml; pages in docs/, generated ones by docs/gen/hooks.py).
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 docs-serve: $(STAMP)
-	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
 
 # Build the site and look at it in headless Chromium: screenshots into build/test-artifacts/.
 docs-check: $(STAMP)

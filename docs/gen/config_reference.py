@@ -91,6 +91,12 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _code(text: str) -> str:
+    """A code span in a table cell; a '|' (which a code span cannot escape) as an entity
+    outside it."""
+    return " &#124; ".join(f"`{part.strip()}`" for part in text.split("|"))
+
+
 def _recipes() -> list[str]:
     from tanet.config import find_config, list_recipes
 
@@ -116,7 +122,7 @@ def config_markdown() -> str:
         doc = " ".join((cls.__doc__ or "").split())
         out += [f"## {title}", "", doc, "", "| key | type | default | what |",
                 "| --- | --- | --- | --- |"]
-        out += [f"| `{r['key']}` | `{_cell(r['type'])}` | `{_cell(r['default'])}` | "
+        out += [f"| `{r['key']}` | {_cell(r['type'])} | {_code(r['default'])} | "
                 f"{_cell(r['doc'])} |" for r in rows]
         out.append("")
     return "\n".join(out + _recipes()) + "\n"
