@@ -23,11 +23,12 @@ import time
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from tanet.data.sources import Source, resolve_videos
 
-__all__ = ["CheckResult", "check_video", "training_reads", "read_dataset", "check_all", "write_csv",
+__all__ = ["CheckResult", "check_video", "training_reads", "read_dataset", "check_all",
+           "check_iter", "write_csv",
            "write_fixed_list", "summary"]
 
 
@@ -57,17 +58,22 @@ def check_video(path: str, *, deep: bool = False, template: str = "img_{:05d}.jp
     ``listed_frames``: the count a frame list states, compared with the folder's."""
     from tanet.data.decode import VideoDecodeError, open_video
 
+    from tanet import remote
+
     p = Path(path)
     try:
-        size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
+        if remote.is_remote(path):
+            size = remote.stat(str(path)).size
+        else:
+            size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
     except OSError:  # missing, unreadable: the reader below says which
         size = None
     wrong = ""
     try:
-        with open_video(p, template=template, exact=deep) as r:
+        with open_video(path, template=template, exact=deep) as r:
             info, warnings = r.info, list(r.warnings)
         if info.container != "folder":
-            info, read_warnings, wrong = training_reads(p)
+            info, read_warnings, wrong = training_reads(path)
             warnings += [w for w in read_warnings if w not in warnings]
     except VideoDecodeError as e:
         return CheckResult(str(path), "error", size=size, cause=e.cause)
@@ -148,19 +154,30 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
     """:func:`check_video` of every job in ``workers`` processes (results in input order).
     A worker that dies (a crash in the decoder) is replaced; the videos it had in hand are
     checked again one by one, each alone in a process, so only the culprit is marked."""
-    results: list[CheckResult | None] = [None] * len(jobs)
+    results: list[Any] = [None] * len(jobs)
+    for i, res in check_iter(jobs, workers=workers):
+        results[i] = res
+        progress()
+    return results
+
+
+def check_iter(jobs: Sequence[tuple], *, workers: int,
+               fn: Callable[[tuple], Any] = _job) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(jobs[i]))`` as they finish, in ``workers`` processes (``fn``: a module-level
+    function of a job whose first item is the path; default :func:`check_video`'s job), at
+    most ``4 * workers`` in flight. A crash isolates as :func:`check_all` says (the culprit
+    gets a :class:`CheckResult` error row)."""
     if workers <= 1:
         for i, job in enumerate(jobs):
-            results[i] = _job(job)
-            progress()
-        return results  # type: ignore[return-value]
+            yield i, fn(job)
+        return
     todo = iter(range(len(jobs)))
     pool = cf.ProcessPoolExecutor(workers)
     inflight: dict[cf.Future, int] = {}
     try:
         while True:
             while len(inflight) < 4 * workers and (i := next(todo, None)) is not None:
-                inflight[pool.submit(_job, jobs[i])] = i
+                inflight[pool.submit(fn, jobs[i])] = i
             if not inflight:
                 break
             done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
@@ -168,8 +185,7 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
             for f in done:
                 i = inflight.pop(f)
                 try:
-                    results[i] = f.result()
-                    progress()
+                    yield i, f.result()
                 except cf.process.BrokenProcessPool:
                     broken.append(i)
             if broken:
@@ -177,19 +193,17 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 for i in broken:
-                    results[i] = _isolated(jobs[i])
-                    progress()
+                    yield i, _isolated(jobs[i], fn)
                 pool = cf.ProcessPoolExecutor(workers)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return results  # type: ignore[return-value]
 
 
-def _isolated(job: tuple) -> CheckResult:
+def _isolated(job: tuple, fn: Callable[[tuple], Any] = _job) -> Any:
     """One job alone in a fresh process: its result, or an error row if that process dies."""
     with cf.ProcessPoolExecutor(1) as pool:
         try:
-            return pool.submit(_job, job).result()
+            return pool.submit(fn, job).result()
         except cf.process.BrokenProcessPool:
             return CheckResult(job[0], "error", cause="the decoder crashed on this file (its "
                                                       "process died)")

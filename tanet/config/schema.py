@@ -68,6 +68,7 @@ class DataConfig:
     on_error: str = "skip"  # skip | raise, for videos that fail to decode
     on_warning: str = "keep"  # keep | skip, for truncated or damaged videos (listed either way)
     decode_timeout: float | None = 30.0  # seconds per video before it fails; None: no limit
+    shuffle_buffer: int = 64  # shards: records a loader worker shuffles over (memory: x their size)
 
 
 @dataclass
@@ -148,6 +149,9 @@ class Config:
         for key in positive:
             if _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1; got {_get(self, key)}")
+        if self.data.shuffle_buffer < 0:
+            raise ConfigError(f"{source}: data.shuffle_buffer must be >= 0 (0: no shuffle "
+                              f"buffer); got {self.data.shuffle_buffer}")
         for key in ("train.checkpoint_every", "train.max_steps_per_epoch"):
             if _get(self, key) is not None and _get(self, key) < 1:
                 raise ConfigError(f"{source}: {key} must be >= 1 or null; got {_get(self, key)}")

@@ -3,18 +3,19 @@
 Two sources behind one interface (``.info``, ``.warnings``, ``.get_frames(indices)``, context
 manager):
 
-* :class:`VideoReader` reads a video file. Frame ``i`` is the ``i``-th frame a plain sequential
-  decode emits and ``num_frames`` is how many it emits, for every file: the index of
-  :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
+* :class:`VideoReader` reads a video file, a URL (:mod:`tanet.remote`, range requests) or a
+  :class:`MemoryVideo` (a shard's member): :mod:`.inputs`. Frame ``i`` is the ``i``-th frame a
+  plain sequential decode emits and ``num_frames`` is how many it emits, for every file: the index
+  of :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
   trustworthy, else from one full decode (:mod:`.index_cache`: paid once per file). ``get_frames``
   decodes forward while the next wanted frame comes before the next keyframe and seeks only when
   that skips work, whatever the order and history of the calls; a surprise on the fast route (a
-  decode error, a frame missing where the packets said) switches the file to the exact index.
-  On the exact route every frame returned is checked against the sequential decode's (its
-  pixel digest); one that differs is decoded again from a fresh seek, then from the start, so
-  a stand-in (a neighbouring frame, with a warning) is used only for a frame that the
-  sequential decode itself does not reproduce. Truncation and damage are recorded in
-  ``warnings`` (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``).
+  decode error, a frame missing where the packets said) switches the file to the exact index. On
+  the exact route every frame returned is checked against the sequential decode's (its pixel
+  digest); one that differs is decoded again from a fresh seek, then from the start, so a stand-in
+  (a neighbouring frame, with a warning) is used only for a frame that the sequential decode
+  itself does not reproduce. Truncation and damage are recorded in ``warnings`` (``truncated: 16
+  of 795 frames``, ``corrupt data at frame 120``).
 * :class:`FrameFolder` reads pre-extracted frames (``img_00001.jpg`` ...), numbered from 1 as the
   authors' and TSN's extraction tools write them; index ``i`` here is file number ``i + 1``.
 
@@ -24,7 +25,6 @@ optionally resized so that the short side is ``short_side``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,48 +32,21 @@ import av
 import numpy as np
 
 from tanet.data.convert import digest, to_rgb
-from tanet.data.convert import resized as _resized
-from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames, mp4_index_hint
+from tanet.data.frame_folder import FrameFolder
+from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames
 from tanet.data.index_cache import clear_memory_cache, get_index, rebuild
+from tanet.data.inputs import MediaError, MemoryVideo, media_for
+from tanet.data.video_types import FrameIndexError, VideoDecodeError, VideoInfo, checked_indices
+from tanet.data.video_types import why as _why
+from tanet.remote import is_url
 
 __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
-           "open_video", "read_frames", "to_rgb", "clear_memory_cache"]
+           "MemoryVideo", "open_video", "read_frames", "to_rgb", "clear_memory_cache"]
 
 # Read timeout (seconds) handed to FFmpeg's interrupt callback: a stalled read (network or
 # FUSE mount) fails instead of blocking. A hang elsewhere is cut by the dataset's decode timeout.
 _IO_TIMEOUT = 30.0
 _NVOP_SIZE = 19  # MPEG-4 packets up to this size are "not coded" placeholders (FFmpeg's bound)
-
-
-class VideoDecodeError(RuntimeError):
-    """A video could not be read; the message starts with the file path and states the cause."""
-
-    def __init__(self, path: str | os.PathLike, cause: str | None = None):
-        # one argument: an already formatted message (as DataLoader re-raises worker errors)
-        self.path = str(path) if cause is not None else str(path).split(": ", 1)[0]
-        self.cause = cause if cause is not None else str(path).split(": ", 1)[-1]
-        super().__init__(f"{self.path}: {cause}" if cause is not None else str(path))
-
-
-class FrameIndexError(VideoDecodeError, IndexError):
-    """A frame index outside [0, num_frames): names the file, the index and the true count."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Metadata of a source. ``width``/``height`` are those of the frames ``get_frames`` returns
-    without ``short_side`` (i.e. after rotation); ``rotation`` is counter-clockwise degrees;
-    ``exact``: the frame index came from a full decode."""
-
-    num_frames: int
-    fps: float
-    duration: float
-    width: int
-    height: int
-    rotation: int = 0
-    codec: str = ""
-    container: str = ""
-    exact: bool = False
 
 
 class _Surprise(Exception):
@@ -88,47 +61,52 @@ class VideoReader:
     by a full decode even where timestamps look trustworthy (``tanet check --deep``).
     """
 
-    def __init__(self, path: str | os.PathLike, *, short_side: int | None = None,
+    def __init__(self, path: str | os.PathLike | MemoryVideo, *, short_side: int | None = None,
                  threads: int = 1, exact: bool = False):
-        self.path = str(path)
         self.short_side = short_side
         self.threads = threads
         self.warnings: list[str] = []
-        p = Path(self.path)
-        if not p.exists():
-            raise VideoDecodeError(self.path, "file not found")
-        if p.is_dir():
-            raise VideoDecodeError(self.path, "is a directory, not a video file "
-                                   "(use FrameFolder for extracted frames)")
-        self._st = p.stat()
-        if self._st.st_size == 0 and p.is_file():
-            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        try:
+            self._media = media_for(path)  # a file, a URL (range requests) or bytes in memory
+        except MediaError as e:
+            raise VideoDecodeError(e.name, e.cause) from None
+        self.path = self._media.name
         self._open()
         try:
-            index, built = get_index(self._container, self._stream, self.path, self._st,
-                                     exact=exact)
+            index, built = get_index(self._container, self._stream, self._media.key,
+                                     exact=exact, preset=self._media.preset)
             self._use(index, at_start=not built)
         except NoFrames:
-            self._container.close()
+            self._close_files()
             raise VideoDecodeError(self.path, "no decodable video frame") from None
         except av.FFmpegError as e:
-            self._container.close()
+            self._close_files()
             raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
         except BaseException:
-            self._container.close()
+            self._close_files()
             raise
+
+    @property
+    def index(self) -> FrameIndex:
+        """The frame index this reader reads through (:mod:`.frame_index`)."""
+        return self._index
 
     # ----------------------------------------------------------------------------- setup
     def _open(self) -> None:
         """Open the container and set up the decoder of its first video stream."""
         try:
-            self._container = av.open(self.path, metadata_errors="ignore",
+            self._container = av.open(self._media.open(), metadata_errors="ignore",
                                       timeout=(_IO_TIMEOUT, _IO_TIMEOUT))
         except av.FFmpegError as e:
+            self._media.close()
             raise VideoDecodeError(self.path, f"cannot open as a video ({_why(e)}"
-                                              f"{mp4_index_hint(self.path)})") from None
+                                              f"{self._media.index_hint()})") from None
         except OSError as e:
+            self._media.close()
             raise VideoDecodeError(self.path, f"cannot open ({e.strerror or e})") from None
+        except BaseException:  # RemoteError: the store, not this video, is at fault
+            self._media.close()
+            raise
         try:
             if not self._container.streams.video:
                 kinds = sorted({s.type for s in self._container.streams}) or ["none"]
@@ -140,8 +118,12 @@ class VideoReader:
             self._stream.thread_type = "AUTO" if self.threads != 1 else "SLICE"
             self._stream.codec_context.thread_count = self.threads
         except BaseException:
-            self._container.close()
+            self._close_files()
             raise
+
+    def _close_files(self) -> None:
+        self._container.close()
+        self._media.close()
 
     def _use(self, index: FrameIndex, *, at_start: bool) -> None:
         """Read through ``index`` from now on (``at_start``: the demuxer has not moved)."""
@@ -175,7 +157,7 @@ class VideoReader:
 
     def _switch_to_exact(self, why: str) -> None:
         try:
-            index = rebuild(self._container, self._stream, self.path, self._st,
+            index = rebuild(self._container, self._stream, self._media.key,
                             start_ts=self._index.start_ts, reason=why)
         except NoFrames:
             raise VideoDecodeError(self.path, "no decodable video frame") from None
@@ -230,7 +212,7 @@ class VideoReader:
             self._pending = item
 
     def _reopen(self) -> None:
-        self._container.close()
+        self._close_files()
         self._open()
 
     def _next(self):
@@ -364,13 +346,13 @@ class VideoReader:
         An index outside [0, num_frames) raises :class:`FrameIndexError` (an ``IndexError``
         and a :class:`VideoDecodeError`) naming the file, the index and the count.
         """
-        idx = _checked_indices(self.path, indices, self.info.num_frames)
+        idx = checked_indices(self.path, indices, self.info.num_frames)
         try:
             try:
                 return self._read(idx)
             except _Surprise as e:
                 self._switch_to_exact(str(e))
-                idx = _checked_indices(self.path, indices, self.info.num_frames)
+                idx = checked_indices(self.path, indices, self.info.num_frames)
                 return self._read(idx)
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"decoding failed ({_why(e)})") from None
@@ -379,7 +361,7 @@ class VideoReader:
     def close(self) -> None:
         self._frames = None
         self._pending = self._last = None
-        self._container.close()
+        self._close_files()
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -391,89 +373,11 @@ class VideoReader:
         return f"VideoReader({self.path!r}, {self.info})"
 
 
-def _checked_indices(path: str | os.PathLike, indices: Sequence[int], n: int) -> np.ndarray:
-    """``indices`` as a flat int64 array, each in [0, n), or a :class:`FrameIndexError` naming
-    the file, the index and the count (ValueError for no indices)."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size == 0:
-        raise ValueError(f"{path}: no frame indices requested")
-    if idx.max() >= n:
-        raise FrameIndexError(path, f"frame index {idx.max()} is past the end: the video has "
-                                    f"{n} frames (indices 0..{n - 1})")
-    if idx.min() < 0:
-        raise FrameIndexError(path, f"frame index {idx.min()} is negative (the video has "
-                                    f"{n} frames)")
-    return idx
-
-
-def _why(e: BaseException) -> str:
-    msg = getattr(e, "strerror", None) or str(e)
-    return msg.split(": '", 1)[0] if isinstance(msg, str) else str(e)
-
-
-class FrameFolder:
-    """Reader of a folder of extracted frames, numbered from 1 (``img_00001.jpg``).
-
-    Index ``i`` (0-based, as everywhere in this package) is file ``template.format(i + 1)``.
-    ``num_frames`` is the length of the run of consecutive files starting at 1.
-    """
-
-    def __init__(self, path: str | os.PathLike, template: str = "img_{:05d}.jpg", *,
-                 short_side: int | None = None, fps: float = 30.0):
-        self.path = str(path)
-        self.template = template
-        self.short_side = short_side
-        self.warnings: list[str] = []
-        p = Path(self.path)
-        if not p.is_dir():
-            raise VideoDecodeError(self.path, "frame folder not found")
-        names = set(os.listdir(p))
-        n = 0
-        while template.format(n + 1) in names:
-            n += 1
-        if n == 0:
-            raise VideoDecodeError(self.path, f"no frames named like {template.format(1)!r}")
-        first = self._load(0)
-        h, w = first.shape[:2]
-        self.info = VideoInfo(num_frames=n, fps=fps, duration=n / fps, width=w, height=h,
-                              codec="images", container="folder", exact=True)
-
-    def _load(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        f = os.path.join(self.path, self.template.format(i + 1))
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                if self.short_side:
-                    size = _resized(im.width, im.height, self.short_side)
-                    if size != im.size:
-                        im = im.resize(size, Image.BILINEAR)
-                return np.asarray(im)  # (H, W, 3)
-        except (OSError, ValueError) as e:
-            raise VideoDecodeError(f, f"cannot read image ({e})") from None
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at ``indices`` (0-based; any order, repeats allowed) as uint8 (T, H, W, 3)."""
-        idx = _checked_indices(self.path, indices, self.info.num_frames)
-        cache = {int(i): self._load(int(i)) for i in np.unique(idx)}
-        return np.stack([cache[int(i)] for i in idx])  # (T, H, W, 3)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "FrameFolder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def open_video(path: str | os.PathLike, *, short_side: int | None = None,
+def open_video(path: str | os.PathLike | MemoryVideo, *, short_side: int | None = None,
                template: str = "img_{:05d}.jpg", threads: int = 1, exact: bool = False):
     """A reader for ``path``: a :class:`FrameFolder` for a directory, else a :class:`VideoReader`
-    (``exact``: see there)."""
-    if Path(path).is_dir():
+    of a file, a URL or a :class:`MemoryVideo` (``exact``: see there)."""
+    if not isinstance(path, MemoryVideo) and not is_url(path) and Path(path).is_dir():
         return FrameFolder(path, template, short_side=short_side)
     return VideoReader(path, short_side=short_side, threads=threads, exact=exact)
 

@@ -26,7 +26,6 @@ indices in memory and on disk, so each file pays for its index once.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
@@ -35,8 +34,8 @@ import numpy as np
 
 from tanet.data.convert import digest
 
-__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "mp4_index_hint",
-           "frame_rotation", "NO_PTS", "SMALL"]
+__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "frame_rotation",
+           "NO_PTS", "SMALL"]
 
 _PREFIX = 8  # frames decoded at open to compare output order with timestamp order
 SMALL = 32  # files that declare at most this many frames are decoded whole at open
@@ -461,29 +460,3 @@ def rebuild_exact(container, stream, *, start_ts: int, reason: str) -> FrameInde
     (a reader's switch after a surprise, or a full decode asked for later)."""
     _restart(container, stream, start_ts)
     return replace(build(container, stream, exact=True), reason=reason)
-
-
-def mp4_index_hint(path: str) -> str:
-    """``; ...`` when ``path`` is an MP4/MOV without its index (moov) box: cut short before the
-    end, where most writers put that box."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head[4:8] != b"ftyp":
-                return ""
-            size, at, end = int.from_bytes(head[:4], "big"), 0, os.fstat(f.fileno()).st_size
-            while size >= 8 and at + size <= end:
-                at += size
-                f.seek(at)
-                box = f.read(8)
-                if len(box) < 8:
-                    break
-                if box[4:8] == b"moov":
-                    return ""
-                size = int.from_bytes(box[:4], "big")
-                if size == 1:  # 64-bit size
-                    size = int.from_bytes(f.read(8), "big")
-    except OSError:
-        return ""
-    return "; the MP4 index (moov box) is missing: the file was cut short (interrupted " \
-           "download or recording) and cannot be played"

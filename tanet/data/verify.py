@@ -24,6 +24,7 @@ import numpy as np
 
 from tanet.data.convert import digest, to_rgb
 from tanet.data.frame_index import FrameIndex, decode_frames, frame_rotation
+from tanet.data.inputs import media_for
 
 __all__ = ["seek_points", "reference_frames"]
 
@@ -106,7 +107,7 @@ def reference_frames(path: str | os.PathLike, indices: Iterable[int], *,
     wanted = {int(i) for i in indices}
     out: dict[int, np.ndarray] = {}
     n, coded, rotation = 0, (0, 0), 0
-    with av.open(str(path), metadata_errors="ignore") as c:
+    with media_for(path) as media, av.open(media.open(), metadata_errors="ignore") as c:
         s = c.streams.video[0]
         s.thread_type = "SLICE"
         s.codec_context.thread_count = 1

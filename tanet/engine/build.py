@@ -7,23 +7,29 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from tanet.config import Config
+from tanet.data.annotations import read_class_names
 from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
-from tanet.data.sources import STDIN, Video, resolve_videos
+from tanet.data.shards import ShardSet, is_shards, open_shards
+from tanet.data.sources import STDIN, Video, is_url, resolve_videos
+from tanet.data.streaming import ShardStream
 from tanet.data.transforms import build_train_transform
 from tanet.data.views import test_transform
-from tanet.engine.seeding import SeededItems
+from tanet.engine.distributed import DistInfo, ShardSampler, TrainSampler
+from tanet.engine.seeding import SeededItems, seeded_item
 from tanet.geometry import Geometry
 from tanet.models import Recognizer, create_model
 from tanet.models.transfer import init_from_checkpoint
 
-__all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader", "build_model",
+__all__ = ["Split", "read_split", "train_dataset", "test_dataset", "make_loader", "split_loader",
+           "build_model",
            "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
 
 
@@ -36,11 +42,18 @@ class Split:
     records: list[Video]
     class_names: list[str]
     source: str  # the annotation file or folder, as given
+    shards: ShardSet | None = None  # data.<split> names WebDataset shards (streamed)
+    label_map: list[int] | None = None  # shards: the manifest's label -> class_names index
+
+    def __len__(self) -> int:
+        return len(self.shards) if self.shards is not None else len(self.records)
 
 
 def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None) -> Split:
     """Read ``data.<split>`` (any annotation format, a class-per-folder directory, a UCF101 /
-    HMDB51 split folder, or ``-``: a list on standard input) through the one resolver."""
+    HMDB51 split folder, or ``-``: a list on standard input) through the one resolver; a list
+    may be at a URL. WebDataset shards (a ``shards.json`` manifest or a ``.tar`` pattern, local
+    or at a URL: :mod:`tanet.data.shards`) are opened, not listed (``Split.shards``)."""
     src = getattr(cfg.data, split)
     if not src:
         raise ValueError(f"data.{split} is not set: give an annotation file or a class-per-folder "
@@ -49,7 +62,9 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
         raise ValueError(f"data.{split}=- (a list on standard input) works in one process only; "
                          f"under torchrun write the list to a file")
     root = cfg.data.root
-    if src != STDIN and not Path(src).exists():
+    if is_shards(src):
+        return _shard_split(src, split, class_names or cfg.data.labels)
+    if src != STDIN and not is_url(src) and not Path(src).exists():
         hint = ""
         if root and (Path(root) / src).exists():
             hint = (f"; data.root applies to the paths inside a list, not to the list itself: "
@@ -67,6 +82,25 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
                          f"({why.get(source.format, source.format)}). Training and testing need "
                          f"an annotation list or a class-per-folder directory")
     return Split(list(source.videos), list(source.class_names), str(src))
+
+
+def _shard_split(src: str, split: str, labels: Sequence[str] | str | None) -> Split:
+    """The shards of ``data.<split>``; class names from the manifest, or ``labels`` (the
+    manifest's names must all be among them: records are relabelled by name)."""
+    shards = open_shards(src)
+    names = shards.class_names
+    if not names:
+        raise ValueError(f"{src}: data.{split} names shards without labels (sharded from an "
+                         f"unlabelled source); training and testing need labels")
+    if labels is None:
+        return Split([], list(names), src, shards)
+    wanted = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    index = {n: i for i, n in enumerate(wanted)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise ValueError(f"{src}: class {unknown[0]!r} of the shards is not among the class "
+                         f"names of the run ({len(unknown)} unknown)")
+    return Split([], wanted, src, shards, [index[n] for n in names])
 
 
 def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
@@ -109,6 +143,27 @@ def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, bat
     """A loader over ``(epoch, index)`` keys with per-item seeding (see :mod:`.seeding`)."""
     return build_loader(SeededItems(dataset, seed), batch_size=batch_size, workers=workers,
                         sampler=sampler, seed=seed, prefetch_factor=4 if workers > 0 else None)
+
+
+def split_loader(cfg: Config, split: Split, dataset: VideoDataset, info: DistInfo, *,
+                 train: bool, batch_size: int, workers: int) -> tuple[Any, VideoLoader]:
+    """This process's loader of ``split`` and what chooses its epochs (``set_epoch``, ``n``,
+    ``plan``): files through a :class:`TrainSampler` (train: one seeded permutation per epoch,
+    padded) or :class:`ShardSampler` (evaluation); shards streamed (:class:`ShardStream`:
+    train: shuffled, padded to equal shares; evaluation: every record once)."""
+    seed = cfg.train.seed
+    if split.shards is None:
+        n = len(split.records)
+        sampler = (TrainSampler(n, world_size=info.world_size, rank=info.rank, seed=seed)
+                   if train else ShardSampler(n, world_size=info.world_size, rank=info.rank))
+        return sampler, make_loader(dataset, sampler, batch_size=batch_size, workers=workers,
+                                    seed=seed)
+    stream = ShardStream(split.shards, dataset, world_size=info.world_size, rank=info.rank,
+                         workers=workers, batch_size=batch_size, seed=seed, train=train,
+                         buffer=cfg.data.shuffle_buffer if train else 0,
+                         label_map=split.label_map, item_context=partial(seeded_item, seed))
+    return stream, build_loader(stream, batch_size=batch_size, workers=workers, seed=seed,
+                                prefetch_factor=4 if workers > 0 else None)
 
 
 def build_model(cfg: Config, class_names: Sequence[str], *,
