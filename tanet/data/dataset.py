@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tanet.data.annotations import Record
-from tanet.data.decode import VideoDecodeError, open_video
+from tanet.data.decode import MemoryVideo, VideoDecodeError, open_video
 from tanet.data.views import read_clips, to_views
 from tanet.geometry import SAMPLINGS
 
@@ -164,19 +164,27 @@ class VideoDataset(torch.utils.data.Dataset):
         p = self.records[i].path
         return os.path.join(self.root, p) if self.root and not os.path.isabs(p) else p
 
-    def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-        with open_video(path, short_side=self.short_side, template=self.frame_template) as r:
+    def _decode(self, source, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+        with open_video(source, short_side=self.short_side, template=self.frame_template) as r:
             frames, _ = read_clips(r, self.num_segments, sampling=self.sampling,
                                    dense_stride=self.dense_stride, clips=self.clips,
                                    train=self.train, rng=rng)
             return frames, list(r.warnings)  # (clips, T, H, W, 3), the reader's warnings
 
     def __getitem__(self, i: int) -> dict[str, Any] | SkippedVideo:
-        rec, path = self.records[i], self.path_of(i)
+        rec = self.records[i]
+        return self.make_item(i, self.path_of(i), rec.labels if self.multilabel else rec.label)
+
+    def make_item(self, i: int, source: str | MemoryVideo,
+                  label: int | tuple[int, ...]) -> dict[str, Any] | SkippedVideo:
+        """Item ``i`` from ``source`` (a path, a URL or a shard's :class:`MemoryVideo`): the
+        one way an item is made, for files and shards (:mod:`.streaming`) alike. ``label``: a
+        class, or a multi-label video's tuple of classes (a multi-hot (K,) label)."""
+        path = str(source)
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))  # from the seeded global
         try:
             try:
-                frames, warnings = call_with_timeout(lambda: self._decode(path, rng),
+                frames, warnings = call_with_timeout(lambda: self._decode(source, rng),
                                                      self.decode_timeout)
             except TimeoutError:
                 raise DecodeTimeout(path, f"decoding took longer than {self.decode_timeout:g} s "
@@ -187,11 +195,10 @@ class VideoDataset(torch.utils.data.Dataset):
             return SkippedVideo(i, path, str(e))
         if warnings and self.on_warning == "skip":
             return SkippedVideo(i, path, f"{path}: {'; '.join(warnings)} (data.on_warning=skip)")
-        video, label = to_views(frames, self.transform,
-                                rec.labels if self.multilabel else rec.label)  # (V, T, C, H, W)
+        video, label = to_views(frames, self.transform, label)  # (V, T, C, H, W)
         if video.shape[0] == 1:
             video = video[0]  # (T, C, H, W)
-        if self.multilabel:
+        if isinstance(label, tuple):  # a multi-label video's classes
             label = multi_hot(label, self.num_classes)  # (K,)
         else:
             label = int(label)
@@ -250,7 +257,8 @@ class VideoLoader(torch.utils.data.DataLoader):
             except StopIteration:
                 return
             except (RuntimeError, OSError, EOFError) as e:  # OSError: a dead worker's socket
-                workers = getattr(it or getattr(self, "_iterator", None), "_workers", ())
+                live = it if it is not None else getattr(self, "_iterator", None)  # no len()
+                workers = getattr(live, "_workers", ())
                 err = _worker_error(e, workers)
                 if err is e:
                     raise

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from tanet import remote
+from tanet.remote import is_url  # scheme://... (http, https, s3, gs, rtsp): never joined
 from tanet.data.annotations import (FORMATS, VIDEO_EXTENSIONS, AnnotationError, Record,
                                     read_annotations, read_class_names, read_class_tree,
                                     sniff_format)
@@ -56,7 +57,6 @@ EXISTENCE_SAMPLE = 8  # a list is refused when none of its first 8 local videos 
 STDIN = "-"
 ROOT_HINT = ("give the folder they start from as data.root (train, test) or --root (predict, "
              "extract, check, export --int8)")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _STDIN_READ: list = [None, None]  # (the stream read, its text): "-" twice reads it once
 
 
@@ -112,15 +112,13 @@ class Source:
         return len(self.videos)
 
 
-def is_url(path: str | os.PathLike) -> bool:
-    """``scheme://...`` (http, https, s3, gs, rtsp, ...): never joined to a folder."""
-    return bool(_URL.match(str(path)))
-
-
 def resolve_path(listed: str, base: str | os.PathLike | None) -> str:
-    """The one rule: a URL or an absolute path as written, else ``base / listed``."""
+    """The one rule: a URL or an absolute path as written, else ``base / listed`` (a URL
+    base: ``s3://b/k`` + ``x/y.mp4`` -> ``s3://b/k/x/y.mp4``)."""
     if base is None or is_url(listed) or os.path.isabs(listed):
         return listed
+    if is_url(base):
+        return remote.join(str(base), listed)
     return str(Path(base) / listed)
 
 
@@ -155,8 +153,7 @@ def resolve_videos(source: str | os.PathLike, *, root: str | os.PathLike | None 
         return replace(src, name=STDIN, kind="stdin", text=text)
     if is_url(name):
         if Path(name.split("?")[0]).suffix.lower() in LIST_SUFFIXES:
-            raise ValueError(f"{name}: lists at URLs are not read yet; download the list and "
-                             f"give its path")
+            return _url_list(name, root, format, labels, split, subset)
         return Source(name, "video", "video", [Video(name, name)])
     path = Path(source)
     if not path.exists():
@@ -170,6 +167,19 @@ def resolve_videos(source: str | os.PathLike, *, root: str | os.PathLike | None 
 
 
 # ------------------------------------------------------------------------------ lists
+def _url_list(url: str, root, format: str, labels, split: int, subset: str) -> Source:
+    """A list at a URL (read through :mod:`tanet.remote`): relative paths start from ``root``,
+    else from the URL's folder (``s3://b/k/train.txt``: ``s3://b/k/``)."""
+    text = remote.read_text(url)
+    name = Path(remote.basename(url))
+    try:
+        src = _list(name, text, root if root is not None else remote.parent(url), format,
+                    labels, split, subset)
+    except AnnotationError as e:  # name the list by its URL
+        raise AnnotationError(url, e.line, str(e).split(": ", 1)[-1]) from None
+    return replace(src, name=url, kind="list", text=None)
+
+
 def _read_stdin(stream: TextIO) -> str:
     if _STDIN_READ[0] is not stream:
         _STDIN_READ[:] = [stream, stream.read()]

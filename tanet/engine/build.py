@@ -7,24 +7,31 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from tanet.config import Config
+from tanet.data.annotations import read_class_names
 from tanet.data.dataset import VideoDataset, VideoLoader, build_loader
-from tanet.data.sources import STDIN, Video, resolve_videos
+from tanet.data.shards import ShardSet, is_shards, open_shards
+from tanet.data.sources import STDIN, Video, is_url, resolve_videos
+from tanet.data.streaming import ShardStream
 from tanet.data.transforms import build_train_transform
 from tanet.data.views import test_transform
+from tanet.engine.distributed import DistInfo, ShardSampler
 from tanet.engine.losses import Loss, build_loss, class_counts, loss_name
-from tanet.engine.seeding import SeededItems
+from tanet.engine.samplers import build_sampler
+from tanet.engine.seeding import SeededItems, seeded_item
 from tanet.geometry import Geometry
 from tanet.models import Recognizer, create_model
 from tanet.models.transfer import init_from_checkpoint
 
-__all__ = ["Split", "read_split", "Objective", "build_objective", "train_dataset", "test_dataset", "make_loader", "build_model",
+__all__ = ["Split", "read_split", "Objective", "build_objective", "train_dataset", "test_dataset",
+           "make_loader", "split_loader", "build_model",
            "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
 
 
@@ -37,11 +44,21 @@ class Split:
     records: list[Video]
     class_names: list[str]
     source: str  # the annotation file or folder, as given
+    shards: ShardSet | None = None  # data.<split> names WebDataset shards (streamed)
+    label_map: list[int] | None = None  # shards: the manifest's label -> class_names index
     multilabel: bool = False  # records carry sets of classes (``Video.labels``)
+
+    def __len__(self) -> int:
+        return len(self.shards) if self.shards is not None else len(self.records)
 
     @property
     def labels(self) -> list[int] | list[tuple[int, ...]]:
-        """Each video's class, or its tuple of classes (multi-label)."""
+        """Each video's class, or its tuple of classes (multi-label); files only (shards are
+        streamed: their labels are not listed)."""
+        if self.shards is not None:
+            raise ValueError(f"{self.source}: shards are streamed, their labels are not listed "
+                             f"ahead (class-balanced sampling and class weights from counts "
+                             f"need a list of files; give train.class_weights as a list)")
         if self.multilabel:
             return [r.labels or () for r in self.records]
         return [int(r.label) for r in self.records]  # type: ignore[arg-type]
@@ -49,7 +66,9 @@ class Split:
 
 def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None) -> Split:
     """Read ``data.<split>`` (any annotation format, a class-per-folder directory, a UCF101 /
-    HMDB51 split folder, or ``-``: a list on standard input) through the one resolver."""
+    HMDB51 split folder, or ``-``: a list on standard input) through the one resolver; a list
+    may be at a URL. WebDataset shards (a ``shards.json`` manifest or a ``.tar`` pattern, local
+    or at a URL: :mod:`tanet.data.shards`) are opened, not listed (``Split.shards``)."""
     src = getattr(cfg.data, split)
     if not src:
         raise ValueError(f"data.{split} is not set: give an annotation file or a class-per-folder "
@@ -58,7 +77,9 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
         raise ValueError(f"data.{split}=- (a list on standard input) works in one process only; "
                          f"under torchrun write the list to a file")
     root = cfg.data.root
-    if src != STDIN and not Path(src).exists():
+    if is_shards(src):
+        return _shard_split(src, split, class_names or cfg.data.labels)
+    if src != STDIN and not is_url(src) and not Path(src).exists():
         hint = ""
         if root and (Path(root) / src).exists():
             hint = (f"; data.root applies to the paths inside a list, not to the list itself: "
@@ -75,7 +96,8 @@ def read_split(cfg: Config, split: str, class_names: Sequence[str] | None = None
         raise ValueError(f"{src}: data.{split} names videos without labels "
                          f"({why.get(source.format, source.format)}). Training and testing need "
                          f"an annotation list or a class-per-folder directory")
-    return Split(list(source.videos), list(source.class_names), str(src), source.multilabel)
+    return Split(list(source.videos), list(source.class_names), str(src),
+                 multilabel=source.multilabel)
 
 
 @dataclass
@@ -86,7 +108,7 @@ class Objective:
     loss: Loss
     loss_name: str  # train.loss with auto resolved
     weights: list[float] | None  # per-class weights of the loss (None: unweighted)
-    counts: list[int]  # training videos per class
+    counts: list[int] | None  # training videos per class (None: shards, not counted)
 
     def describe(self) -> str:
         head = "sigmoid (multi-label)" if self.multilabel else "softmax"
@@ -108,13 +130,34 @@ def build_objective(cfg: Config, train: Split, val: Split | None = None) -> Obje
     if val is not None and val.multilabel != train.multilabel and not multilabel:
         raise ValueError(f"{val.source}: data.val is multi-label but data.train is not")
     tc = cfg.train
-    counts = class_counts(train.labels, len(train.class_names))
+    # shards are streamed: their class counts are not known ahead
+    counts = None if train.shards is not None else class_counts(train.labels,
+                                                                 len(train.class_names))
     fn, w = build_loss(tc.loss, multilabel=multilabel, counts=counts, weights=tc.class_weights,
                        beta=tc.class_weight_beta, gamma=tc.focal_gamma,
-                       label_smoothing=tc.label_smoothing)
+                       label_smoothing=tc.label_smoothing, num_classes=len(train.class_names))
     return Objective(multilabel, fn, loss_name(tc.loss, multilabel),
                      None if w is None else [float(x) for x in w],
-                     [int(c) for c in counts])
+                     None if counts is None else [int(c) for c in counts])
+
+
+def _shard_split(src: str, split: str, labels: Sequence[str] | str | None) -> Split:
+    """The shards of ``data.<split>``; class names from the manifest, or ``labels`` (the
+    manifest's names must all be among them: records are relabelled by name)."""
+    shards = open_shards(src)
+    names = shards.class_names
+    if not names:
+        raise ValueError(f"{src}: data.{split} names shards without labels (sharded from an "
+                         f"unlabelled source); training and testing need labels")
+    if labels is None:
+        return Split([], list(names), src, shards)
+    wanted = read_class_names(labels) if isinstance(labels, (str, os.PathLike)) else list(labels)
+    index = {n: i for i, n in enumerate(wanted)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise ValueError(f"{src}: class {unknown[0]!r} of the shards is not among the class "
+                         f"names of the run ({len(unknown)} unknown)")
+    return Split([], wanted, src, shards, [index[n] for n in names])
 
 
 def _flip_map(cfg: Config, names: Sequence[str]) -> dict[int, int] | None:
@@ -158,6 +201,34 @@ def make_loader(dataset: VideoDataset, sampler: torch.utils.data.Sampler, *, bat
     """A loader over ``(epoch, index)`` keys with per-item seeding (see :mod:`.seeding`)."""
     return build_loader(SeededItems(dataset, seed), batch_size=batch_size, workers=workers,
                         sampler=sampler, seed=seed, prefetch_factor=4 if workers > 0 else None)
+
+
+def split_loader(cfg: Config, split: Split, dataset: VideoDataset, info: DistInfo, *,
+                 train: bool, batch_size: int, workers: int) -> tuple[Any, VideoLoader]:
+    """This process's loader of ``split`` and what chooses its epochs (``set_epoch``, ``n``,
+    ``plan``): files through ``data.sampler``'s (train: :class:`TrainSampler`, one seeded
+    permutation per epoch, padded, or a :class:`~tanet.engine.samplers.ClassSampler`,
+    class-balanced draws) or :class:`ShardSampler` (evaluation); shards streamed
+    (:class:`ShardStream`: train: shuffled, padded to equal shares; evaluation: every record
+    once; ``data.sampler`` uniform only)."""
+    seed = cfg.train.seed
+    if split.shards is None:
+        n = len(split.records)
+        sampler = (build_sampler(cfg.data.sampler, split.labels, world_size=info.world_size,
+                                 rank=info.rank, seed=seed)
+                   if train else ShardSampler(n, world_size=info.world_size, rank=info.rank))
+        return sampler, make_loader(dataset, sampler, batch_size=batch_size, workers=workers,
+                                    seed=seed)
+    if train and cfg.data.sampler != "uniform":
+        raise ValueError(f"{split.source}: data.sampler={cfg.data.sampler} draws files by their "
+                         f"class; shards are streamed in shuffled shard order. Train from the "
+                         f"list of files, or use data.sampler=uniform with shards")
+    stream = ShardStream(split.shards, dataset, world_size=info.world_size, rank=info.rank,
+                         workers=workers, batch_size=batch_size, seed=seed, train=train,
+                         buffer=cfg.data.shuffle_buffer if train else 0,
+                         label_map=split.label_map, item_context=partial(seeded_item, seed))
+    return stream, build_loader(stream, batch_size=batch_size, workers=workers, seed=seed,
+                                prefetch_factor=4 if workers > 0 else None)
 
 
 def build_model(cfg: Config, class_names: Sequence[str], *,

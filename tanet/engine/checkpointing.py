@@ -100,11 +100,20 @@ def check_same_run(out: Path, cfg: Config) -> None:
                          f"output directory or the saved settings")
 
 
-def check_position(out: Path, state: dict[str, Any], world_size: int, cfg: Config) -> None:
+def check_position(out: Path, state: dict[str, Any], world_size: int, cfg: Config, *,
+                   plan: dict[str, Any] | None = None) -> None:
     """A state saved in the middle of an epoch resumes exactly only with the same processes x
     ``train.batch_size`` x ``train.accumulate`` (the epoch's order is cut into the same
-    steps); refuse otherwise, naming both."""
+    steps), and the same ``plan`` (shards: loader workers, shuffle buffer, manifest: what the
+    streamed order depends on); refuse otherwise, naming both."""
     tc = cfg.train
+    saved_plan = state.get("plan")
+    if int(state.get("micro", 0)) and plan is not None and saved_plan not in (None, plan):
+        keys = [k for k in dict.fromkeys([*saved_plan, *plan]) if saved_plan.get(k) != plan.get(k)]
+        detail = "; ".join(f"{k}: saved {saved_plan.get(k)!r}, now {plan.get(k)!r}" for k in keys)
+        raise ValueError(f"{out}: saved in the middle of an epoch whose order depends on what "
+                         f"changed ({detail}); resume with the saved values, or from an "
+                         f"epoch-end checkpoint")
     saved = (int(state.get("world_size", 1)), int(state.get("batch_size", tc.batch_size)),
              int(state.get("accumulate", tc.accumulate)))
     if int(state.get("micro", 0)) and saved != (world_size, tc.batch_size, tc.accumulate):

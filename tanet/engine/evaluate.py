@@ -19,9 +19,8 @@ import torch.nn.functional as F
 
 from tanet.config import Config, apply_overrides, config_from_dict
 from tanet.data.views import parse_views
-from tanet.engine.build import autocast, make_loader, read_split, test_dataset
-from tanet.engine.distributed import (DistInfo, ShardSampler, all_gather, init_distributed, log,
-                                      unwrap)
+from tanet.engine.build import autocast, read_split, split_loader, test_dataset
+from tanet.engine.distributed import DistInfo, all_gather, init_distributed, log, unwrap
 from tanet.io import atomic_path, atomic_write_text, read_class_names
 from tanet.engine.reports import (per_class_rows, plot_pr_curves, write_per_class_csv,
                                   write_report_md)
@@ -199,10 +198,9 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
                          f"(softmax) model; test it on a list with one class a video")
     geom = card.geometry.with_overrides(**cfg.geometry_overrides())  # the rule training applied
     dataset = test_dataset(cfg, split, geom, clips=clips, crops=crops)
-    n = len(dataset)
-    loader = make_loader(dataset, ShardSampler(n, world_size=info.world_size, rank=info.rank),
-                         batch_size=cfg.test.batch_size, workers=cfg.test.workers,
-                         seed=cfg.train.seed)
+    n = len(split)
+    _, loader = split_loader(cfg, split, dataset, info, train=False,  # files or shards
+                             batch_size=cfg.test.batch_size, workers=cfg.test.workers)
     log(info, f"test: {checkpoint} on {split.source}: {n} videos x {clips} clips x {crops} "
               f"crops", quiet)
     t0 = time.perf_counter()

@@ -68,28 +68,33 @@ def loss_name(loss: str, multilabel: bool) -> str:
     return ("bce" if multilabel else "ce") if loss == "auto" else loss
 
 
-def _weights_for(loss: str, spec: str | list[float], counts: torch.Tensor,
-                 beta: float) -> torch.Tensor | None:
-    k = counts.numel()
+def _weights_for(loss: str, spec: str | list[float], counts: torch.Tensor | None, beta: float,
+                 k: int) -> torch.Tensor | None:
     if isinstance(spec, list):
         if len(spec) != k:
             raise ValueError(f"train.class_weights has {len(spec)} weights for {k} classes")
         return torch.tensor(spec, dtype=torch.float32)
     if spec == "none" or (spec == "auto" and loss != "weighted_ce"):
         return None
+    if counts is None:
+        raise ValueError(f"train.class_weights={spec} counts the training videos of each class; "
+                         f"streamed shards are not counted ahead: give the weights as a list")
     return class_weights(counts, "effective" if spec == "auto" else spec, beta)
 
 
-def build_loss(loss: str, *, multilabel: bool, counts: torch.Tensor,
+def build_loss(loss: str, *, multilabel: bool, counts: torch.Tensor | None,
                weights: str | list[float] = "auto", beta: float = 0.999, gamma: float = 2.0,
-               label_smoothing: float = 0.0) -> tuple[Loss, torch.Tensor | None]:
+               label_smoothing: float = 0.0,
+               num_classes: int | None = None) -> tuple[Loss, torch.Tensor | None]:
     """The loss ``fn(logits (B, K), targets) -> scalar`` of ``train.loss`` (see the module
-    docstring) and the class weights it uses (None: unweighted)."""
+    docstring) and the class weights it uses (None: unweighted). ``counts``: (K,) training
+    videos per class (None: not known; then weights from counts are an error)."""
     name = loss_name(loss, multilabel)
     if multilabel and name in ("ce", "weighted_ce"):
         raise ValueError(f"train.loss={name} is a softmax loss (one class a clip); a multi-label "
                          f"model trains with bce or focal")
-    w = _weights_for(name, weights, counts, beta)
+    k = num_classes if num_classes is not None else (0 if counts is None else counts.numel())
+    w = _weights_for(name, weights, counts, beta, k)
     eps = label_smoothing
 
     def fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    sampler: TrainSampler | ClassSampler
+    sampler: TrainSampler | ClassSampler | Any  # files; shards: a ShardStream
     loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     class_names: list[str]

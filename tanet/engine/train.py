@@ -27,15 +27,14 @@ import torch.nn as nn
 
 from tanet.config import Config, dump_config
 from tanet.engine.build import (build_model, build_objective, build_optimizer, build_scheduler,
-                                make_loader, read_split, set_bn_mode, test_dataset,
+                                read_split, set_bn_mode, split_loader, test_dataset,
                                 train_dataset)
 from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
                                         clear_stale_temp_files, has_saved_state, load_train_state,
                                         save_checkpoint, truncate_metrics)
-from tanet.engine.distributed import (DistInfo, ShardSampler, all_gather, any_rank,
-                                      init_distributed, log, warn)
+from tanet.engine.distributed import (DistInfo, all_gather, any_rank, init_distributed, log,
+                                      warn)
 from tanet.engine.evaluate import evaluate
-from tanet.engine.samplers import build_sampler
 from tanet.engine.seeding import rng_state, seed_everything, set_rng_state
 from tanet.engine.signals import StopRequest, TrainingInterrupted
 from tanet.engine.state import EpochLog, Run, RunningStats, Window
@@ -92,7 +91,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
                          "set train.sync_bn=false or train.freeze_bn=true on CPU")
     seed_everything(tc.seed)
     train_split = read_split(cfg, "train")
-    if not train_split.records:
+    if not len(train_split):
         raise ValueError(f"{train_split.source}: no training videos")
     names = train_split.class_names
     val_split = read_split(cfg, "val", class_names=names) if cfg.data.val else None
@@ -104,15 +103,12 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
         model = model.to(memory_format=torch.channels_last)
     if tc.sync_bn and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    sampler = build_sampler(cfg.data.sampler, train_split.labels, world_size=info.world_size,
-                            rank=info.rank, seed=tc.seed)
-    loader = make_loader(train_dataset(cfg, train_split, geom), sampler,
-                         batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    sampler, loader = split_loader(cfg, train_split, train_dataset(cfg, train_split, geom), info,
+                                   train=True, batch_size=tc.batch_size, workers=tc.workers)
     val_loader = None
-    if val_split is not None:
-        shard = ShardSampler(len(val_split.records), world_size=info.world_size, rank=info.rank)
-        val_loader = make_loader(test_dataset(cfg, val_split, geom), shard,
-                                 batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    if val_split is not None:  # files: a ShardSampler; shards: every record once
+        _, val_loader = split_loader(cfg, val_split, test_dataset(cfg, val_split, geom), info,
+                                     train=False, batch_size=tc.batch_size, workers=tc.workers)
     micro = len(loader)
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.accumulate)
@@ -160,7 +156,7 @@ def _resume(run: Run) -> None:
     run.model.card.threshold = float(state.get("threshold", run.model.card.threshold))
     run.start_micro = int(state.get("micro", 0))
     run.carried = RunningStats(**state.get("running", {}))
-    check_position(run.out, state, info.world_size, run.cfg)
+    check_position(run.out, state, info.world_size, run.cfg, plan=run.sampler.plan)
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
     where = f"epoch {run.start_epoch}" + (f" + {run.start_micro} batches" if run.start_micro else "")
@@ -314,11 +310,12 @@ def _checkpoint(run: Run, epoch_done: int, micro: int, stats: RunningStats, *,
                  "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "rng": rngs,
                  "world_size": info.world_size, "batch_size": tc.batch_size,
-                 "accumulate": tc.accumulate}
+                 "accumulate": tc.accumulate, "plan": run.sampler.plan}
         if run.scaler.is_enabled():
             state["scaler"] = run.scaler.state_dict()
         # training videos per class: `tanet test` shows them beside each class's results
-        extra = {"tanet.train_counts": json.dumps(run.objective.counts)}
+        extra = ({} if run.objective.counts is None else
+                 {"tanet.train_counts": json.dumps(run.objective.counts)})
         if improved:
             save_checkpoint(run.out, "best", run.model, run.cfg, extra=extra)
         save_checkpoint(run.out, "last", run.model, run.cfg, state=state, extra=extra)
