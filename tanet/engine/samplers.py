@@ -17,7 +17,7 @@ its item ``start`` on.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -58,6 +58,13 @@ class ClassSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Use epoch ``epoch``'s draw from this rank's item ``start`` on (a resume)."""
         self.epoch, self.start = epoch, start
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """What a resume in the middle of an epoch must find unchanged beyond processes x batch
+        x accumulate: nothing (as :attr:`TrainSampler.plan`; the sampler itself is one of the
+        settings that define a run)."""
+        return {"data": "files"}
 
     def __len__(self) -> int:
         return max(self.per_rank - self.start, 0)
