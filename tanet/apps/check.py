@@ -259,7 +259,7 @@ def write_fixed_list(ds: Source, keep: Sequence[bool], out: str | os.PathLike) -
     elif ds.format == "sthv2":
         items = json.loads(source)
         text = json.dumps([it for it, k in zip(items, keep) if k], indent=1) + "\n"
-    elif ds.format == "kinetics":
+    elif ds.format in ("kinetics", "multilabel", "charades"):  # CSVs with a header row
         rows = list(csv.reader(io.StringIO(source, newline="")))
         entries = [row for row in rows[1:] if row and "".join(row).strip()]
         _same_count(ds, len(entries))

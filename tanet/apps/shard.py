@@ -78,6 +78,9 @@ def _size(v: Video) -> int:
 def plan_shards(source: Source, *, shard_size: int, seed: int = 0,
                 prefix: str = "shard") -> ShardPlan:
     """Shards of about ``shard_size`` bytes from a seeded permutation of the videos."""
+    if source.multilabel:  # a record holds one label
+        raise ValueError(f"{source.name}: a multi-label list (several classes a video); shards "
+                         f"hold one label a video, so train from the list itself")
     sizes = [_size(v) for v in source.videos]
     order = np.random.default_rng(seed).permutation(len(sizes)).tolist()
     shards: list[list[int]] = [[]]

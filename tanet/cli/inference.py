@@ -37,9 +37,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="test views, e.g. 1x1 (default) or 10x3")
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per video: path, top [{label, score}], warnings "
+                   help="one JSON object per video: path, top [{label, score}], labels (a "
+                        "multi-label model: every class over the card's threshold), warnings "
                         "(truncated or damaged video), error; with --window one per window: "
-                        "path, window, start, end, frames (the sampled frame indices), top")
+                        "path, window, start, end, frames (the sampled frame indices), top "
+                        "(and labels)")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="classify sliding windows of this length, each sampled as a clip of its "
                         "span (the checkpoint's sampling); writes a CSV and a PNG timeline")

@@ -9,7 +9,12 @@ from typing import Any
 from tanet.geometry import SAMPLINGS
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "TamConfig",
-           "ConfigError"]
+           "ConfigError", "SAMPLERS", "LOSSES", "CLASS_WEIGHTS"]
+
+
+SAMPLERS = ("uniform", "balanced", "sqrt")  # data.sampler
+LOSSES = ("auto", "ce", "weighted_ce", "focal", "bce")  # train.loss
+CLASS_WEIGHTS = ("auto", "inverse", "effective", "none")  # train.class_weights (or a list)
 
 
 class ConfigError(ValueError):
@@ -44,6 +49,7 @@ class ModelConfig:
     dropout: float = 0.5  # dropout before the classifier, in [0, 1)
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
     input_size: int | None = None  # crop size in px; None: the model's default
+    multilabel: bool | None = None  # sigmoid head (several classes a clip); None: as the data is
     tam: TamConfig = field(default_factory=TamConfig)  # TAM switches; e.g. model.tam.branches=local
 
 
@@ -55,7 +61,8 @@ class DataConfig:
     train: str | None = None  # annotation file (any supported format) or class-per-folder dir
     val: str | None = None  # validation (and `tanet test`) videos: same forms as data.train
     labels: str | None = None  # class names, one a line (optional)
-    format: str = "auto"  # annotation format; "auto" detects it
+    format: str = "auto"  # annotation format (multilabel, charades: several classes a video)
+    sampler: str = "uniform"  # uniform | balanced | sqrt: class-balanced / square-root frequency
     split: int = 1  # official split (1-3) of UCF101 / HMDB51 split files
     sampling: str | None = None  # segment (TSN) | dense (fixed stride, Kinetics); None: the model card's
     flip: bool = True  # random horizontal flip in training
@@ -89,6 +96,10 @@ class TrainConfig:
     fc_lr_mult: float = 5.0  # lr multiplier of the new classifier
     clip_grad: float | None = 20.0  # max gradient norm; None: off
     label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
+    loss: str = "auto"  # auto (ce; multi-label: bce) | ce | weighted_ce | focal | bce
+    class_weights: str | list[float] = "auto"  # auto | inverse | effective | none | [w per class]
+    class_weight_beta: float = 0.999  # effective-number weights (1 - beta) / (1 - beta ** n)
+    focal_gamma: float = 2.0  # focal loss: (1 - p) ** gamma down-weights easy examples
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
     channels_last: bool = False  # channels-last memory format for the training model
@@ -131,7 +142,8 @@ class Config:
                    "data.on_warning": ("keep", "skip"),
                    "train.schedule": ("step", "cosine"),
                    "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
-                   "train.amp": ("off", "bf16", "fp16")}
+                   "train.amp": ("off", "bf16", "fp16"),
+                   "data.sampler": SAMPLERS, "train.loss": LOSSES}
         for key, allowed in choices.items():
             value = _get(self, key)
             if value not in allowed and not (key == "data.sampling" and value is None):
@@ -170,6 +182,7 @@ class Config:
             raise ConfigError(f"{source}: train.lr must be > 0; got {self.train.lr}")
         if not 0.0 <= self.train.label_smoothing < 1.0:
             raise ConfigError(f"{source}: train.label_smoothing must be in [0, 1)")
+        _check_loss(self, source)
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"{source}: model.dropout must be in [0, 1)")
         if self.train.backbone_lr_mult < 0:
@@ -186,6 +199,26 @@ class Config:
         to the card through that one rule; ``model.num_segments`` builds the model instead."""
         return {"input_size": self.model.input_size, "short_side": self.data.short_side,
                 "sampling": self.data.sampling}
+
+
+def _check_loss(cfg: Config, source: str) -> None:
+    """The long-tail keys: class weights, focal's gamma, a loss that fits the head."""
+    tc = cfg.train
+    weights = tc.class_weights
+    if isinstance(weights, str) and weights not in CLASS_WEIGHTS:
+        raise ConfigError(f"{source}: train.class_weights must be one of "
+                          f"{', '.join(CLASS_WEIGHTS)} or a list of per-class weights; "
+                          f"got {weights!r}")
+    if isinstance(weights, list) and (not weights or min(weights) < 0):
+        raise ConfigError(f"{source}: train.class_weights: a list of weights >= 0, one per class")
+    if not 0.0 < tc.class_weight_beta < 1.0:
+        raise ConfigError(f"{source}: train.class_weight_beta must be in (0, 1); "
+                          f"got {tc.class_weight_beta}")
+    if tc.focal_gamma < 0:
+        raise ConfigError(f"{source}: train.focal_gamma must be >= 0; got {tc.focal_gamma}")
+    if cfg.model.multilabel and tc.loss in ("ce", "weighted_ce"):
+        raise ConfigError(f"{source}: train.loss={tc.loss} is a softmax loss (one class a clip); "
+                          f"a multi-label model (model.multilabel=true) trains with bce or focal")
 
 
 def _get(cfg: Any, key: str) -> Any:

@@ -45,12 +45,14 @@ from tanet.remote import is_url  # scheme://... (http, https, s3, gs, rtsp): nev
 from tanet.data.annotations import (FORMATS, VIDEO_EXTENSIONS, AnnotationError, Record,
                                     read_annotations, read_class_names, read_class_tree,
                                     sniff_format)
+from tanet.data.multilabel import (MULTILABEL_FORMATS, read_multilabel_annotations,
+                                   sniff_multilabel)
 
 __all__ = ["Video", "Source", "resolve_videos", "resolve_path", "is_url", "find_videos",
            "LIST_SUFFIXES", "SOURCE_FORMATS", "EXISTENCE_SAMPLE", "STDIN", "ROOT_HINT"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # always read as lists of videos
-SOURCE_FORMATS = FORMATS + ("paths", "folder")  # what ``format=`` may force
+SOURCE_FORMATS = FORMATS + MULTILABEL_FORMATS + ("paths", "folder")  # what ``format=`` may force
 EXISTENCE_SAMPLE = 8  # a list is refused when none of its first 8 local videos exists
 STDIN = "-"
 ROOT_HINT = ("give the folder they start from as data.root (train, test) or --root (predict, "
@@ -62,13 +64,15 @@ _STDIN_READ: list = [None, None]  # (the stream read, its text): "-" twice reads
 class Video:
     """One video of a source: ``path`` to open (the listed path after the rule), ``listed`` as
     the source names it (a list: as written; a folder: as found), its label (None without),
-    frame count (frame lists) and the list's line naming it (when known)."""
+    frame count (frame lists) and the list's line naming it (when known); ``labels``: its
+    classes in a multi-label list (``label`` None)."""
 
     path: str
     listed: str
     label: int | None = None
     num_frames: int | None = None
     line: int | None = None
+    labels: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -98,6 +102,11 @@ class Source:
         """Every video's label, or None when some video has none."""
         labels = [v.label for v in self.videos]
         return None if any(lab is None for lab in labels) else labels  # type: ignore[misc]
+
+    @property
+    def multilabel(self) -> bool:
+        """Every video carries a set of classes (a multi-label format), rather than one."""
+        return bool(self.videos) and all(v.labels is not None for v in self.videos)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -208,11 +217,15 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
         base, where = str(path), "the split folder"
     else:
         base, where = str(path.parent), "the list's folder"
-    fmt = format if format != "auto" else (sniff_format(path, text=text) or "paths")
+    fmt = format if format != "auto" else (
+        sniff_multilabel(path, text=text) or sniff_format(path, text=text) or "paths")
     if fmt == "folder":
         raise ValueError(f"{path}: format 'folder' is for folders, not lists")
     if fmt == "paths":
         records, names = _path_list(path, text), _names(labels)
+    elif fmt in MULTILABEL_FORMATS:
+        records, names = read_multilabel_annotations(path, format=fmt, root=base, labels=labels,
+                                                     text=text)
     elif text is None and (fmt == "hmdb51" or (fmt == "ucf101" and folder)):
         records, names = _split_records(path, fmt, labels, split, subset)
     else:
@@ -220,7 +233,7 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
                                           split=split, text=text,
                                           subset="test" if subset == "test" else "train")
     videos = [Video(resolve_path(r.path, base), r.path, None if r.label < 0 else r.label,
-                    r.num_frames, r.line) for r in records]
+                    r.num_frames, r.line, r.labels) for r in records]
     named = path  # the file naming the first video, for the error
     if fmt == "ucf101" and folder:
         named = path / f"{'test' if subset == 'test' else 'train'}list{split:02d}.txt"

@@ -25,24 +25,27 @@ __all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "check_same
 
 # keys that define a run: a resume with other values would continue a different experiment
 SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
-                 "data.train", "data.labels", "data.format", "train.seed")
+                 "model.multilabel", "data.train", "data.labels", "data.format", "data.sampler",
+                 "train.seed")
 
 
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
-                    state: dict[str, Any] | None = None) -> Path:
+                    state: dict[str, Any] | None = None,
+                    extra: dict[str, str] | None = None) -> Path:
     """``<out>/<tag>.safetensors`` (weights + card + config, atomic) and, given ``state``,
     ``<out>/<tag>.state.pt`` (atomic): optimiser, scheduler, position (epoch, step, micro-step
     within the epoch), RNG states, best top-1 and a copy of the weights.
 
     The state file is written first and is self-contained, so a kill between the two writes
-    leaves a state that resumes exactly (the weights file is only the user-facing model)."""
-    extra = None
+    leaves a state that resumes exactly (the weights file is only the user-facing model).
+    ``extra``: more metadata for the weights file (e.g. ``tanet.train_counts``)."""
+    extra = dict(extra or {})
     if state is not None:
         full = {**state, "model": {k: v.detach().cpu()  # serialised at once: no copy needed
                                    for k, v in unwrap(model).state_dict().items()}}
         with atomic_path(out / f"{tag}.state.pt") as tmp:
             torch.save(full, tmp)
-        extra = {"tanet.epoch": str(state["epoch"]), "tanet.step": str(state["step"])}
+        extra.update({"tanet.epoch": str(state["epoch"]), "tanet.step": str(state["step"])})
     return save_model(out / f"{tag}.safetensors", unwrap(model), config=config_to_dict(cfg),
                       extra=extra)
 

@@ -48,7 +48,9 @@
       const card = await api("v1/model");
       state.card = card;
       $("model-info").textContent = `${card.name}: ${card.num_classes} classes, ${card.frames} ` +
-        `frames of ${card.size[1]}×${card.size[0]} px, ${card.backend}`;
+        `frames of ${card.size[1]}×${card.size[0]} px, ${card.backend}` +
+        (card.card && card.card.multilabel
+          ? `, multi-label (classes scoring ${card.card.threshold.toFixed(3)} or more)` : "");
       $("topk").value = card.topk;
       if (![...$("views").options].some((o) => o.value === card.views)) {
         $("views").add(new Option(card.views, card.views));
@@ -165,11 +167,24 @@
     }
   }
 
+  // a multi-label model's answer: every class over the card's threshold (pred.labels)
+  function renderLabels(pred) {
+    const box = $("labels");
+    box.hidden = !pred.labels;
+    if (!pred.labels) return;
+    box.textContent = pred.labels.length
+      ? `Over the threshold: ${pred.labels.map((l) => `${l.label} (${pct(l.score)})`).join(", ")}`
+      : "No class over the threshold.";
+  }
+
   function renderTop(pred) {
     const list = $("topk-list");
     list.replaceChildren();
+    renderLabels(pred);
+    const over = new Set((pred.labels || []).map((l) => l.label));
     for (const { label, score } of pred.top) {
       const li = document.createElement("li");
+      if (over.has(label)) li.className = "over";
       const name = document.createElement("span");
       name.className = "label";
       name.textContent = label;
@@ -189,6 +204,11 @@
     list.removeAttribute("aria-busy");
     const top = pred.top[0];
     const warnings = pred.warnings && pred.warnings.length ? ` (warnings: ${pred.warnings.join("; ")})` : "";
+    if (pred.labels) {
+      const names = pred.labels.map((l) => l.label).join(", ") || "no class over the threshold";
+      setStatus(`${pred.path}: ${names}${warnings}`);
+      return;
+    }
     setStatus(top ? `${pred.path}: ${top.label} (${pct(top.score)})${warnings}` : "");
   }
 
