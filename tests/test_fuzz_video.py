@@ -49,7 +49,8 @@ PER_FORMAT = max(5, TOTAL_EXAMPLES // max(1, len(FORMATS)))
 _WORKER = r"""
 import json, resource, sys, traceback
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a runaway allocation fails here
-from tanet.data.decode import VideoDecodeError, open_video, _resized
+from tanet.data.decode import VideoDecodeError, open_video
+from tanet.data.convert import resized as _resized
 out = sys.stdout
 sys.stdout = sys.stderr
 out.write("ready\n"); out.flush()
