@@ -163,19 +163,6 @@ def test_writers_csv_srt_vtt_json(tmp_path):
         write_segments(segs, tmp_path / "s.txt")
 
 
-def _long_video(path):
-    """An 8 s video of four 2 s parts that look unlike each other (dark, bright, noise,
-    stripes), so that a small random model's windows change their minds along it."""
-    from tanet.data.encode import write_video
-
-    rng = np.random.default_rng(3)
-    parts = [np.full((20, 48, 64, 3), 20, np.uint8), np.full((20, 48, 64, 3), 230, np.uint8),
-             rng.integers(0, 255, (20, 48, 64, 3), np.uint8),
-             np.tile((np.arange(64) // 4 % 2 * 255).astype(np.uint8)[None, None, :, None],
-                     (20, 48, 1, 3))]
-    return write_video(path, np.concatenate(parts), fps=10)
-
-
 def test_predict_window_segments_writes_subtitles_a_parser_reads(tmp_path, capsys):
     """`tanet predict long.mp4 --window 2 --segments --vtt out.vtt --srt`: the files equal the
     rule applied to Predictor.predict_windows, and webvtt-py reads the .vtt and .srt back."""
@@ -183,11 +170,12 @@ def test_predict_window_segments_writes_subtitles_a_parser_reads(tmp_path, capsy
     from tanet.apps.predict import Predictor
     from tanet.apps.segments import segments_of
     from tanet.cli import main
+    from tanet.testing.media import write_parts_video
     from tanet.testing.tiny import tiny_checkpoint
 
     ckpt, _ = tiny_checkpoint(tmp_path / "tiny.safetensors", ["run", "jump", "swim", "climb"],
                               fc_std=2.0)
-    video = _long_video(tmp_path / "long.mp4")
+    video = write_parts_video(tmp_path / "long.mp4")
     out = tmp_path / "out"
     vtt = tmp_path / "out.vtt"
     assert main(["predict", str(video), "--checkpoint", str(ckpt), "--window", "2",

@@ -34,8 +34,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["SegmentRule", "Segment", "merge_windows", "segments_of", "window_cells", "segments_json",
-           "segments_csv", "segments_srt", "segments_vtt", "write_segments", "SEGMENT_FORMATS"]
+__all__ = ["SegmentRule", "Segment", "merge_windows", "segments_of", "window_cells",
+           "segments_json", "segments_csv", "segments_srt", "segments_vtt", "write_segments",
+           "SEGMENT_FORMATS"]
 
 SEGMENT_FORMATS = ("json", "csv", "srt", "vtt")
 

@@ -38,3 +38,17 @@ def sequential_frames(path) -> np.ndarray:
                 continue
         out += [f.to_ndarray(format="rgb24") for f in s.decode(None)]
     return np.stack(out)
+
+
+def write_parts_video(path: Path, *, fps: int = 10, seconds: int = 2) -> Path:
+    """An H.264 video of four ``seconds``-long parts that look unlike each other (dark, bright,
+    noise, stripes; 64x48), so that a small random model's sliding windows change their minds
+    along it (segments tests)."""
+    from tanet.data.encode import write_video
+
+    n = fps * seconds
+    rng = np.random.default_rng(3)
+    stripes = (np.arange(64) // 4 % 2 * 255).astype(np.uint8)[None, None, :, None]  # (1,1,64,1)
+    parts = [np.full((n, 48, 64, 3), 20, np.uint8), np.full((n, 48, 64, 3), 230, np.uint8),
+             rng.integers(0, 255, (n, 48, 64, 3), np.uint8), np.tile(stripes, (n, 48, 1, 3))]
+    return write_video(path, np.concatenate(parts), fps=fps)  # (4n, 48, 64, 3)
