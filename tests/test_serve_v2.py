@@ -9,7 +9,9 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -240,6 +242,16 @@ def test_bad_requests_are_protocol_errors_and_the_server_keeps_serving(files, se
     status, _, err = server.request("POST", "/v2/models/tiny/infer", b"x",
                                     {"Content-Encoding": "gzip"})
     assert status == 415 and "uncompressed" in err["error"]
+    body = header + element  # a client that goes away in the middle of a video's bytes
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sock.sendall(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                 f"{len(body)}\r\nInference-Header-Content-Length: {len(header)}\r\n\r\n"
+                 .encode() + body[:len(body) // 2])
+    deadline = time.monotonic() + 10  # wait until the server holds a part of the video on disk
+    while not list(server.tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(server.tmp_dir.iterdir())
+    sock.close()
     r = client.infer("tiny", [good])  # still serving, nothing left behind
     assert r.as_numpy("labels")[0][0].decode() == Predictor(files["ckpt"]).predict(
         files["mp4"]).top[0][0]

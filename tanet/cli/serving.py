@@ -14,15 +14,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                    "tritonclient.http works); GET / is a page to try it. "
                                    "Concurrent requests are batched; decoding runs in a pool.")
     p.add_argument("--checkpoint", default=None,
-                   help="a tanet .safetensors, a published .pth, a model name or an .onnx export")
+                   help="a tanet .safetensors, a published .pth, a weights name or URL, or an .onnx "
+                        "export (and/or models given with --model)")
     p.add_argument("--name", default=None,
                    help="the --checkpoint model's name in URLs (/v2/models/NAME, ?model=NAME); "
                         "default: its file name without the suffix (best.safetensors -> best), a "
                         "published weights name as it is (tanet_r50.k400)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
-                   help="serve this model too (repeatable; anything --checkpoint takes), each "
-                        "with its own batcher and calibration; /v1 without ?model= uses the "
-                        "first model (--checkpoint's, else the first --model)")
+                   help="serve this model too (repeatable; anything --checkpoint takes; without "
+                        "NAME= it gets the default name, as --name), each with its own batcher "
+                        "and calibration; /v1 without ?model= uses the first model "
+                        "(--checkpoint's, else the first --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS", help="default test views")
