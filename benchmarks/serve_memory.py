@@ -85,11 +85,14 @@ def main() -> int:
                     names = [first.stem] + (["second"] if count == 2 else [])
                     load(s, names, body, ctype, args.requests)
                     after = memory_mb(s.proc.pid)
+                    caps = [m["batching"]["max_batch"]
+                            for m in s.request("GET", "/v1/models")[2]["models"]]
                 finally:
                     s.stop()
                 rows.append((kind, count, idle, after["VmRSS"], after["VmHWM"]))
                 print(f"{kind:<5} x{count}: RSS idle {idle:7.0f} MB, after load "
-                      f"{after['VmRSS']:7.0f} MB, peak {after['VmHWM']:7.0f} MB", flush=True)
+                      f"{after['VmRSS']:7.0f} MB, peak {after['VmHWM']:7.0f} MB (batch caps "
+                      f"{caps})", flush=True)
     print("\nper extra model (two-model server minus one-model server):")
     for kind in args.models.split(","):
         one, two = [r for r in rows if r[0] == kind]

@@ -291,8 +291,11 @@ def test_two_models_v1_model_query_and_metrics_by_model(files, server, client):
         assert samples[("tanet_batch_views_count", (("model", name),))] >= 1
 
 
-def test_model_names_and_options():
+def test_model_names_and_options(capsys):
     from tanet.apps.serve.settings import ServeSettings, default_model_name, parse_model_option
+    from tanet.cli import main
+
+    assert main(["serve"]) == 1 and "needs a model" in capsys.readouterr().err
 
     assert default_model_name("runs/x/best.safetensors") == "best"
     assert default_model_name("exports/model.int8.onnx") == "model.int8"

@@ -46,6 +46,27 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
                    help="window step (default: half the window)")
     p.add_argument("--out", default="predictions", help="directory for --window outputs")
+    _add_segment_options(p)
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                   help="frame sampling of clips and windows (default: the checkpoint's card; "
+                        "mmaction2's Kinetics TANet uses dense)")
+    p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                   help="lower precision (PyTorch only); bf16 on CPU: bf16 weights converted once, "
+                        "channels-last, BN folded")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (Inductor; the first video pays the compile)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--live", action="store_true",
+                   help="classify a live source as it streams: one JSON line per --stride "
+                        "(window default 2 s), late windows dropped; see tanet.apps.live")
+    p.add_argument("--format", default=None, help="--live: FFmpeg input format to force "
+                   "(v4l2, avfoundation, dshow, mpegts, h264, lavfi, ...)")
+    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="--live: FFmpeg input option, e.g. framerate=30 or rtsp_transport=udp")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("action segments (with --window)")
     g.add_argument("--segments", action="store_true",
                    help="join the windows into segments (start, end, label, score): neighbours "
@@ -66,23 +87,6 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "video, else <out>/<video>.vtt")
     g.add_argument("--srt", nargs="?", const="", default=None, metavar="FILE",
                    help="SubRip subtitles of the segments, as --vtt")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None,
-                   help="frame sampling of clips and windows (default: the checkpoint's card; "
-                        "mmaction2's Kinetics TANet uses dense)")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
-                   help="lower precision (PyTorch only); bf16 on CPU: bf16 weights converted once, "
-                        "channels-last, BN folded")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (Inductor; the first video pays the compile)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--live", action="store_true",
-                   help="classify a live source as it streams: one JSON line per --stride "
-                        "(window default 2 s), late windows dropped; see tanet.apps.live")
-    p.add_argument("--format", default=None, help="--live: FFmpeg input format to force "
-                   "(v4l2, avfoundation, dshow, mpegts, h264, lavfi, ...)")
-    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="--live: FFmpeg input option, e.g. framerate=30 or rtsp_transport=udp")
-    p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict_live(args: argparse.Namespace) -> int:

@@ -157,6 +157,8 @@ def make_plan(m: ServedModel, req: InferRequest) -> Plan:
         raise ApiError(400, "parameter 'window' is for 'video' inputs (clips are one window each)")
     if stride and not window:
         raise ApiError(400, "parameter 'stride' needs 'window' (seconds)")
+    if window and (stride or window / 2) < window / 100:
+        raise ApiError(400, "parameter 'stride' is under 1/100 of the window: too many windows")
     topk = _number(p, "topk", integer=True)
     if topk is not None and not 1 <= topk <= 1000:
         raise ApiError(400, "parameter 'topk' must be within 1..1000")
@@ -235,7 +237,7 @@ def _outputs(plan: Plan, req: InferRequest, results: list) -> list[OutputTensor]
             out.append(OutputTensor(o.name, "BYTES", [len(segments)], segments, binary))
             continue
         k = o.classification or plan.predictor.topk
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k) as Predictor._top
+        order = np.argsort(-probs, axis=1)[:, :k]  # (N, k), as Predictor._top orders
         if o.name == "probabilities" and not o.classification:
             out.append(OutputTensor(o.name, "FP32", list(probs.shape),
                                     probs.astype(np.float32), binary))
