@@ -39,7 +39,7 @@ FORMATS = [
     ("webm_vp9", ".webm", "libvpx-vp9", {"gop": 6}),
     ("webm_vp8", ".webm", "libvpx", {"gop": 6}),
     # the shapes real datasets hold (tanet.data.variants): DivX packed B-frames, pts = dts
-    ("avi_mpeg4_packed", ".avi", "mpeg4", {"gop": 5, "bframes": 1}),
+    ("avi_mpeg4_packed", ".avi", "mpeg4", {"gop": 5, "bframes": 2}),
     ("mp4_h264_pts_dts", ".mp4", "libx264", {"gop": 4, "bframes": 2, "crf": 20}),
 ]
 FORMATS = [f for f in FORMATS if f[2] in available_codecs()]

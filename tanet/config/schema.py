@@ -27,21 +27,21 @@ class TamConfig:
     every: int | None = None  # every n-th block of a stage
     position: str | None = None  # before_conv1 | after_conv1 | after_conv2
     kernel_size: int | None = None  # K
-    alpha: int | None = None
-    beta: int | None = None
-    local_kernel_size: int | None = None
+    alpha: int | None = None  # expansion of the global branch's hidden layer (alpha * T); paper 2
+    beta: int | None = None  # channel reduction of the local branch (C / beta); paper 4
+    local_kernel_size: int | None = None  # temporal kernel of the local branch; paper 3
 
 
 @dataclass
 class ModelConfig:
     """Which network to build (see ``tanet models``)."""
 
-    name: str = "tanet_r50"
+    name: str = "tanet_r50"  # a registered model (`tanet models`), e.g. tsm_r50
     num_segments: int = 8  # T, frames per clip
     pretrained: str | None = None  # imagenet | weights tag/name (k400) | ImageNet state dict path/URL
     init_from: str | None = None  # video checkpoint to fine-tune from: file, weights name or URL
     adapt_frames: bool = False  # init_from with another T: resample TAM's T-dependent weights
-    dropout: float = 0.5
+    dropout: float = 0.5  # dropout before the classifier, in [0, 1)
     partial_bn: bool = False  # freeze every BatchNorm2d but the first (fine-tuning)
     input_size: int | None = None  # crop size in px; None: the model's default
     tam: TamConfig = field(default_factory=TamConfig)  # TAM switches; e.g. model.tam.branches=local
@@ -53,14 +53,14 @@ class DataConfig:
 
     root: str | None = None  # prefix for relative video paths in the annotation files
     train: str | None = None  # annotation file (any supported format) or class-per-folder dir
-    val: str | None = None
+    val: str | None = None  # validation (and `tanet test`) videos: same forms as data.train
     labels: str | None = None  # class names, one a line (optional)
     format: str = "auto"  # annotation format; "auto" detects it
     split: int = 1  # official split (1-3) of UCF101 / HMDB51 split files
     sampling: str | None = None  # segment (TSN) | dense (fixed stride, Kinetics); None: the model card's
     flip: bool = True  # random horizontal flip in training
     flip_label_map: dict[str, str] | None = None  # class swaps under flip ("left" <-> "right")
-    scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])  # crop scales
     short_side: int | None = None  # test-time resize; None: the model's card
     frame_template: str = "img_{:05d}.jpg"  # file names in frame folders, numbered from 1
     test_clips: int = 1  # clips per video at test time
@@ -74,35 +74,35 @@ class DataConfig:
 class TrainConfig:
     """Optimisation: SGD recipe of TSN/TSM/TANet plus the usual switches."""
 
-    epochs: int = 50
+    epochs: int = 50  # passes over the training videos
     batch_size: int = 8  # clips per process per step
-    lr: float = 0.01
+    lr: float = 0.01  # learning rate (for train.lr_batch clips when that is set)
     optimizer: str = "sgd"  # sgd (the authors' recipe, with momentum) | adamw
     lr_batch: int | None = None  # if set, lr is for this global batch and scales linearly
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 penalty; none on norms and biases
     schedule: str = "step"  # step | cosine
     lr_steps: list[int] = field(default_factory=lambda: [20, 40])  # epochs, for step
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # lr factor at each of train.lr_steps
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
     fc_lr_mult: float = 5.0  # lr multiplier of the new classifier
     clip_grad: float | None = 20.0  # max gradient norm; None: off
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
-    channels_last: bool = False
+    channels_last: bool = False  # channels-last memory format for the training model
     compile: bool = False  # torch.compile (Inductor) the training forward/backward
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
     freeze_backbone: bool = False  # linear probe: only the classifier trains; BN statistics frozen
     backbone_lr_mult: float = 1.0  # lr multiplier of everything but the classifier (fine-tuning)
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
-    seed: int = 0
+    seed: int = 0  # seeds initialisation, sampling and augmentation (per epoch and video)
     workers: int = 4  # data-loading processes per training process
     eval_every: int = 1  # validate every N epochs (and after the last)
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs, benchmarks)
     checkpoint_every: int | None = None  # also save `last` every N optimiser steps (mid-epoch)
     on_nonfinite: str = "stop"  # stop | skip: a NaN/Inf loss stops the run or skips the batch
-    tensorboard: bool = False
+    tensorboard: bool = False  # also log to <output>/tb (the tensorboard extra)
     threads: int | None = None  # torch CPU threads; None: torch's default
 
 
@@ -111,7 +111,7 @@ class TestConfig:
     """``tanet test`` options (views come from ``data.test_clips`` x ``data.test_crops``)."""
 
     batch_size: int = 4  # videos per step
-    workers: int = 4
+    workers: int = 4  # data-loading processes
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
-    output: str = "runs/train"
+    output: str = "runs/train"  # the run directory: config, metrics, checkpoints, plots
 
     def validate(self, source: str = "config") -> "Config":
         """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""

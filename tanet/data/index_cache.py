@@ -24,10 +24,11 @@ import numpy as np
 
 from tanet.data import frame_index as fi
 from tanet.data.frame_index import FrameIndex
+from tanet.data.verify import seek_points
 
-__all__ = ["get_index", "store", "cache_dir", "clear_memory_cache"]
+__all__ = ["get_index", "rebuild", "store", "cache_dir", "clear_memory_cache"]
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 _STORE_AFTER_S = 0.01  # indices that took longer to build are also cached on disk
 _MEMORY: OrderedDict[tuple, FrameIndex] = OrderedDict()
 _MEMORY_SIZE = 4096
@@ -63,7 +64,7 @@ def _dec(d: dict) -> np.ndarray:
     return d["start"] + d["step"] * np.arange(d["n"], dtype=np.int64)
 
 
-_ARRAYS = ("pts", "keyframes", "seek_ts")
+_ARRAYS = ("pts", "keyframes", "seek_ts", "digests")
 
 
 def _to_json(key: tuple, index: FrameIndex) -> str:
@@ -150,6 +151,17 @@ def get_index(container, stream, path: str, st: os.stat_result, *,
                                  reason="a full decode was asked for")
     else:
         index = fi.build(container, stream, exact=exact)
+    index = seek_points(container, stream, index)
     slow = time.perf_counter() - t0 >= _STORE_AFTER_S
     store(path, st, index, disk=slow or (index.exact and index.num_frames > fi.SMALL))
     return index, True
+
+
+def rebuild(container, stream, path: str, st: os.stat_result, *, start_ts: int,
+            reason: str) -> FrameIndex:
+    """The exact index of an open file whose first packet has timestamp ``start_ts`` (a
+    reader's switch after a surprise), its seek points verified, cached. Moves the demuxer."""
+    index = seek_points(container, stream,
+                        fi.rebuild_exact(container, stream, start_ts=start_ts, reason=reason))
+    store(path, st, index)
+    return index
