@@ -6,7 +6,9 @@ For each case a real server subprocess is started on 127.0.0.1; its VmRSS is rea
 once it answers (idle, after the calibration), then after 16 concurrent /v1 requests per model
 (the 10 s 340x256 H.264 video of benchmarks/predict.py, 1x1 view), with its peak (VmHWM). What
 a second model costs is the difference between the two-model and the one-model server.
-Usage: python benchmarks/serve_memory.py [--models tiny,r50] [--requests 16]
+Usage: python benchmarks/serve_memory.py [--models tiny,r50] [--requests 16] [--counts 1,2]
+[--flags "--no-calibrate --max-batch 1"] (server options: fix the batch cap, whose activations
+stay resident, to compare like with like)
 """
 from __future__ import annotations
 
@@ -68,18 +70,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="tiny,r50")
     ap.add_argument("--requests", type=int, default=16, help="concurrent requests per model")
+    ap.add_argument("--counts", default="1,2", help="servers with this many models")
+    ap.add_argument("--flags", default="", help="more tanet serve options, e.g. '--no-calibrate "
+                    "--max-batch 1'")
     args = ap.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.1f}; torch {torch.__version__}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}; torch {torch.__version__}; "
+          f"server options: {args.flags or '(defaults)'}")
+    counts = [int(c) for c in args.counts.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         body, ctype = multipart("video.mp4", make_video(tmp / "video.mp4").read_bytes())
         for kind in args.models.split(","):
             first, second = checkpoints(kind, tmp)
-            for count in (1, 2):
+            for count in counts:
                 extra = ["--model", f"second={second}"] if count == 2 else []
                 s = Server(first, tmp / f"up-{kind}-{count}", tmp / f"log-{kind}-{count}.txt",
-                           "--quiet", *extra, ready_s=1800)
+                           "--quiet", *extra, *args.flags.split(), ready_s=1800)
                 try:
                     idle = memory_mb(s.proc.pid)["VmRSS"]
                     names = [first.stem] + (["second"] if count == 2 else [])
@@ -93,6 +100,8 @@ def main() -> int:
                 print(f"{kind:<5} x{count}: RSS idle {idle:7.0f} MB, after load "
                       f"{after['VmRSS']:7.0f} MB, peak {after['VmHWM']:7.0f} MB (batch caps "
                       f"{caps})", flush=True)
+    if counts != [1, 2]:
+        return 0
     print("\nper extra model (two-model server minus one-model server):")
     for kind in args.models.split(","):
         one, two = [r for r in rows if r[0] == kind]
