@@ -295,24 +295,35 @@ def add_v2_routes(app: FastAPI, svc: Service) -> None:
     async def ready() -> Response:
         return _ready(svc)
 
-    async def model_meta(name: str, version: str | None = None) -> JSONResponse:
+    async def model_meta(request: Request, name: str, version: str | None) -> Response:
         _version(version)
         return JSONResponse(metadata(svc.model(name)))
 
-    async def model_ready(name: str, version: str | None = None) -> Response:
+    async def model_ready(request: Request, name: str, version: str | None) -> Response:
         svc.model(name)
         _version(version)
         return _ready(svc)
 
-    async def config(name: str, version: str | None = None) -> JSONResponse:
+    async def config(request: Request, name: str, version: str | None) -> Response:
         _version(version)
         return JSONResponse(model_config(svc.model(name)))
 
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        """Open Inference Protocol inference (JSON, or Triton's binary tensor data)."""
+    async def infer(request: Request, name: str, version: str | None) -> Response:
         return await _infer(svc, request, name, version)
 
-    for path, fn, method in (("", model_meta, "GET"), ("/ready", model_ready, "GET"),
-                             ("/config", config, "GET"), ("/infer", infer, "POST")):
-        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-            app.add_api_route(prefix + path, fn, methods=[method])
+    for suffix, handler, method in (("", model_meta, "GET"), ("/ready", model_ready, "GET"),
+                                    ("/config", config, "GET"), ("/infer", infer, "POST")):
+        _model_routes(app, suffix, handler, method)
+
+
+def _model_routes(app: FastAPI, suffix: str, handler, method: str) -> None:
+    """``/v2/models/{name}SUFFIX`` and ``/v2/models/{name}/versions/{version}SUFFIX``."""
+    async def plain(request: Request, name: str) -> Response:
+        return await handler(request, name, None)
+
+    async def versioned(request: Request, name: str, version: str) -> Response:
+        return await handler(request, name, version)
+
+    app.add_api_route(f"/v2/models/{{name}}{suffix}", plain, methods=[method])
+    app.add_api_route(f"/v2/models/{{name}}/versions/{{version}}{suffix}", versioned,
+                      methods=[method])
