@@ -78,3 +78,17 @@ def real_world_shapes(d: Path, frames: np.ndarray, *, gop: int = 12) -> dict[str
         "h264_mp4_pts_dts": V.pts_from_dts(mp4, d / "h264_pts_dts.mp4"),
         "h264_avi": write_video(d / "h264.avi", frames, gop=gop, bframes=3, crf=20),
     }
+
+
+def write_parts_video(path: Path, *, fps: int = 10, seconds: int = 2) -> Path:
+    """An H.264 video of four ``seconds``-long parts that look unlike each other (dark, bright,
+    noise, stripes; 64x48), so that a small random model's sliding windows change their minds
+    along it (segments tests)."""
+    from tanet.data.encode import write_video
+
+    n = fps * seconds
+    rng = np.random.default_rng(3)
+    stripes = (np.arange(64) // 4 % 2 * 255).astype(np.uint8)[None, None, :, None]  # (1,1,64,1)
+    parts = [np.full((n, 48, 64, 3), 20, np.uint8), np.full((n, 48, 64, 3), 230, np.uint8),
+             rng.integers(0, 255, (n, 48, 64, 3), np.uint8), np.tile(stripes, (n, 48, 1, 3))]
+    return write_video(path, np.concatenate(parts), fps=fps)  # (4n, 48, 64, 3)
