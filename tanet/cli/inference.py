@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from tanet.geometry import SAMPLINGS
+from tanet.precision import AMPS
 
 if TYPE_CHECKING:
     from tanet.engine.distributed import DistInfo
@@ -49,9 +50,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampling", choices=SAMPLINGS, default=None,
                    help="frame sampling of clips and windows (default: the checkpoint's card; "
                         "mmaction2's Kinetics TANet uses dense)")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
-                   help="lower precision (PyTorch only); bf16 on CPU: bf16 weights converted once, "
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision (PyTorch only): auto (default) is bf16 where the hardware "
+                        "computes in bf16 natively (CPU flags avx512_bf16/amx_bf16, CUDA 8.0+), "
+                        "else fp32; off: fp32. bf16 on CPU: bf16 weights converted once, "
                         "channels-last, BN folded")
+    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="processes decoding videos ahead of the model (default: 1 on up to 7 "
+                        "cores, then a quarter of them; 0: decode in the main process)")
+    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
+                   help="views of consecutive videos run in one model call at most (default 8)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (Inductor; the first video pays the compile)")
     p.add_argument("--device", default="cpu")
@@ -95,7 +103,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
 
     from tqdm import tqdm
 
-    from tanet.apps.predict import Predictor, write_timeline
+    from tanet.apps.pipeline import predict_pipelined
+    from tanet.apps.predict import Prediction, Predictor, write_timeline
     from tanet.apps.sharding import from_main, ordered_map
     from tanet.data.sources import resolve_videos
     from tanet.engine.distributed import all_sum
@@ -108,6 +117,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                           labels=args.labels, amp=args.amp, sampling=args.sampling,
                           device=str(info.device) if info.distributed else args.device,
                           compile=args.compile)
+    if predictor.precision is not None and info.main and not args.quiet:
+        print(f"tanet predict: {predictor.precision.describe('--amp')}", file=sys.stderr)
     bar = tqdm(total=len(paths), desc="predict", unit="video", file=sys.stderr,
                disable=args.quiet or len(paths) == 1 or not info.main, dynamic_ncols=True)
     failed = 0
@@ -128,8 +139,11 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                        + "".join(f" [warning: {w}]" for w in res.warnings),
                        file=sys.stderr if args.json else sys.stdout)
         return 1 if all_sum(info, [failed])[0] else 0
-    for pred in ordered_map(predictor.predict_many, paths, info,
-                            progress=bar.update):
+    def pipeline(chunk: list[str]) -> Iterator[Prediction]:  # decoded ahead, batched
+        return predict_pipelined(predictor, chunk, workers=args.decode_workers,
+                                 max_batch=args.max_batch)
+
+    for pred in ordered_map(pipeline, paths, info, progress=bar.update):
         failed += pred.error is not None
         line = json.dumps(pred.to_json()) if args.json else str(pred)
         tqdm.write(line, file=sys.stderr if (pred.error and not args.json) else sys.stdout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from tanet.precision import AMPS
+
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP API + web page for a model (FastAPI + uvicorn)",
@@ -18,6 +20,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, help="default classes per answer")
     p.add_argument("--labels", default=None, help="class names file (overrides the card)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision (PyTorch only): auto (default) is bf16 where the hardware "
+                        "computes in bf16 natively, else fp32; off: fp32")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, metavar="VIEWS",
                    help="most views per model call (1: no batching); lowered at start-up to the "
@@ -62,7 +67,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     settings = ServeSettings(
         checkpoint=args.checkpoint, views=args.views, topk=args.topk, labels=args.labels,
-        device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        device=args.device, amp=args.amp, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         decode_workers=args.decode_workers, sequential=args.sequential,
         max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_views=args.max_views,
         timeout_s=args.timeout, api_key=args.api_key or None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tanet.geometry import SAMPLINGS
+from tanet.precision import AMPS
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "TamConfig",
            "ConfigError"]
@@ -89,7 +90,7 @@ class TrainConfig:
     clip_grad: float | None = 20.0  # max gradient norm; None: off
     label_smoothing: float = 0.0
     accumulate: int = 1  # gradient accumulation steps per optimiser step
-    amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
+    amp: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | off | bf16 | fp16
     channels_last: bool = False
     compile: bool = False  # torch.compile (Inductor) the training forward/backward
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
@@ -130,7 +131,7 @@ class Config:
                    "data.on_warning": ("keep", "skip"),
                    "train.schedule": ("step", "cosine"),
                    "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
-                   "train.amp": ("off", "bf16", "fp16")}
+                   "train.amp": AMPS}
         for key, allowed in choices.items():
             value = _get(self, key)
             if value not in allowed and not (key == "data.sampling" and value is None):

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from tanet.config import Config
 from tanet.engine.distributed import DistInfo, TrainSampler, all_gather, all_sum
+from tanet.precision import Precision
 
 __all__ = ["Run", "RunningStats", "EpochLog", "Window"]
 
@@ -98,3 +99,4 @@ class Run:
     carried: RunningStats = field(default_factory=RunningStats)
     writer: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = Precision("off", "off")  # train.amp resolved (tanet.precision)

@@ -68,6 +68,7 @@ class ServeSettings:
     topk: int = 5
     labels: str | None = None
     device: str = "cpu"
+    amp: str = "auto"  # precision (tanet.precision): bf16 where the hardware has it, else fp32
     max_batch: int = 16  # views per model call at most; 1 turns batching off
     calibrate: bool = True  # lower max_batch to the size that is still faster per view here
     max_wait_ms: float = 5.0
@@ -132,7 +133,8 @@ class _Service:
             keep_freed_memory()
         self.metrics = ServeMetrics()
         loaded = Predictor(s.checkpoint, views=s.views, topk=s.topk, labels=s.labels,
-                           device=s.device)
+                           device=s.device, amp=s.amp)
+        self.precision = loaded.precision  # None for ONNX Runtime (the file decides)
         max_batch = 1 if s.sequential else s.max_batch
         slots = 1 if s.sequential else s.decode_workers
         # the loaded backend: only the batcher's thread calls it
@@ -151,6 +153,8 @@ class _Service:
 
     def start(self) -> None:
         s = self.settings
+        if self.precision is not None:
+            logging.getLogger("uvicorn.error").info("%s", self.precision.describe("--amp"))
         if s.calibrate and not s.sequential and self.batcher.max_batch > 1:
             c = self.predictor.card
             size, per_view = calibrate_batch(
@@ -186,6 +190,7 @@ class _Service:
                 "frames": c.num_segments, "size": list(c.input_size[1:]),
                 "short_side": p.short_side, "sampling": p.sampling, "mean": list(c.mean),
                 "std": list(c.std), "kind": p.kind,
+                "precision": self.precision.name if self.precision is not None else None,
                 "backend": {"torch": "pytorch", "onnx": "onnxruntime"}.get(p.kind, p.kind),
                 "views": f"{p.clips}x{p.crops}", "topk": p.topk,
                 "visualize": p.model is not None, "card": c.to_dict(),
