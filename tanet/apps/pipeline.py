@@ -34,7 +34,8 @@ import torch
 
 from tanet.apps.predict import Prediction, Predictor, _trim_heap, failure_message
 
-__all__ = ["predict_pipelined", "features_pipelined", "default_workers", "DEFAULT_MAX_BATCH"]
+__all__ = ["predict_pipelined", "features_pipelined", "default_workers", "check_options",
+           "DEFAULT_MAX_BATCH"]
 
 DEFAULT_MAX_BATCH = 8  # views per model call: one 8-frame video at 1x1 runs alone (measured)
 
@@ -143,17 +144,26 @@ def _result(future: Future) -> _Item:
                            "fewer --decode-workers or 0 decode in the main process)") from e
 
 
+def check_options(workers: int | None, max_batch: int | None, prefetch: int = 2) -> None:
+    """Refuse pipeline options that cannot work (None: the default), naming the option."""
+    if workers is not None and workers < 0:
+        raise ValueError(f"--decode-workers (workers) must be >= 0, 0 decoding in the main "
+                         f"process; got {workers}")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"--max-batch (max_batch) must be >= 1; got {max_batch}")
+    if prefetch < 1:
+        raise ValueError(f"prefetch must be >= 1; got {prefetch}")
+
+
 def _batched(predictor: Predictor, paths: Sequence[str],
              call: Callable[[torch.Tensor], np.ndarray], *, workers: int | None,
              max_batch: int | None, prefetch: int) -> Iterator[tuple[_Item, np.ndarray | None]]:
     """``(item, rows)`` per video in input order: ``rows`` its views' rows of ``call`` (run on
     the views of consecutive decoded videos together, up to ``max_batch`` views), None on an
     error."""
+    check_options(workers, max_batch, prefetch)
     workers = default_workers() if workers is None else workers
     cap = DEFAULT_MAX_BATCH if max_batch is None else max_batch
-    if workers < 0 or cap < 1 or prefetch < 1:
-        raise ValueError(f"workers must be >= 0, max_batch and prefetch >= 1; got {workers}, "
-                         f"{cap}, {prefetch}")
     done = 0
     for group in _groups(predictor, paths, workers, cap, prefetch):
         yield from _run(group, call)

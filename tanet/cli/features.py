@@ -51,9 +51,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from tanet.apps.extract import extract
+    from tanet.apps.pipeline import check_options
     from tanet.apps.sharding import from_main, joined
     from tanet.data.sources import resolve_videos
 
+    check_options(args.decode_workers, args.max_batch)  # before the model loads
     with joined(args.device) as info:
         videos = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
                                                   subset=args.subset), info)

@@ -92,8 +92,10 @@ def _cmd_predict_live(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Under torchrun each process takes a share of the videos; rank 0 prints every result,
     in input order (the output of one process)."""
+    from tanet.apps.pipeline import check_options
     from tanet.apps.sharding import joined
 
+    check_options(args.decode_workers, args.max_batch)  # before the model loads
     with joined(args.device) as info:
         return _predict(args, info)
 
