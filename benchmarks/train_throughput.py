@@ -135,7 +135,7 @@ def section_amp(cfg, args, tmp: Path, x, y, bf16: bool) -> None:
         for key, amp in zip(epochs, ("auto", "off")):
             cfg.train.amp = amp
             epochs[key].append(args.steps * args.batch / engine_rate(cfg, tmp / f"e{amp}{r}"))
-    print(f"  tanet train epoch time, default ({auto.describe('train.amp')}) vs fp32:")
+    print(f"  tanet train epoch time, default vs fp32; default: {auto.describe('train.amp')}")
     summary("", epochs, "train.amp=off")
 
 

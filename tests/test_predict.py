@@ -49,7 +49,7 @@ def test_parse_views():
 
 @pytest.mark.parametrize("views,n_views", [("1x1", 1), ("2x3", 6)])
 def test_predict_topk_matches_model(files, views, n_views):
-    p = Predictor(files["ckpt"], views=views, topk=3)
+    p = Predictor(files["ckpt"], views=views, topk=3, amp="off")  # the fp32 reference below
     frames, v, times = p.load_views(files["dir"] / "v0.mp4")
     clips = int(views[0])
     assert frames.shape[:2] == (clips, 4) and v.shape == (n_views, 4, 3, 32, 32)
@@ -212,7 +212,7 @@ def test_onnx_backend_same_predictions(files, capsys):
     onnx_path = files["tmp"] / "tiny.onnx"
     assert main(["export", "--checkpoint", str(files["ckpt"]), str(onnx_path)]) == 0
     video = files["dir"] / "v0.mp4"
-    eager = Predictor(files["ckpt"], views="2x1").predict(video)
+    eager = Predictor(files["ckpt"], views="2x1", amp="off").predict(video)  # ONNX is fp32
     onnx = Predictor(onnx_path, views="2x1")
     assert onnx.kind == "onnx" and onnx.model is None  # no torch model behind an ONNX file
     with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs onnx"):
@@ -248,7 +248,7 @@ def test_injected_backend_kind_and_model_handle(files):
     from tanet.models.factory import create_model
 
     video = files["dir"] / "v0.mp4"
-    loaded = Predictor(files["ckpt"], views="2x1", topk=3)
+    loaded = Predictor(files["ckpt"], views="2x1", topk=3, amp="off")  # as _Counting runs
     assert loaded.kind == "torch" and isinstance(loaded.backend, TorchBackend)
     assert loaded.model is loaded.backend.model and isinstance(loaded.model, torch.nn.Module)
     ref = loaded.predict(video)
@@ -260,7 +260,7 @@ def test_injected_backend_kind_and_model_handle(files):
     assert np.allclose(got.probs, ref.probs, atol=1e-6) and got.top == ref.top
     with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs counting"):
         injected.features(video)
-    in_memory = Predictor(backend=TorchBackend(files["model"]), views="2x1")  # no file at all
+    in_memory = Predictor(backend=TorchBackend(files["model"], amp="off"), views="2x1")  # no file
     assert np.allclose(in_memory.predict(video).probs, ref.probs, atol=1e-6)
     assert in_memory.features(video).shape == loaded.features(video).shape
     wrapped = loaded.with_backend(counting)  # same views, top-k, names; the new backend runs
