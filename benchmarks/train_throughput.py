@@ -55,7 +55,7 @@ def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: st
     from tanet.precision import resolve_amp
 
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    run = fn or model
+    run = fn if fn is not None else model
     precision = resolve_amp(amp)
 
     def step() -> None:

@@ -78,6 +78,10 @@ def test_train_and_test_resolve_auto_and_record_it(data, tmp_path, monkeypatch, 
     fp32 = _train(data, tmp_path / "fp32", "train.amp=off")
     assert all(torch.equal(auto[k], bf16[k]) for k in auto)
     assert not all(torch.equal(auto[k], fp32[k]) for k in auto)  # bf16 really ran
+    # autocast: weights, BatchNorm statistics and the optimiser's state stay fp32
+    assert {v.dtype for v in auto.values()} <= {torch.float32, torch.int64}
+    momentum = torch.load(tmp_path / "auto" / "last.state.pt", weights_only=True)["optimizer"]
+    assert {s["momentum_buffer"].dtype for s in momentum["state"].values()} == {torch.float32}
     out = tmp_path / "auto"
     assert "  amp: auto  # resolved: bf16 (this CPU has avx512_bf16)\n" in \
         (out / "config.yaml").read_text()
