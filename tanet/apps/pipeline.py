@@ -37,12 +37,12 @@ from tanet.apps.predict import Prediction, Predictor, _trim_heap, failure_messag
 __all__ = ["predict_pipelined", "features_pipelined", "default_workers", "check_options",
            "DEFAULT_MAX_BATCH"]
 
-DEFAULT_MAX_BATCH = 8  # views per model call: one 8-frame video at 1x1 runs alone (measured)
+DEFAULT_MAX_BATCH = 8  # views per model call: 8 videos at 1x1, 1 at 2x3; 10x3 runs alone
 
 
 def default_workers() -> int:
-    """Decode processes: one on up to 3 cores (the model keeps them busy), then a quarter of
-    the cores, at most 4."""
+    """Decode processes: one on up to 7 cores (the model's threads keep the others busy), then
+    a quarter of the cores, at most 4."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(4, (cores or 1) // 4))
 
