@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz bench install clean
+.PHONY: demo test fuzz bench install clean docs docs-serve docs-check
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 1; }
@@ -29,8 +29,20 @@ test: $(STAMP)
 fuzz: $(STAMP)
 	TANET_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests -k fuzz
 
+# The documentation site (mkdocs.yml; pages in docs/, generated ones by docs/gen/hooks.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
+# Build the site and look at it in headless Chromium: screenshots into build/test-artifacts/.
+docs-check: $(STAMP)
+	@bash scripts/browser-deps.sh
+	$(PY) -m pytest -q tests/test_docs.py -k "browser or strict"
+
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info

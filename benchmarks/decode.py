@@ -1,8 +1,9 @@
 """Decode benchmark: ms per 8-frame clip (TSN segment sampling, train) from 10 s 340x256 @25 fps
 videos, for our reader, naive PyAV seek-per-frame (on the clean H.264 files) and decord (where it
 reads the file at all), on clean files and on the shapes real datasets hold (tanet.data.variants:
-MPEG-4 AVI with B-frames, DivX packed B-frames, H.264 with pts = dts, H.264 in AVI, a truncated
-AVI, an MP4 whose last packet is broken).
+MPEG-4 AVI with B-frames, DivX packed B-frames (1, 2 and 3 in a row, open and closed GOPs, two
+leading keyframes: the DivX 5 AVI of issue 19), Xvid without packing, H.264 with pts = dts,
+H.264 in AVI, a truncated AVI, an MP4 whose last packet is broken).
 
 Each clip opens the file (as a data loader does) with our in-memory index cache cleared: ours
 reads the index from the disk cache where one was stored (after the first open of the file:
@@ -63,12 +64,18 @@ def make_videos(d: Path) -> dict[str, Path]:
     gop25 = write_video(d / "gop25.mp4", x, fps=25, gop=25, bframes=3, crf=23)
     avi_b = write_video(d / "mpeg4_b2.avi", x, fps=25, codec="mpeg4", gop=25, bframes=2, crf=5)
     avi_b1 = write_video(d / "mpeg4_b1.avi", x, fps=25, codec="mpeg4", gop=25, bframes=1, crf=5)
+    b3c = V.mpeg4_source(d / "b3c.avi", x, bframes=3, gop=25, closed_gop=True, qscale=5)
+    b2k = V.mpeg4_source(d / "b2k.avi", x, bframes=2, gop=25, leading_keyframes=2, qscale=5)
     return {
         "H.264 MP4, GOP 25": gop25,
         "H.264 MP4, 1 keyframe": write_video(d / "gop1k.mp4", x, fps=25, gop=10_000, bframes=3,
                                              crf=23),
         "MPEG-4 AVI, B-frames": avi_b,
         "MPEG-4 AVI, packed (DivX)": V.pack_bframes(avi_b1, d / "packed.avi"),
+        "DivX 5, packed I B B P, 2 keys": V.pack_bframes(b2k, d / "divx5.avi"),
+        "DivX, packed 3 B, closed GOP": V.pack_bframes(b3c, d / "divx_b3c.avi"),
+        "Xvid, packed 2 B": V.pack_bframes(avi_b, d / "xvid_packed.avi", xvid=True),
+        "Xvid, 2 B, not packed": V.xvid_unpacked(avi_b, d / "xvid.avi"),
         "H.264 MP4, pts = dts": V.pts_from_dts(gop25, d / "pts_dts.mp4"),
         "H.264 AVI, B-frames": write_video(d / "h264.avi", x, fps=25, gop=25, bframes=3, crf=23),
         "MPEG-4 AVI, truncated": V.truncate(avi_b, d / "cut.avi", 0.6),
@@ -233,7 +240,8 @@ def main() -> None:
             rights = [right(readers[k], path, clips[:10], ref) if k in readers else "-"
                       for k in ("ours", "naive", "decord")]
             print(f"{name:<31}{n:>7}{cell['ours']:>16}{cell.get('naive', '-'):>16}"
-                  f"{cell.get('decord', 'fails'):>16}   {' / '.join(rights)}"
+                  f"{cell.get('decord', 'fails' if dec else 'not installed'):>16}   "
+                  f"{' / '.join(rights)}"
                   + (f"   (decord: {bad})" if bad and dec is not None else ""))
             if "decord" in t:
                 ratio = statistics.median(t["decord"]) / statistics.median(t["ours"])

@@ -9,14 +9,20 @@ video (multipart) with http.client; every answer is checked against the sequenti
 Rounds are interleaved (round r runs every (concurrency, server) cell once, in turn, while the
 other servers idle); requests/s is the median over rounds, latencies are pooled. A model-only
 table (per-clip ms at batch 1/2/4/8, same process) shows how much batching alone can give on
-this machine. Usage: python benchmarks/serve.py [--rounds 2] [--requests 2] [--concurrency 1,4,16]
-[--backends pytorch,onnx] [--no-model-table]
+this machine. Then the two APIs side by side on one default server at concurrency 16: ``/v1``
+(multipart) against the Open Inference Protocol (``/v2/models/NAME/infer``, the video as a BYTES
+element in Triton's binary tensor data, the body made by ``tritonclient.http``), interleaved:
+the ratio of their requests/s, requests lost (not answered 200 with the right top-5: must be 0)
+and temporary files left in the server's folder (must be 0). Usage: python benchmarks/serve.py
+[--rounds 2] [--requests 2] [--concurrency 1,4,16] [--backends pytorch,onnx] [--no-model-table]
+[--protocols-only]
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import http.client
+import os
 import resource
 import statistics
 import tempfile
@@ -36,35 +42,43 @@ MODES = {"one at a time": ["--sequential"],
          "batching, fixed 16": ["--max-batch", "16", "--no-calibrate"]}
 
 
-def post(port: int, body: bytes, ctype: str) -> tuple[float, int, bytes]:
-    """(seconds, status, body) of one POST /v1/predict."""
+def post(port: int, body: bytes, ctype: str | dict, path: str = "/v1/predict"
+         ) -> tuple[float, int, bytes, dict]:
+    """(seconds, status, body, headers) of one POST; ``ctype``: the content type, or headers."""
     t0 = time.perf_counter()
+    headers = {"Content-Type": ctype} if isinstance(ctype, str) else ctype
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+        conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
+        hdrs = dict(resp.getheaders())
     finally:
         conn.close()
-    return time.perf_counter() - t0, resp.status, data
+    return time.perf_counter() - t0, resp.status, data, hdrs
 
 
-def run_cell(port: int, body: bytes, ctype: str, concurrency: int, per_client: int
+def run_cell(port: int, body: bytes, ctype: str | dict, concurrency: int, per_client: int,
+             path: str = "/v1/predict", lost: list | None = None
              ) -> tuple[float, list[float], list[bytes]]:
     """``concurrency`` clients each sending ``per_client`` requests back to back:
-    (requests/s, latencies, answers)."""
+    (requests/s, latencies, answers). Answers other than 200 raise, or with ``lost`` are
+    appended there (status, body) and the run goes on."""
     lat: list[float] = []
-    answers: list[bytes] = []
+    answers: list = []
     lock = threading.Lock()
 
     def client() -> None:
         for _ in range(per_client):
-            s, status, data = post(port, body, ctype)
-            if status != 200:
+            s, status, data, hdrs = post(port, body, ctype, path)
+            if status != 200 and lost is None:
                 raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
             with lock:
+                if status != 200:
+                    lost.append((status, data[:200]))  # type: ignore[union-attr]
+                    continue
                 lat.append(s)
-                answers.append(data)
+                answers.append((data, hdrs) if path != "/v1/predict" else data)
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     t0 = time.perf_counter()
@@ -76,12 +90,14 @@ def run_cell(port: int, body: bytes, ctype: str, concurrency: int, per_client: i
 
 
 def batch_stats(server: Server) -> str:
-    """Mean views and requests per model call, from the server's /metrics."""
+    """Mean views and requests per model call, from the server's /metrics (all its models)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = server.request("GET", "/metrics")[2]
-    s = {x.name: x.value for fam in text_string_to_metric_families(text) for x in fam.samples
-         if not x.labels}
+    s: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for x in fam.samples:
+            s[x.name] = s.get(x.name, 0) + x.value
     calls = s.get("tanet_batch_views_count", 0)
     if not calls:
         return "-"
@@ -152,6 +168,101 @@ def model_scaling(ckpt: Path, onnx: Path, rounds: int) -> None:
         print(f"{label:<24}" + "".join(f"{c:>18}" for c in cells))
 
 
+def serving_table(args, files: dict, video: Path, reference, tmp: Path) -> None:
+    """Requests/s by backend, mode and concurrency (one server per backend and mode)."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    body, ctype = multipart("video.mp4", video.read_bytes())
+    servers = {}
+    try:
+        for backend in args.backends.split(","):
+            for mode, flags in MODES.items():  # start-up calibration: up to minutes
+                i = len(servers)
+                servers[backend, mode] = Server(files[backend], tmp / f"up-{i}",
+                                                tmp / f"log-{i}.txt", "--quiet", *flags,
+                                                ready_s=1800)
+        for s in servers.values():  # warm-up: first calls, every batch size up to 16
+            run_cell(s.port, body, ctype, 16, 1)
+        rates: dict = {}
+        lats: dict = {}
+        answers: dict = {}
+        for _ in range(args.rounds):
+            for c in levels:
+                for key, s in servers.items():
+                    r, lat, ans = run_cell(s.port, body, ctype, c, args.requests)
+                    rates.setdefault((key, c), []).append(r)
+                    lats.setdefault((key, c), []).extend(lat)
+                    answers.setdefault(key, []).extend(ans)
+        stats = {key: batch_stats(s) + calibration(s) for key, s in servers.items()}
+    finally:
+        for s in servers.values():
+            s.stop()
+    report(levels, servers, rates, lats, answers, stats, reference, args)
+
+
+def _v2_top5(answer: tuple[bytes, dict]) -> list[str]:
+    from tritonclient.http import InferenceServerClient
+
+    data, hdrs = answer
+    length = {k.lower(): v for k, v in hdrs.items()}.get("inference-header-content-length")
+    res = InferenceServerClient.parse_response_body(data, header_length=int(length))
+    return [b.decode() for b in res.as_numpy("labels")[0]]
+
+
+def protocol_comparison(ckpt: Path, video: Path, reference, tmp: Path, rounds: int,
+                        per_client: int, concurrency: int = 16) -> None:
+    """/v1 (multipart) against v2 (BYTES video, Triton's binary tensor data) on one default
+    server, interleaved: requests/s ratio, requests lost, temporary files left behind."""
+    import tritonclient.http as th
+
+    v1_body, ctype = multipart("video.mp4", video.read_bytes())
+    x = th.InferInput("video", [1], "BYTES")
+    x.set_data_from_numpy(np.array([video.read_bytes()], dtype=object))
+    v2_body, header_len = th.InferenceServerClient.generate_request_body([x])
+    v2_headers = {"Content-Type": "application/octet-stream",
+                  "Inference-Header-Content-Length": str(header_len)}
+    from tanet.apps.serve.settings import default_model_name
+
+    name = default_model_name(ckpt)
+    cells = {"/v1": (v1_body, ctype, "/v1/predict"),
+             "v2": (v2_body, v2_headers, f"/v2/models/{name}/infer")}
+    server = Server(ckpt, tmp / "up-api", tmp / "log-api.txt", "--quiet", ready_s=1800)
+    rates: dict = {k: [] for k in cells}
+    lats: dict = {k: [] for k in cells}
+    answers: dict = {k: [] for k in cells}
+    lost: dict = {k: [] for k in cells}
+    try:
+        for key, (body, hdrs, path) in cells.items():  # warm-up
+            run_cell(server.port, body, hdrs, concurrency, 1, path, lost=[])
+        for _ in range(rounds):
+            for key, (body, hdrs, path) in cells.items():
+                r, lat, ans = run_cell(server.port, body, hdrs, concurrency, per_client, path,
+                                       lost=lost[key])
+                rates[key].append(r)
+                lats[key] += lat
+                answers[key] += ans
+        left = sorted(p.name for p in server.tmp_dir.iterdir())
+    finally:
+        server.stop()
+    import json
+
+    top5 = [lab for lab, _ in reference.top]
+    wrong = {"/v1": sum(1 for a in answers["/v1"] if [t["label"] for t in json.loads(a)["top"]]
+                        != top5),
+             "v2": sum(1 for a in answers["v2"] if _v2_top5(a) != top5)}
+    sent = rounds * concurrency * per_client
+    print(f"\n/v1 against the Open Inference Protocol (v2), one default PyTorch server, "
+          f"concurrency {concurrency}, {rounds} interleaved rounds x {per_client} requests per "
+          f"client; load average {os.getloadavg()[0]:.1f}:")
+    for key in cells:
+        lat = np.array(lats[key])
+        print(f"{key:<4} {statistics.median(rates[key]):6.2f} req/s (min {min(rates[key]):.2f}), "
+              f"p50 {np.percentile(lat, 50):.2f} s, p95 {np.percentile(lat, 95):.2f} s; "
+              f"{sent} sent, lost {len(lost[key]) + wrong[key]} "
+              f"({len(lost[key])} not 200, {wrong[key]} wrong top-5)")
+    ratio = statistics.median(rates["v2"]) / statistics.median(rates["/v1"])
+    print(f"v2 / v1 requests/s: {ratio:.2f}x; temporary files left: {len(left)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -159,6 +270,8 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--backends", default="pytorch,onnx")
     ap.add_argument("--no-model-table", action="store_true")
+    ap.add_argument("--protocols-only", action="store_true",
+                    help="only the /v1 against v2 comparison")
     args = ap.parse_args()
 
     import tanet
@@ -166,7 +279,7 @@ def main() -> int:
     from tanet.apps.predict import Predictor
     from tanet.models.checkpoint import save_model
 
-    levels = [int(c) for c in args.concurrency.split(",")]
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
@@ -174,39 +287,16 @@ def main() -> int:
         with torch.no_grad():
             model.fc.weight.normal_(0, 0.02)
         ckpt = save_model(tmp / "tanet_r50_8f.safetensors", model)
-        onnx = export_onnx(model.eval(), tmp / "tanet_r50_8f.onnx")["path"]
+        onnx = None if args.protocols_only else export_onnx(
+            model.eval(), tmp / "tanet_r50_8f.onnx")["path"]
         del model
         video = make_video(tmp / "video.mp4")
-        body, ctype = multipart("video.mp4", video.read_bytes())
         reference = Predictor(ckpt).predict(video)
-        files = {"pytorch": ckpt, "onnx": onnx}
-        servers = {}
-        try:
-            for backend in args.backends.split(","):
-                for mode, flags in MODES.items():  # start-up calibration: up to minutes
-                    i = len(servers)
-                    servers[backend, mode] = Server(files[backend], tmp / f"up-{i}",
-                                                    tmp / f"log-{i}.txt", "--quiet", *flags,
-                                                    ready_s=1800)
-            for s in servers.values():  # warm-up: first calls, every batch size up to 16
-                run_cell(s.port, body, ctype, 16, 1)
-            rates: dict = {}
-            lats: dict = {}
-            answers: dict = {}
-            for _ in range(args.rounds):
-                for c in levels:
-                    for key, s in servers.items():
-                        r, lat, ans = run_cell(s.port, body, ctype, c, args.requests)
-                        rates.setdefault((key, c), []).append(r)
-                        lats.setdefault((key, c), []).extend(lat)
-                        answers.setdefault(key, []).extend(ans)
-            stats = {key: batch_stats(s) + calibration(s) for key, s in servers.items()}
-        finally:
-            for s in servers.values():
-                s.stop()
-        report(levels, servers, rates, lats, answers, stats, reference, args)
-        if not args.no_model_table:
-            model_scaling(ckpt, onnx, rounds=3)
+        if not args.protocols_only:
+            serving_table(args, {"pytorch": ckpt, "onnx": onnx}, video, reference, tmp)
+            if not args.no_model_table:
+                model_scaling(ckpt, onnx, rounds=3)
+        protocol_comparison(ckpt, video, reference, tmp, args.rounds, args.requests)
     return 0
 
 

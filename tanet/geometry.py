@@ -5,16 +5,14 @@ A model's card (:class:`tanet.models.recognizer.ModelCard`) is a Geometry plus t
 identity (it inherits these fields), and the config keys that override a card are spelt the same
 way, so one concept has one name everywhere:
 
-============================  ===================  ========================================
-concept                       card and Geometry    config key (or option)
-============================  ===================  ========================================
-frames per clip, T            ``num_segments``     ``model.num_segments`` (builds the model)
-crop (C, H, W)                ``input_size``       ``model.input_size`` (the side, pixels)
-test short side (pixels)      ``short_side``       ``data.short_side``
-frame sampling                ``sampling``         ``data.sampling``, ``--sampling``
-dense sampling's stride       ``dense_stride``
-normalisation of 0-1 pixels   ``mean``, ``std``
-============================  ===================  ========================================
+| concept                     | card and Geometry  | config key (or option)                   |
+| --------------------------- | ------------------ | ---------------------------------------- |
+| frames per clip, T          | ``num_segments``   | ``model.num_segments`` (builds the model)|
+| crop (C, H, W)              | ``input_size``     | ``model.input_size`` (the side, pixels)  |
+| test short side (pixels)    | ``short_side``     | ``data.short_side``                      |
+| frame sampling              | ``sampling``       | ``data.sampling``, ``--sampling``        |
+| dense sampling's stride     | ``dense_stride``   |                                          |
+| normalisation of 0-1 pixels | ``mean``, ``std``  |                                          |
 
 :meth:`Geometry.with_overrides` is the one rule by which a config or a command's option
 overrides a card, for training, ``tanet test`` and ``tanet predict``. :data:`SAMPLINGS` names the

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from tanet import remote
+
 __all__ = ["atomic_path", "atomic_write_text", "save_figure", "TextFileError", "read_text",
            "read_class_names"]
 
@@ -71,8 +73,15 @@ def read_text(path: str | os.PathLike, *, error: type[TextFileError] = TextFileE
     """A text file as str with newlines as "\\n": UTF-8 (optional BOM) or UTF-16 with a BOM.
 
     Other bytes, NUL bytes, a missing file or a directory raise ``error`` (a
-    :class:`TextFileError`) naming the file and, for bad bytes, the line.
+    :class:`TextFileError`) naming the file and, for bad bytes, the line. ``path`` may be a
+    URL (:mod:`tanet.remote`).
     """
+    if remote.is_remote(path):
+        try:
+            data = remote.read_bytes(str(path))
+        except FileNotFoundError:
+            raise error(path, None, "file not found (no object at that URL)") from None
+        return _decode_text(str(path), data, error)
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -82,6 +91,10 @@ def read_text(path: str | os.PathLike, *, error: type[TextFileError] = TextFileE
         raise error(path, None, "is a directory, not a text file") from None
     except OSError as e:
         raise error(path, None, f"cannot read ({e.strerror or e})") from None
+    return _decode_text(path, data, error)
+
+
+def _decode_text(path: str | os.PathLike, data: bytes, error: type[TextFileError]) -> str:
     utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     enc = "utf-16" if utf16 else "utf-8-sig"
     try:
@@ -111,9 +124,8 @@ def read_class_names(path: str | os.PathLike, *,
       (also ``,``/``:``/``;`` separated) and the numbers count up from 0 or 1 (UCF101's
       ``classInd.txt``), the numbers are dropped; otherwise lines are kept as written.
     """
-    path = Path(path)
     text = read_text(path, error=error)
-    if path.suffix.lower() == ".json":
+    if str(path).split("?")[0].lower().endswith(".json"):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:

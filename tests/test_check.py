@@ -201,3 +201,51 @@ def test_check_takes_the_one_path_rule_and_every_video_of_a_folder(ds, tmp_path,
     fixed = tmp_path / "fixed.txt"
     C.run_check(good, out=tmp_path / "c.csv", workers=1, quiet=True, fix_list=fixed)
     assert fixed.read_text() == f"{good}\n"  # one video: checked and listed
+
+
+def test_check_compares_what_training_reads_with_a_sequential_decode(tmp_path, monkeypatch):
+    """By default the frames training reads (segment centres, the last frame) are read by seek
+    on a fresh reader and compared with a sequential decode (its record in an exact index):
+    the DivX 5 shape of issue 19 is read right (ok); damage that no such read passes leaves
+    the packets index one frame off (an error naming the cause, and --deep, which indexes by
+    a full decode, repairs it); a reader that returned a wrong frame or a stand-in would be an
+    error too."""
+    import shutil
+
+    from tanet.data.decode import VideoReader
+    from tanet.testing.media import real_world_shapes
+
+    x = _content(120, 32, 48)
+    v = tmp_path / "v"
+    src = write_video(v / "long.mp4", x, gop=10, bframes=0)
+    V.break_packet(src, v / "hidden.mp4", 44)  # in a GOP that no training read decodes
+    shapes = real_world_shapes(tmp_path / "shapes", x[:60])
+    shutil.copy(shapes["divx_b2_two_keys"], v / "divx5.avi")
+    rows = {os.path.basename(r.path): r for r in
+            C.run_check(v, out=tmp_path / "c.csv", workers=1, quiet=True)[0]}
+    assert (rows["divx5.avi"].status, rows["divx5.avi"].frames, rows["divx5.avi"].index) == \
+        ("ok", 60, "decoded")
+    assert (rows["long.mp4"].status, rows["long.mp4"].index) == ("ok", "packets")
+    hidden = rows["hidden.mp4"]
+    assert hidden.status == "error" and hidden.index == "packets"
+    assert hidden.cause.startswith("the index disagrees with a sequential decode: it counts "
+                                   "120 frames, the decode emits 119")
+    deep = C.check_video(str(v / "hidden.mp4"), deep=True)
+    assert (deep.status, deep.frames, deep.cause) == ("warning", 119, "corrupt data at frame 44")
+
+    real = VideoReader.get_frames
+    monkeypatch.setattr(VideoReader, "get_frames",  # one frame late, as a lost B-frame reads
+                        lambda self, idx: real(self, [min(i + 1, 119) for i in idx]))
+    wrong = C.check_video(str(v / "long.mp4"))
+    assert wrong.status == "error" and wrong.cause.startswith(
+        "training reads a wrong frame: frame 7 read by seek differs from the sequential "
+        "decode's")
+
+    def with_stand_in(self, idx):
+        self.warnings.append("frame 3 did not decode when read; frame 1 stands in")
+        return real(self, idx)
+
+    monkeypatch.setattr(VideoReader, "get_frames", with_stand_in)
+    stand_in = C.check_video(str(v / "divx5.avi"))
+    assert stand_in.status == "error" and stand_in.cause.startswith(
+        "training reads a stand-in: frame 3 did not decode when read; frame 1 stands in")

@@ -68,3 +68,70 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     far = max((a[k].float() - c[k].float()).abs().max().item() for k in a)
     assert far > 1e-2
     shutil.rmtree(tmp_path / "videos")
+
+
+SHARES = """
+import json, sys
+import torch.distributed as dist
+from tanet.engine.distributed import init_distributed, all_gather, finish_distributed
+from tanet.engine.samplers import ClassSampler, clip_weights
+info = init_distributed("cpu")
+labels = [0] * 9 + [1] * 3 + [2]
+s = ClassSampler(clip_weights(labels, "balanced"), world_size=info.world_size, rank=info.rank,
+                 seed=4)
+mine = {}
+for epoch in range(3):
+    s.set_epoch(epoch)
+    mine[epoch] = [i for _, i in s]
+shares = all_gather(info, mine)
+if info.main:
+    json.dump(shares, open(sys.argv[1], "w"))
+finish_distributed()
+"""
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_balanced_sampler_ranks_take_shares_of_one_global_draw(tmp_path):
+    """Real torchrun (3 processes, gloo): each rank's clips are its share (positions r, r + W,
+    ...) of the one-process draw of the epoch; then a 2-process balanced-sampler run with a
+    weighted loss on a lopsided list matches one process with the same global batch."""
+    from tanet.engine.samplers import ClassSampler, clip_weights
+
+    script = tmp_path / "shares.py"
+    script.write_text(SHARES)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=3", str(script),
+                           str(tmp_path / "shares.json")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shares = json.loads((tmp_path / "shares.json").read_text())
+    one = ClassSampler(clip_weights([0] * 9 + [1] * 3 + [2], "balanced"), seed=4)
+    for epoch in range(3):
+        one.set_epoch(epoch)
+        full = [i for _, i in one]  # 13 clips; 3 ranks take 5 each: 2 wrap around
+        ranks = [s[str(epoch)] for s in shares]
+        assert [len(r) for r in ranks] == [5, 5, 5]
+        merged = [x for step in zip(*ranks) for x in step]
+        assert merged == (full * 2)[:15]
+
+    data = make_videos(tmp_path / "videos", per_class=4, val_per_class=1)
+    lst = tmp_path / "lopsided.txt"
+    lst.write_text("".join(f"train/{n}/{i}.mp4 {c}\n" for c, (n, k) in
+                           enumerate((("left", 4), ("right", 3), ("still", 1))) for i in range(k)))
+    extra = (f"data.train={lst}", "data.sampler=balanced", "train.loss=weighted_ce")
+    single = tmp_path / "single"
+    train(_cfg(data, single, "train.batch_size=4", *extra), quiet=True)
+    ddp = tmp_path / "ddp"
+    cfg_file = tmp_path / "ddp.yaml"
+    cfg_file.write_text(yaml.safe_dump(config_to_dict(_cfg(data, ddp, "train.batch_size=2",
+                                                           *extra))))
+    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "tanet",
+                           "train", "--config", str(cfg_file), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_state_file(single / "last.safetensors")
+    b = load_state_file(ddp / "last.safetensors")
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff < 1e-5, f"2-process weights differ from 1-process by {diff}"
+    shutil.rmtree(tmp_path / "videos")

@@ -14,9 +14,12 @@ from tanet.data import frame_index, index_cache
 from tanet.data import variants as V
 from tanet.data.decode import FrameIndexError, VideoDecodeError, open_video
 from tanet.data.encode import write_video
-from tanet.testing.media import sequential_frames
+from tanet.data.sampling import segment_indices
+from tanet.testing.media import real_world_shapes, sequential_frames
 
 N = 60  # frames of the clean sources (more than frame_index.SMALL: the fast route is open)
+PACKED = ("divx_b2", "divx_b3", "divx_b2_closed", "divx_b2_no_nvop", "divx_b3_closed_no_nvop",
+          "divx_b2_two_keys", "xvid_packed_b2")  # each read wrong by the reader of 0.x
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,9 @@ def files(tmp_path_factory):
     mp4 = write_video(d / "h264_b.mp4", x, gop=12, bframes=3, crf=20)
     avi_b = write_video(d / "mpeg4_b2.avi", x, codec="mpeg4", gop=12, bframes=2)
     avi_b1 = write_video(d / "mpeg4_b1.avi", x, codec="mpeg4", gop=12, bframes=1)
+    shapes = real_world_shapes(d / "shapes", x)
     return {
+        **{k: shapes[k] for k in PACKED + ("xvid_b2", "xvid_b3_closed")},
         "mp4": mp4,
         "avi_bframes": avi_b,  # FFmpeg's own AVI muxing of MPEG-4 with B-frames
         "avi_packed": V.pack_bframes(avi_b1, d / "packed.avi"),  # DivX / Xvid style
@@ -54,12 +59,67 @@ def _check_reads(path, ref, seed: int) -> None:
 
 @pytest.mark.parametrize("name", ["mp4", "avi_bframes", "avi_packed", "mp4_pts_dts", "avi_h264",
                                   "avi_truncated", "mp4_truncated", "mp4_last_packet",
-                                  "h264_raw"])
+                                  "h264_raw", *PACKED, "xvid_b2", "xvid_b3_closed"])
 def test_count_and_frames_equal_a_sequential_decode(files, name):
     ref = sequential_frames(files[name])
     _check_reads(files[name], ref, seed=len(name))
     index_cache.clear_memory_cache()  # again from the disk cache (or a rebuild): same frames
     _check_reads(files[name], ref, seed=len(name) + 1)
+
+
+@pytest.mark.parametrize("name", PACKED)
+def test_training_reads_on_packed_files(files, name):
+    """What training reads (segment centres, 12 random frames, the last frame), each set on a
+    fresh reader: every frame is the sequential decode's and none is a stand-in (issue 19: a
+    DivX 5 AVI with I B B P lost every B-frame reached after a seek)."""
+    ref = sequential_frames(files[name])
+    n = len(ref)
+    rng = np.random.default_rng(19)
+    sets = [segment_indices(n, 8, train=False), rng.integers(0, n, 12), [n - 1],
+            segment_indices(n, 8, train=True, rng=rng)]
+    for idx in sets:
+        index_cache.clear_memory_cache()
+        with open_video(files[name]) as r:
+            got = r.get_frames(idx)
+            assert not r.warnings, (name, r.warnings)
+        assert np.abs(got.astype(int) - ref[idx]).max() <= 1, (name, idx)
+
+
+def _chunks(path) -> list[tuple[str, int, bool, bytes]]:
+    """(VOP types, size, keyframe, data) of every non-empty packet, in file order."""
+    with av.open(str(path)) as c:
+        return [(V.vop_types(bytes(p)), p.size, p.is_keyframe, bytes(p))
+                for p in c.demux(video=0) if p.size]
+
+
+@pytest.mark.parametrize("name, bframes, open_gop, nvop",
+                         [("divx_b2", 2, True, True), ("divx_b3", 3, True, True),
+                          ("divx_b2_closed", 2, False, True), ("divx_b2_no_nvop", 2, True, False),
+                          ("divx_b3_closed_no_nvop", 3, False, False)])
+def test_packed_shapes_are_what_they_claim(files, name, bframes, open_gop, nvop):
+    """[P B1] [B2] .. [Bm] [N-VOP]: runs of ``bframes`` B-frames, the first one in the
+    reference's chunk; open GOPs pack a B-frame into the keyframe's chunk."""
+    chunks = _chunks(files[name])
+    types = [t for t, _, _, _ in chunks]
+    assert b"DivX503b1393p" in chunks[0][3] and types[0] == "I"
+    runs = [j for j, t in enumerate(types) if len(t) == 2]
+    assert runs and all(types[j][1] == "B" for j in runs)
+    j = runs[1]
+    assert types[j + 1:j + bframes] == ["B"] * (bframes - 1)
+    tiny = [size for t, size, _, _ in chunks if size <= 19]
+    assert (types[j + bframes] == "P" and chunks[j + bframes][1] <= 19) == nvop
+    assert bool(tiny) == nvop
+    assert any(t == "IB" and key for t, _, key, _ in chunks) == open_gop
+
+
+def test_other_shapes_are_what_they_claim(files):
+    two = _chunks(files["divx_b2_two_keys"])
+    assert [(t, k) for t, _, k, _ in two[:3]] == [("I", True), ("I", True), ("PB", False)]
+    assert b"XviD" in _chunks(files["xvid_packed_b2"])[0][3]
+    unpacked = _chunks(files["xvid_b2"])
+    assert b"XviD" in unpacked[0][3] and b"DivX" not in unpacked[0][3]
+    assert all(len(t) == 1 for t, _, _, _ in unpacked) and "BB" in "".join(
+        t for t, _, _, _ in unpacked)
 
 
 def _pts_sorted_frames(path) -> np.ndarray:

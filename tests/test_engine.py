@@ -149,3 +149,22 @@ def test_switches_bf16_accumulate_channels_last_partial_bn(data, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in w.values())
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         train(cfg_for(data, tmp_path / "fp16", "train.amp=fp16", "data.val=null"), quiet=True)
+
+
+def test_sqrt_sampler_focal_loss_and_the_per_class_report(data, tmp_path, capsys):
+    """data.sampler=sqrt with a class-weighted focal loss trains (the start-up line says so);
+    `tanet test` writes the per-class table with the training counts the run recorded."""
+    import csv
+
+    out = tmp_path / "focal"
+    train(cfg_for(data, out, "train.epochs=1", "data.sampler=sqrt", "train.loss=focal",
+                  "train.class_weights=inverse", "train.focal_gamma=1.5"))
+    err = capsys.readouterr().err
+    assert "loss focal, class weights" in err and "sampler sqrt" in err, err
+    run_test(out / "last.safetensors", out=tmp_path / "t", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "t" / "per_class.csv")))
+    assert sorted(r["class"] for r in rows) == sorted(CLASSES)
+    assert [r["train"] for r in rows] == ["4", "4", "4"] and [r["support"] for r in rows] == \
+        ["2", "2", "2"]
+    md = (tmp_path / "t" / "report.md").read_text()
+    assert "| class | support | train |" in md and "confusion.png" in md

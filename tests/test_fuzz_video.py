@@ -39,7 +39,7 @@ FORMATS = [
     ("webm_vp9", ".webm", "libvpx-vp9", {"gop": 6}),
     ("webm_vp8", ".webm", "libvpx", {"gop": 6}),
     # the shapes real datasets hold (tanet.data.variants): DivX packed B-frames, pts = dts
-    ("avi_mpeg4_packed", ".avi", "mpeg4", {"gop": 5, "bframes": 1}),
+    ("avi_mpeg4_packed", ".avi", "mpeg4", {"gop": 5, "bframes": 2}),
     ("mp4_h264_pts_dts", ".mp4", "libx264", {"gop": 4, "bframes": 2, "crf": 20}),
 ]
 FORMATS = [f for f in FORMATS if f[2] in available_codecs()]
@@ -49,7 +49,8 @@ PER_FORMAT = max(5, TOTAL_EXAMPLES // max(1, len(FORMATS)))
 _WORKER = r"""
 import json, resource, sys, traceback
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a runaway allocation fails here
-from tanet.data.decode import VideoDecodeError, open_video, _resized
+from tanet.data.decode import VideoDecodeError, open_video
+from tanet.data.convert import resized as _resized
 out = sys.stdout
 sys.stdout = sys.stderr
 out.write("ready\n"); out.flush()

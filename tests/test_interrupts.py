@@ -286,3 +286,59 @@ def test_diverging_run_stops_through_the_cli(data, tmp_path):
     assert "Traceback" not in p.stderr
     assert "error: non-finite loss" in p.stderr and "step" in p.stderr, p.stderr[-3000:]
     assert str(data) in p.stderr  # the batch's video paths
+
+
+def _lopsided_list(data: Path, out: Path) -> Path:
+    """A video list of the training videos with a long tail: left 4, right 2, still 1."""
+    keep = {"left": 4, "right": 2, "still": 1}
+    lines = [f"train/{name}/{i}.mp4 {c}" for c, name in enumerate(("left", "right", "still"))
+             for i in range(keep[name])]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_then_resume_with_the_balanced_sampler(data, tmp_path):
+    """data.sampler=balanced (draws with replacement, one per (seed, epoch)) with a weighted
+    loss on a lopsided list: SIGKILLs after mid-epoch checkpoints, then --resume, give the
+    uninterrupted run's weights bit for bit; a uniform-sampler run differs (not vacuous)."""
+    lst = _lopsided_list(data, tmp_path / "lopsided.txt")
+    extra = (f"data.train={lst}", "data.sampler=balanced", "train.loss=weighted_ce",
+             "train.epochs=3", "train.eval_every=3")
+    ref = tmp_path / "reference"
+    p = subprocess.run(_cmd(data, ref, *extra), env=_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "killed"
+    rnd = random.Random(3)
+    kills = 0
+    for _ in range(2):
+        resume = (out / "last.state.pt").exists()
+        before = (out / "last.state.pt").stat().st_mtime_ns if resume else 0
+        p = subprocess.Popen(_cmd(data, out, *extra, resume=resume), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and p.poll() is None:
+            st = out / "last.state.pt"
+            if st.exists() and st.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.005)
+        if p.poll() is not None:
+            break
+        time.sleep(rnd.uniform(0.0, 0.3))
+        p.kill()
+        p.wait()
+        kills += 1
+    assert kills >= 1, "the run ended before it could be killed"
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    assert state["epoch"] < 3
+    p = subprocess.run(_cmd(data, out, *extra, resume=True), env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _same_run(ref, out)
+    uniform = tmp_path / "uniform"
+    p = subprocess.run(_cmd(data, uniform, *extra, "data.sampler=uniform"), env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    wa, wu = load_state_file(ref / "last.safetensors"), load_state_file(uniform / "last.safetensors")
+    assert not all(torch.equal(wa[k], wu[k]) for k in wa)

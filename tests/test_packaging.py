@@ -103,6 +103,7 @@ RULES = {  # layer -> layers it must never import
     "engine": {"apps", "cli"},
     "apps": {"cli"},
     "io": {"models", "data", "engine", "config", "cli", "apps"},
+    "remote": {"models", "data", "engine", "config", "cli", "apps", "io", "metrics", "geometry"},
     "config": {"models", "data", "engine", "cli", "apps"},
     "metrics": {"models", "data", "engine", "cli", "apps"},
     # the test pipeline's description, shared by the card (models) and the clip policy (data)

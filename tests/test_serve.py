@@ -109,6 +109,7 @@ def test_answer_equals_tanet_predict_json(files, server, capsys):
     assert status == 200 and card["classes"] == NAMES and card["frames"] == 4
     assert card["size"] == [32, 32] and card["backend"] == "pytorch" and card["kind"] == "torch"
     assert card["name"] == "tanet_tiny" and card["visualize"] is True
+    assert card["model"] == "tiny" and card["platform"] == "tanet_pytorch"  # the file's stem
     assert card["precision"] == Predictor(files["ckpt"]).precision.name  # --amp auto, resolved
     _, hdrs, _ = server.request("GET", "/v1/model", headers={"Origin": "http://elsewhere.test"})
     assert "access-control-allow-origin" not in hdrs  # CORS is off unless asked for
@@ -141,10 +142,12 @@ def test_load_64_requests_8_at_a_time(files, server):
     assert status == 200 and hdrs["content-type"].startswith("text/plain")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for fam in text_string_to_metric_families(text) for s in fam.samples}
-    ok = samples[("tanet_requests_total", (("endpoint", "/v1/predict"), ("status", "200")))]
+    ok = samples[("tanet_requests_total", (("endpoint", "/v1/predict"), ("model", "tiny"),
+                                           ("status", "200")))]
     assert ok >= 64 and samples[("tanet_queue_depth", ())] == 0
-    assert samples[("tanet_batch_views_count", ())] >= 1
-    assert samples[("tanet_request_seconds_count", (("endpoint", "/v1/predict"),))] >= 64
+    assert samples[("tanet_batch_views_count", (("model", "tiny"),))] >= 1
+    assert samples[("tanet_request_seconds_count", (("endpoint", "/v1/predict"),
+                                                    ("model", "tiny")))] >= 64
     assert list(server.tmp_dir.iterdir()) == []
 
 
@@ -320,6 +323,16 @@ def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
         assert card["batching"]["max_batch"] in (1, 2, 4) and "1" in timed
         video = files["videos"]["d.mp4"].read_bytes()
         assert len(video) < 0.1 * 2**20 < 300_000
+        v2_body = json.dumps({"inputs": [{"name": "video", "datatype": "BYTES", "shape": [1],
+                                          "data": [base64.b64encode(video).decode()]}]}).encode()
+        assert s.request("GET", "/v2/health/live")[0] == 200  # probes are open
+        assert s.request("GET", "/v2/health/ready")[0] == 200
+        assert s.request("GET", "/v2/models/tiny")[0] == 401
+        assert s.request("POST", "/v2/models/tiny/infer", v2_body)[0] == 401
+        status, _, out = s.request("POST", "/v2/models/tiny/infer", v2_body, key)
+        assert status == 200 and out["outputs"][1]["name"] == "labels"
+        status, _, err = s.request("POST", "/v2/models/tiny/infer", b"{" * 200_000, key)
+        assert status == 413 and "too large" in err["error"]  # --max-upload-mb: the whole body
         assert s.upload("/v1/predict", video, "d.mp4")[0] == 401
         status, _, body = s.upload("/v1/predict", video, "d.mp4", headers=key)
         assert status == 200 and body["top"]
@@ -340,6 +353,9 @@ def test_limits_full_queue_deadline_size_and_api_key(files, tmp_path):
         status, hdrs, err = s.upload("/v1/predict", video, "d.mp4", headers=key, timeout=10)
         assert status == 503 and int(hdrs["retry-after"]) >= 1 and "busy" in err["error"]
         assert time.monotonic() - t0 < 3  # refused at once, not queued
+        status, hdrs, err = s.request("POST", "/v2/models/tiny/infer", v2_body, {
+            "Content-Type": "application/json", **key})  # the protocol's requests queue alike
+        assert status == 503 and int(hdrs["retry-after"]) >= 1 and "busy" in err["error"]
         codes = [_status_of(sock) for sock in held]  # the stalled uploads hit the deadline
         assert [c for c, _ in codes] == [408, 408] and b"deadline" in codes[0][1]
         status, _, body = s.upload("/v1/predict", video, "d.mp4", headers=key)

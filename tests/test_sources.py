@@ -58,8 +58,15 @@ def test_urls_in_a_list_pass_through_and_are_not_checked(tmp_path):
     assert src.paths == ["s3://bucket/x.mp4", "https://h/y.mp4"]
     single = resolve_videos("https://h/clip.mp4")
     assert single.kind == "video" and single.paths == ["https://h/clip.mp4"]
-    with pytest.raises(ValueError, match="lists at URLs are not read yet"):
-        resolve_videos("s3://bucket/train.txt")
+    # a list at a URL is read through tanet.remote (s3://: tests/test_shards.py, a real store);
+    # its relative paths start from the URL's folder, unless a root is given
+    _touch(tmp_path / "clips" / "a.mp4")
+    (tmp_path / "at_url.txt").write_text("clips/a.mp4 0\ns3://bucket/x.mp4 1\n")
+    src = resolve_videos(f"file://{tmp_path}/at_url.txt")
+    assert src.kind == "list" and src.name == f"file://{tmp_path}/at_url.txt"
+    assert src.paths == [f"file://{tmp_path}/clips/a.mp4", "s3://bucket/x.mp4"]
+    assert resolve_videos(f"file://{tmp_path}/at_url.txt", root="s3://b/k").paths[0] == \
+        "s3://b/k/clips/a.mp4"
 
 
 def test_a_list_whose_first_videos_are_all_missing_is_refused_with_the_fix(tmp_path):

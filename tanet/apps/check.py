@@ -2,10 +2,13 @@
 
 Every video of a source (:func:`tanet.data.sources.resolve_videos`: an annotation list of any
 format, a plain list, a folder, a split folder, ``-`` for a list on standard input) is
-opened and indexed as training would read it (:class:`~tanet.data.decode.VideoReader`): its
-frame count, rate, codec and container, and its status: ``ok``, ``warning`` (truncated or
-damaged, still readable) or ``error`` (cannot be read). ``deep`` decodes every frame (the exact
-index, cached on disk, so training pays nothing more). Videos are checked in parallel worker
+opened and indexed as training would read it (:class:`~tanet.data.decode.VideoReader`), and
+the frames training reads (8 segment centres and the last frame) are read by seek on a fresh
+reader and compared with one plain sequential decode of the file (the ground truth): its frame
+count, rate, codec and container, and its status: ``ok``, ``warning`` (truncated or damaged,
+still readable) or ``error`` (cannot be read, or training would read other frames than the
+sequential decode emits, or a stand-in). ``deep`` indexes by a full decode (the exact index,
+cached on disk, so training pays nothing more). Videos are checked in parallel worker
 processes; a decoder crash costs only the video that caused it. :func:`write_fixed_list` writes
 the annotation list without the bad videos, in the input's format.
 """
@@ -20,11 +23,12 @@ import time
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from tanet.data.sources import Source, resolve_videos
 
-__all__ = ["CheckResult", "check_video", "read_dataset", "check_all", "write_csv",
+__all__ = ["CheckResult", "check_video", "training_reads", "read_dataset", "check_all",
+           "check_iter", "write_csv",
            "write_fixed_list", "summary"]
 
 
@@ -49,21 +53,28 @@ COLUMNS = tuple(f.name for f in fields(CheckResult))
 
 def check_video(path: str, *, deep: bool = False, template: str = "img_{:05d}.jpg",
                 listed_frames: int | None = None) -> CheckResult:
-    """Open and index one video (``deep``: decode every frame); never raises for a bad video.
+    """Open and index one video (``deep``: by a full decode) and compare the frames training
+    reads with a sequential decode (:func:`training_reads`); never raises for a bad video.
     ``listed_frames``: the count a frame list states, compared with the folder's."""
     from tanet.data.decode import VideoDecodeError, open_video
 
+    from tanet import remote
+
     p = Path(path)
     try:
-        size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
+        if remote.is_remote(path):
+            size = remote.stat(str(path)).size
+        else:
+            size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
     except OSError:  # missing, unreadable: the reader below says which
         size = None
+    wrong = ""
     try:
-        with open_video(p, template=template, exact=deep) as r:
+        with open_video(path, template=template, exact=deep) as r:
             info, warnings = r.info, list(r.warnings)
-            if deep and info.num_frames:  # frames come out of the colour conversion too
-                r.get_frames([0, info.num_frames // 2, info.num_frames - 1])
-                warnings += [w for w in r.warnings if w not in warnings]
+        if info.container != "folder":
+            info, read_warnings, wrong = training_reads(path)
+            warnings += [w for w in read_warnings if w not in warnings]
     except VideoDecodeError as e:
         return CheckResult(str(path), "error", size=size, cause=e.cause)
     except Exception as e:  # a bug or an unexpected failure: reported, the scan goes on
@@ -72,9 +83,53 @@ def check_video(path: str, *, deep: bool = False, template: str = "img_{:05d}.jp
         warnings.append(f"the list says {listed_frames} frames, the folder has "
                         f"{info.num_frames}")
     index = "folder" if info.container == "folder" else ("decoded" if info.exact else "packets")
-    return CheckResult(str(path), "warning" if warnings else "ok", info.num_frames,
-                       round(info.fps, 3), round(info.duration, 3), size, info.codec,
-                       info.container, "; ".join(warnings), index)
+    status = "error" if wrong else ("warning" if warnings else "ok")
+    return CheckResult(str(path), status, info.num_frames, round(info.fps, 3),
+                       round(info.duration, 3), size, info.codec, info.container,
+                       "; ".join(([wrong] if wrong else []) + warnings), index)
+
+
+TRAINING_SEGMENTS = 8  # segment centres read by training, ``tanet test`` and ``tanet predict``
+
+
+def training_reads(path: str | os.PathLike) -> tuple:
+    """Read the frames that training reads (the centres of :data:`TRAINING_SEGMENTS` segments
+    and the last frame) by seek on a fresh reader, and compare them with a plain sequential
+    decode: on the packets route one decode of the whole file here; on the exact route the
+    index is that decode's record, and the reader has compared every frame it returned with
+    its pixel digest there (a frame that differs is read again, else reported). Returns (the
+    reader's info after the reads, its warnings, the cause of a disagreement or ``""``): a
+    count other than the decode's, a stand-in, or a frame other than the decode's frame at
+    that index."""
+    import numpy as np
+
+    from tanet.data.decode import open_video
+    from tanet.data.sampling import segment_indices
+    from tanet.data.verify import reference_frames
+
+    with open_video(path) as r:  # the index from the cache: a fresh reader, as a worker's
+        n = r.info.num_frames
+        wanted = sorted({*segment_indices(n, TRAINING_SEGMENTS, train=False).tolist(), n - 1})
+        got = r.get_frames(wanted)  # (T, H, W, 3)
+        info, warnings = r.info, list(r.warnings)
+    ref, count = ({}, info.num_frames) if info.exact else reference_frames(path, wanted)
+    if count != info.num_frames:
+        return info, warnings, (f"the index disagrees with a sequential decode: it counts "
+                                f"{info.num_frames} frames, the decode emits {count} "
+                                f"(`tanet check --deep` indexes the video by a full decode)")
+    stand_ins = list(dict.fromkeys(w for w in warnings if "stands in" in w
+                                   or "decodes differently" in w))
+    if stand_ins:
+        more = f" (+{len(stand_ins) - 3} more)" if len(stand_ins) > 3 else ""
+        return info, warnings, "training reads a stand-in: " + "; ".join(stand_ins[:3]) + more
+    for i, frame in zip(wanted, got):
+        if i not in ref:  # (exact route) checked by the reader
+            continue
+        diff = int(np.abs(frame.astype(np.int16) - ref[i]).max())
+        if diff > 1:
+            return info, warnings, (f"training reads a wrong frame: frame {i} read by seek "
+                                    f"differs from the sequential decode's (max |diff| {diff})")
+    return info, warnings, ""
 
 
 def _job(args: tuple) -> CheckResult:
@@ -99,19 +154,30 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
     """:func:`check_video` of every job in ``workers`` processes (results in input order).
     A worker that dies (a crash in the decoder) is replaced; the videos it had in hand are
     checked again one by one, each alone in a process, so only the culprit is marked."""
-    results: list[CheckResult | None] = [None] * len(jobs)
+    results: list[Any] = [None] * len(jobs)
+    for i, res in check_iter(jobs, workers=workers):
+        results[i] = res
+        progress()
+    return results
+
+
+def check_iter(jobs: Sequence[tuple], *, workers: int,
+               fn: Callable[[tuple], Any] = _job) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(jobs[i]))`` as they finish, in ``workers`` processes (``fn``: a module-level
+    function of a job whose first item is the path; default :func:`check_video`'s job), at
+    most ``4 * workers`` in flight. A crash isolates as :func:`check_all` says (the culprit
+    gets a :class:`CheckResult` error row)."""
     if workers <= 1:
         for i, job in enumerate(jobs):
-            results[i] = _job(job)
-            progress()
-        return results  # type: ignore[return-value]
+            yield i, fn(job)
+        return
     todo = iter(range(len(jobs)))
     pool = cf.ProcessPoolExecutor(workers)
     inflight: dict[cf.Future, int] = {}
     try:
         while True:
             while len(inflight) < 4 * workers and (i := next(todo, None)) is not None:
-                inflight[pool.submit(_job, jobs[i])] = i
+                inflight[pool.submit(fn, jobs[i])] = i
             if not inflight:
                 break
             done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
@@ -119,8 +185,7 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
             for f in done:
                 i = inflight.pop(f)
                 try:
-                    results[i] = f.result()
-                    progress()
+                    yield i, f.result()
                 except cf.process.BrokenProcessPool:
                     broken.append(i)
             if broken:
@@ -128,19 +193,17 @@ def check_all(jobs: Sequence[tuple], *, workers: int,
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 for i in broken:
-                    results[i] = _isolated(jobs[i])
-                    progress()
+                    yield i, _isolated(jobs[i], fn)
                 pool = cf.ProcessPoolExecutor(workers)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return results  # type: ignore[return-value]
 
 
-def _isolated(job: tuple) -> CheckResult:
+def _isolated(job: tuple, fn: Callable[[tuple], Any] = _job) -> Any:
     """One job alone in a fresh process: its result, or an error row if that process dies."""
     with cf.ProcessPoolExecutor(1) as pool:
         try:
-            return pool.submit(_job, job).result()
+            return pool.submit(fn, job).result()
         except cf.process.BrokenProcessPool:
             return CheckResult(job[0], "error", cause="the decoder crashed on this file (its "
                                                       "process died)")
@@ -196,7 +259,7 @@ def write_fixed_list(ds: Source, keep: Sequence[bool], out: str | os.PathLike) -
     elif ds.format == "sthv2":
         items = json.loads(source)
         text = json.dumps([it for it, k in zip(items, keep) if k], indent=1) + "\n"
-    elif ds.format == "kinetics":
+    elif ds.format in ("kinetics", "multilabel", "charades"):  # CSVs with a header row
         rows = list(csv.reader(io.StringIO(source, newline="")))
         entries = [row for row in rows[1:] if row and "".join(row).strip()]
         _same_count(ds, len(entries))

@@ -4,7 +4,8 @@ The checkpoint alone defines the pipeline (its model card): frames T, crop size,
 mean/std, class names. Per video: decode the sampled frames once, build CLIPS x CROPS views
 (segment centres for one clip, the authors' ``uniform-N`` starts for several, or dense sampling
 when the checkpoint's training config used it), run them as one batch, average the view logits,
-softmax, top-k. Nothing is kept between videos, so memory does not grow with their number.
+softmax, top-k (a multi-label card: a sigmoid per class, and every class whose score is >= the
+card's threshold). Nothing is kept between videos, so memory does not grow with their number.
 
 The model runs behind a *backend* (the :class:`Backend` protocol): :class:`TorchBackend`
 (PyTorch eager, optionally bf16/fp16 or compiled) or :class:`OnnxBackend` (ONNX Runtime, an
@@ -36,7 +37,9 @@ __all__ = ["Predictor", "Prediction", "WindowPrediction", "Backend", "TorchBacke
 @dataclass
 class Prediction:
     """Result for one video: ``top`` [(label, prob)], best first; ``error`` if it failed;
-    ``warnings`` the decoder's (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``)."""
+    ``warnings`` the decoder's (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``);
+    ``labels``: a multi-label model's answer, every class whose score is >= the card's threshold,
+    best first (None for a single-label model)."""
 
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)
@@ -45,11 +48,14 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     times: np.ndarray | None = None  # (clips, T) seconds of the frames the model sampled
     frames: np.ndarray | None = None  # (clips, T, H, W, 3) uint8 those frames (keep_frames)
+    labels: list[tuple[str, float]] | None = None  # multi-label: the classes over the threshold
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.path,
                              "top": [{"label": lab, "score": round(s, 6)} for lab, s in self.top],
                              "warnings": list(self.warnings)}
+        if self.labels is not None:
+            d["labels"] = [{"label": lab, "score": round(s, 6)} for lab, s in self.labels]
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -58,6 +64,10 @@ class Prediction:
         if self.error is not None:
             return f"{self.path}: error: {self.error}"
         warned = "".join(f" [warning: {w}]" for w in self.warnings)
+        if self.labels is not None:  # multi-label: every class over the threshold
+            shown = ", ".join(f"{lab} ({s:.3f})" for lab, s in self.labels) or (
+                f"no class over the threshold (top: {self.top[0][0]} {self.top[0][1]:.3f})")
+            return f"{self.path}: {shown}{warned}"
         return f"{self.path}: " + ", ".join(f"{lab} ({s:.3f})" for lab, s in self.top) + warned
 
 
@@ -81,6 +91,7 @@ class WindowPrediction:
     probs: np.ndarray  # (W, K)
     class_names: list[str]
     warnings: list[str] = field(default_factory=list)  # the decoder's
+    threshold: float | None = None  # multi-label: a window's labels score >= it
 
     def window_json(self, k: int, topk: int) -> dict[str, Any]:
         """Window ``k`` as ``tanet predict --window --json`` prints it (the keys of a live
@@ -90,7 +101,10 @@ class WindowPrediction:
                 "end": round(float(self.ends[k]), 4),
                 "frames": [int(i) for i in self.indices[k]],
                 "top": [{"label": self.class_names[i], "score": round(float(self.probs[k, i]), 6)}
-                        for i in order]}
+                        for i in order],
+                **({} if self.threshold is None else {"labels": [
+                    {"label": self.class_names[i], "score": round(float(self.probs[k, i]), 6)}
+                    for i in np.argsort(-self.probs[k]) if self.probs[k, i] >= self.threshold]})}
 
 
 @functools.cache
@@ -301,10 +315,17 @@ class Predictor:
         """A video's class probabilities (K,) from its views' logits (V, K) (also
         :mod:`tanet.apps.pipeline`'s, which runs the views of several videos at once)."""
         mean = torch.from_numpy(logits).mean(0)  # (K,): average of the views' scores
-        return mean.softmax(-1).numpy()
+        return (mean.sigmoid() if self.card.multilabel else mean.softmax(-1)).numpy()
 
     def _top(self, probs: np.ndarray) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:self.topk]
+        return [(self.class_names[i], float(probs[i])) for i in order]
+
+    def _labels(self, probs: np.ndarray) -> list[tuple[str, float]] | None:
+        """A multi-label model's classes with a score >= the card's threshold, best first."""
+        if not self.card.multilabel:
+            return None
+        order = [i for i in np.argsort(-probs) if probs[i] >= self.card.threshold]
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     # ------------------------------------------------------------------------ public
@@ -354,7 +375,7 @@ class Predictor:
         frames, views, times = self.load_views(path, warnings=warnings)
         probs = self._scores(views)  # (K,)
         return Prediction(str(path), self._top(probs), probs, warnings=warnings, times=times,
-                          frames=frames if keep_frames else None)
+                          frames=frames if keep_frames else None, labels=self._labels(probs))
 
     def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
         """Pooled backbone features of one video, averaged over the views: (D,) averaged over
@@ -374,7 +395,7 @@ class Predictor:
         frames from elsewhere (the live mode's ring buffer)."""
         views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
         probs = self._scores(views)  # (K,)
-        return Prediction(name, self._top(probs), probs)
+        return Prediction(name, self._top(probs), probs, labels=self._labels(probs))
 
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.
@@ -419,7 +440,8 @@ class Predictor:
         return WindowPrediction(str(path), starts=np.array(starts), ends=np.array(ends),
                                 indices=np.array(picked, dtype=np.int64),  # (W, T)
                                 probs=np.stack(rows), class_names=self.class_names,
-                                warnings=warnings)
+                                warnings=warnings,
+                                threshold=self.card.threshold if self.card.multilabel else None)
 
 
 def write_timeline(result: WindowPrediction, out_dir: str | os.PathLike, *,

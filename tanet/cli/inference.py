@@ -38,15 +38,18 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="test views, e.g. 1x1 (default) or 10x3")
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per video: path, top [{label, score}], warnings "
+                   help="one JSON object per video: path, top [{label, score}], labels (a "
+                        "multi-label model: every class over the card's threshold), warnings "
                         "(truncated or damaged video), error; with --window one per window: "
-                        "path, window, start, end, frames (the sampled frame indices), top")
+                        "path, window, start, end, frames (the sampled frame indices), top "
+                        "(and labels)")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="classify sliding windows of this length, each sampled as a clip of its "
                         "span (the checkpoint's sampling); writes a CSV and a PNG timeline")
     p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
                    help="window step (default: half the window)")
     p.add_argument("--out", default="predictions", help="directory for --window outputs")
+    _add_segment_options(p)
     p.add_argument("--sampling", choices=SAMPLINGS, default=None,
                    help="frame sampling of clips and windows (default: the checkpoint's card; "
                         "mmaction2's Kinetics TANet uses dense)")
@@ -71,6 +74,29 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
                    help="--live: FFmpeg input option, e.g. framerate=30 or rtsp_transport=udp")
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("action segments (with --window)")
+    g.add_argument("--segments", action="store_true",
+                   help="join the windows into segments (start, end, label, score): neighbours "
+                        "with the same top-1 label join, windows under --min-score are "
+                        "background, short flickers and gaps between two runs of one label are "
+                        "absorbed; writes <video>.segments.json and .csv to --out and prints "
+                        "them (with --json: one object per video instead of the window lines)")
+    g.add_argument("--min-score", type=float, default=0.0,
+                   help="a window whose top-1 probability is below this is background")
+    g.add_argument("--min-duration", type=float, default=None, metavar="SECONDS",
+                   help="a run of another label shorter than this between two runs of one "
+                        "label is absorbed (default: one window)")
+    g.add_argument("--max-gap", type=float, default=None, metavar="SECONDS",
+                   help="a background run shorter than this between two runs of one label is "
+                        "bridged (default: one window)")
+    g.add_argument("--vtt", nargs="?", const="", default=None, metavar="FILE",
+                   help="WebVTT subtitles of the segments (implies --segments): FILE for one "
+                        "video, else <out>/<video>.vtt")
+    g.add_argument("--srt", nargs="?", const="", default=None, metavar="FILE",
+                   help="SubRip subtitles of the segments, as --vtt")
 
 
 def _cmd_predict_live(args: argparse.Namespace) -> int:
@@ -106,7 +132,7 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
     from tqdm import tqdm
 
     from tanet.apps.pipeline import predict_pipelined
-    from tanet.apps.predict import Prediction, Predictor, write_timeline
+    from tanet.apps.predict import Prediction, Predictor
     from tanet.apps.sharding import from_main, ordered_map
     from tanet.data.sources import resolve_videos
     from tanet.engine.distributed import all_sum
@@ -115,6 +141,13 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
         return _cmd_predict_live(args)
     paths = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
                                              subset=args.subset).paths, info)
+    if _wants_segments(args) and not args.window:
+        raise ValueError("--segments, --vtt and --srt need --window SECONDS (segments are made "
+                         "of sliding windows)")
+    if (args.vtt or args.srt) and len(paths) > 1:
+        raise ValueError(f"--vtt FILE / --srt FILE name one file, for one video ({len(paths)} "
+                         "given): without a FILE each video gets <out>/<video>.vtt / .srt")
+    rule = _segment_rule(args)  # a bad value fails before the model loads
     predictor = Predictor(args.onnx or args.checkpoint, views=args.views, topk=args.topk,
                           labels=args.labels, amp=args.amp, sampling=args.sampling,
                           device=str(info.device) if info.distributed else args.device,
@@ -125,22 +158,10 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                disable=args.quiet or len(paths) == 1 or not info.main, dynamic_ncols=True)
     failed = 0
     if args.window:  # one CSV + PNG per video: each process writes its own share
-        for path in paths[info.rank::info.world_size]:
-            bar.update(info.world_size)
-            try:
-                res = predictor.predict_windows(path, args.window, stride=args.stride)
-            except Exception as e:
-                failed += 1
-                tqdm.write(f"{path}: error: {e}", file=sys.stderr)
-                continue
-            csv_path, png_path = write_timeline(res, args.out, top=args.topk)
-            if args.json:
-                for k in range(len(res.starts)):
-                    tqdm.write(json.dumps(res.window_json(k, predictor.topk)), file=sys.stdout)
-            tqdm.write(f"{path}: {len(res.starts)} windows -> {csv_path}, {png_path}"
-                       + "".join(f" [warning: {w}]" for w in res.warnings),
-                       file=sys.stderr if args.json else sys.stdout)
+        failed = _predict_windows(args, predictor, paths[info.rank::info.world_size], bar, info,
+                                  rule)
         return 1 if all_sum(info, [failed])[0] else 0
+
     def pipeline(chunk: list[str]) -> Iterator[Prediction]:  # decoded ahead, batched
         return predict_pipelined(predictor, chunk, workers=args.decode_workers,
                                  max_batch=args.max_batch)
@@ -151,6 +172,67 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
         tqdm.write(line, file=sys.stderr if (pred.error and not args.json) else sys.stdout)
     bar.close()
     return 1 if all_sum(info, [failed])[0] else 0
+
+
+def _wants_segments(args: argparse.Namespace) -> bool:
+    return args.segments or args.vtt is not None or args.srt is not None
+
+
+def _segment_rule(args: argparse.Namespace):
+    """The segments rule of ``--segments`` (None without it)."""
+    from tanet.apps.segments import SegmentRule
+
+    if not _wants_segments(args):
+        return None
+    return SegmentRule(args.min_score, args.min_duration, args.max_gap)
+
+
+def _predict_windows(args: argparse.Namespace, predictor, paths: list, bar, info, rule) -> int:
+    """``--window``: per video a CSV + PNG timeline, and with a segments ``rule`` (``--segments``,
+    ``--vtt``, ``--srt``) its segments; returns the number of videos that failed."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tanet.apps.predict import write_timeline
+    from tanet.apps.segments import segments_of, write_segments
+
+    segments = rule is not None
+    stride = args.stride or args.window / 2
+    failed = 0
+    for path in paths:
+        bar.update(info.world_size)
+        try:
+            res = predictor.predict_windows(path, args.window, stride=args.stride)
+        except Exception as e:
+            failed += 1
+            tqdm.write(f"{path}: error: {e}", file=sys.stderr)
+            continue
+        csv_path, png_path = write_timeline(res, args.out, top=args.topk)
+        written = [csv_path, png_path]
+        if segments:
+            segs = segments_of(res, rule)
+            about = {"path": res.path, "window": args.window, "stride": stride,
+                     "rule": rule.to_json(args.window)}
+            stem = Path(args.out) / Path(res.path).stem
+            written += [write_segments(segs, f"{stem}.segments.{fmt}", about=about)
+                        for fmt in ("json", "csv")]
+            written += [write_segments(segs, name or f"{stem}.{fmt}")
+                        for fmt, name in (("vtt", args.vtt), ("srt", args.srt)) if name is not None]
+            if args.json:
+                tqdm.write(json.dumps({**about, "segments": [s.to_json() for s in segs]}),
+                           file=sys.stdout)
+        elif args.json:
+            for k in range(len(res.starts)):
+                tqdm.write(json.dumps(res.window_json(k, predictor.topk)), file=sys.stdout)
+        out = sys.stderr if args.json else sys.stdout
+        tqdm.write(f"{path}: {len(res.starts)} windows -> {', '.join(map(str, written))}"
+                   + "".join(f" [warning: {w}]" for w in res.warnings), file=out)
+        if segments and not args.json:
+            for s in segs:
+                tqdm.write(f"  {s.start:.2f}-{s.end:.2f} s: {s.label} ({s.score:.3f})", file=out)
+    return failed
 
 
 def _add_visualize(sub: argparse._SubParsersAction) -> None:

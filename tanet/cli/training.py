@@ -33,15 +33,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         finish_distributed()
     if summary.get("is_main", True):
-        best = summary.get("best_top1")
-        print(f"done: {summary['output']}" + (f" (best val top-1 {best:.4f})" if best is not None else ""))
+        what, best = next(((k, v) for k, v in (("mAP", summary.get("best_mAP")),
+                                               ("top-1", summary.get("best_top1")))
+                           if v is not None), ("", None))
+        print(f"done: {summary['output']}" + (f" (best val {what} {best:.4f})"
+                                              if best is not None else ""))
     return 0
 
 
 def _add_test(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="evaluate a checkpoint with multi-view testing",
-                       description="Top-1/top-5/mean class accuracy over clips x crops views; "
-                                   "writes results.json, predictions.csv and confusion.png.")
+                       description="Top-1/top-5/mean class accuracy (multi-label: mAP, F1 at the "
+                                   "card's threshold) over clips x crops views; writes "
+                                   "results.json, predictions.csv, per_class.csv, report.md and "
+                                   "confusion.png (multi-label: pr.png).")
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint, a published .pth, a weights name "
                         "(e.g. tanet_r50.k400) or an http(s) URL")
@@ -65,7 +70,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
                  quiet=args.quiet)
     finally:
         finish_distributed()
-    if "out" in r:
+    if "out" in r and "mAP" in r:
+        print(f"mAP {100 * r['mAP']:.2f} %  F1 {100 * r['f1']:.2f} % at the card's threshold "
+              f"{r['threshold']:.3f}  ({r['num_videos']} videos, {r['views']} views, "
+              f"{r['num_skipped']} skipped) -> {r['out']}")
+    elif "out" in r:
         print(f"top-1 {100 * r['top1']:.2f} %  top-5 {100 * r['top5']:.2f} %  mean class "
               f"{100 * r['mean_class_acc']:.2f} %  ({r['num_videos']} videos, {r['views']} views, "
               f"{r['num_skipped']} skipped) -> {r['out']}")
@@ -106,6 +115,14 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, even (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 4)")
+    p.add_argument("--longtail", type=float, default=None, metavar="ALPHA",
+                   help="long-tailed training set: class c gets round(V * (c + 1) ** -ALPHA) "
+                        "videos (V: --videos-per-class, the head class), validation stays "
+                        "balanced; e.g. 1.0")
+    p.add_argument("--multilabel", action="store_true",
+                   help="two motions at once in every clip, labelled with both classes "
+                        "(train.csv / val.csv: path,labels); with --longtail the class "
+                        "frequencies follow the power law")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -119,12 +136,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        s = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
-                     val_per_class=args.val_per_class, frames=args.frames, size=args.size,
-                     seed=args.seed, workers=args.workers, progress=progress)
+        if args.longtail is not None or args.multilabel:
+            from tanet.data.synthetic_longtail import generate_longtail
+
+            s = generate_longtail(
+                args.out, classes=args.classes, head=args.videos_per_class,
+                alpha=args.longtail or 0.0, frames=args.frames, size=args.size, seed=args.seed,
+                val_per_class=args.val_per_class or max(4, args.videos_per_class // 4),
+                multilabel=args.multilabel, workers=args.workers, progress=progress)
+        else:
+            s = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
+                         val_per_class=args.val_per_class, frames=args.frames, size=args.size,
+                         seed=args.seed, workers=args.workers, progress=progress)
     state = "already complete, kept" if s["reused"] else f"written in {s['seconds']:.1f} s"
     print(f"{s['out_dir']}: {s['train_videos']} train + {s['val_videos']} val videos, "
           f"{len(s['classes'])} classes ({state}); lists {s['train_list']}, {s['val_list']}")
+    if "train_counts" in s:
+        print("training videos per class: " + ", ".join(
+            f"{n} {c}" for n, c in zip(s["classes"], s["train_counts"])))
     return 0
 
 

@@ -58,12 +58,14 @@ MAX_CLASSES = 1_000_000  # integer labels above this are a broken file, not a cl
 @dataclass(frozen=True)
 class Record:
     """One video: its path, integer label and (frame lists only) its frame count; ``line``: where
-    the list names it (None for folders, JSON and HMDB51's per-class files; not compared)."""
+    the list names it (None for folders, JSON and HMDB51's per-class files; not compared);
+    ``labels``: its classes in a multi-label list (:mod:`tanet.data.multilabel`; ``label`` -1)."""
 
     path: str
     label: int
     num_frames: int | None = None
     line: int | None = field(default=None, compare=False)
+    labels: tuple[int, ...] | None = None
 
 
 class AnnotationError(TextFileError):

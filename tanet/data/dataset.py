@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from tanet.data.annotations import Record
-from tanet.data.decode import VideoDecodeError, open_video
+from tanet.data.decode import MemoryVideo, VideoDecodeError, open_video
 from tanet.data.views import read_clips, to_views
 from tanet.geometry import SAMPLINGS
 
 __all__ = ["VideoDataset", "SkippedVideo", "DecodeTimeout", "LoaderWorkerError", "collate",
+           "multi_hot",
            "build_loader", "VideoLoader", "call_with_timeout"]
 
 
@@ -125,6 +126,8 @@ class VideoDataset(torch.utils.data.Dataset):
         decode_timeout: seconds allowed to open + decode one video (None: no limit).
         frame_template: file names inside frame folders (numbered from 1).
         short_side: optional resize of the short side while decoding (saves work downstream).
+        num_classes: K, for multi-label records (``labels``: a tuple of classes each, from
+            :mod:`tanet.data.multilabel`): their label is a multi-hot float (K,) vector.
     """
 
     def __init__(self, records: Sequence[Record], *, root: str | os.PathLike | None = None,
@@ -132,7 +135,8 @@ class VideoDataset(torch.utils.data.Dataset):
                  transform: Callable | None = None, clips: int = 1,
                  dense_stride: int | None = None, on_error: str = "skip",
                  decode_timeout: float | None = 30.0, frame_template: str = "img_{:05d}.jpg",
-                 short_side: int | None = None, on_warning: str = "keep"):
+                 short_side: int | None = None, on_warning: str = "keep",
+                 num_classes: int | None = None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
         if on_error not in ("skip", "raise"):
@@ -148,6 +152,10 @@ class VideoDataset(torch.utils.data.Dataset):
         self.on_error, self.decode_timeout = on_error, decode_timeout
         self.on_warning = on_warning
         self.frame_template, self.short_side = frame_template, short_side
+        self.multilabel = any(getattr(r, "labels", None) is not None for r in self.records)
+        if self.multilabel and not num_classes:
+            raise ValueError("multi-label records need num_classes (K of the multi-hot labels)")
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.records)
@@ -156,19 +164,27 @@ class VideoDataset(torch.utils.data.Dataset):
         p = self.records[i].path
         return os.path.join(self.root, p) if self.root and not os.path.isabs(p) else p
 
-    def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-        with open_video(path, short_side=self.short_side, template=self.frame_template) as r:
+    def _decode(self, source, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+        with open_video(source, short_side=self.short_side, template=self.frame_template) as r:
             frames, _ = read_clips(r, self.num_segments, sampling=self.sampling,
                                    dense_stride=self.dense_stride, clips=self.clips,
                                    train=self.train, rng=rng)
             return frames, list(r.warnings)  # (clips, T, H, W, 3), the reader's warnings
 
     def __getitem__(self, i: int) -> dict[str, Any] | SkippedVideo:
-        rec, path = self.records[i], self.path_of(i)
+        rec = self.records[i]
+        return self.make_item(i, self.path_of(i), rec.labels if self.multilabel else rec.label)
+
+    def make_item(self, i: int, source: str | MemoryVideo,
+                  label: int | tuple[int, ...]) -> dict[str, Any] | SkippedVideo:
+        """Item ``i`` from ``source`` (a path, a URL or a shard's :class:`MemoryVideo`): the
+        one way an item is made, for files and shards (:mod:`.streaming`) alike. ``label``: a
+        class, or a multi-label video's tuple of classes (a multi-hot (K,) label)."""
+        path = str(source)
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))  # from the seeded global
         try:
             try:
-                frames, warnings = call_with_timeout(lambda: self._decode(path, rng),
+                frames, warnings = call_with_timeout(lambda: self._decode(source, rng),
                                                      self.decode_timeout)
             except TimeoutError:
                 raise DecodeTimeout(path, f"decoding took longer than {self.decode_timeout:g} s "
@@ -179,11 +195,14 @@ class VideoDataset(torch.utils.data.Dataset):
             return SkippedVideo(i, path, str(e))
         if warnings and self.on_warning == "skip":
             return SkippedVideo(i, path, f"{path}: {'; '.join(warnings)} (data.on_warning=skip)")
-        video, label = to_views(frames, self.transform, rec.label)  # (V, T, C, H, W)
+        video, label = to_views(frames, self.transform, label)  # (V, T, C, H, W)
         if video.shape[0] == 1:
             video = video[0]  # (T, C, H, W)
-        return {"video": video, "label": int(label), "index": i, "path": path,
-                "warnings": warnings}
+        if isinstance(label, tuple):  # a multi-label video's classes
+            label = multi_hot(label, self.num_classes)  # (K,)
+        else:
+            label = int(label)
+        return {"video": video, "label": label, "index": i, "path": path, "warnings": warnings}
 
     def __repr__(self) -> str:
         return (f"VideoDataset({len(self)} videos, T={self.num_segments}, {self.sampling}, "
@@ -191,11 +210,18 @@ class VideoDataset(torch.utils.data.Dataset):
                 f"on_error={self.on_error})")
 
 
+def multi_hot(classes: Sequence[int], num_classes: int) -> torch.Tensor:
+    """A multi-label video's classes as a float (K,) vector of 0s and 1s."""
+    out = torch.zeros(num_classes)  # (K,)
+    out[list(classes)] = 1.0
+    return out
+
+
 def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
     """Stack good items; drop skipped ones and report them.
 
     Returns ``video`` (B, T, C, H, W) or (B, V, T, C, H, W) (None when every item was skipped),
-    ``label`` (B,) long, ``index`` (B,) long, ``path`` list, ``skipped``: the
+    ``label`` (B,) long (multi-label: (B, K) float multi-hot), ``index`` (B,) long, ``path`` list, ``skipped``: the
     :class:`SkippedVideo` records of the items that failed (the one place skips are reported;
     it reaches the main process from loader workers too) and ``warnings``: (path, message) for
     every warning of the items used.
@@ -203,7 +229,9 @@ def collate(batch: Sequence[dict | SkippedVideo | None]) -> dict[str, Any]:
     good = [b for b in batch if isinstance(b, dict)]
     return {
         "video": torch.stack([b["video"] for b in good]) if good else None,
-        "label": torch.tensor([b["label"] for b in good], dtype=torch.long),
+        "label": (torch.stack([b["label"] for b in good])  # (B, K) multi-hot
+                  if good and isinstance(good[0]["label"], torch.Tensor)
+                  else torch.tensor([b["label"] for b in good], dtype=torch.long)),
         "index": torch.tensor([b["index"] for b in good], dtype=torch.long),
         "path": [b["path"] for b in good],
         "skipped": [b for b in batch if isinstance(b, SkippedVideo)],
@@ -229,7 +257,8 @@ class VideoLoader(torch.utils.data.DataLoader):
             except StopIteration:
                 return
             except (RuntimeError, OSError, EOFError) as e:  # OSError: a dead worker's socket
-                workers = getattr(it or getattr(self, "_iterator", None), "_workers", ())
+                live = it if it is not None else getattr(self, "_iterator", None)  # no len()
+                workers = getattr(live, "_workers", ())
                 err = _worker_error(e, workers)
                 if err is e:
                     raise

@@ -3,14 +3,19 @@
 Two sources behind one interface (``.info``, ``.warnings``, ``.get_frames(indices)``, context
 manager):
 
-* :class:`VideoReader` reads a video file. Frame ``i`` is the ``i``-th frame a plain sequential
-  decode emits and ``num_frames`` is how many it emits, for every file: the index of
-  :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
+* :class:`VideoReader` reads a video file, a URL (:mod:`tanet.remote`, range requests) or a
+  :class:`MemoryVideo` (a shard's member): :mod:`.inputs`. Frame ``i`` is the ``i``-th frame a
+  plain sequential decode emits and ``num_frames`` is how many it emits, for every file: the index
+  of :mod:`tanet.data.frame_index` comes from packet timestamps where cheap probes find them
   trustworthy, else from one full decode (:mod:`.index_cache`: paid once per file). ``get_frames``
   decodes forward while the next wanted frame comes before the next keyframe and seeks only when
-  that skips work; a surprise on the fast route (a decode error, a frame missing where the
-  packets said) switches the file to the exact index. Truncation and damage are recorded in
-  ``warnings`` (``truncated: 16 of 795 frames``, ``corrupt data at frame 120``).
+  that skips work, whatever the order and history of the calls; a surprise on the fast route (a
+  decode error, a frame missing where the packets said) switches the file to the exact index. On
+  the exact route every frame returned is checked against the sequential decode's (its pixel
+  digest); one that differs is decoded again from a fresh seek, then from the start, so a stand-in
+  (a neighbouring frame, with a warning) is used only for a frame that the sequential decode
+  itself does not reproduce. Truncation and damage are recorded in ``warnings`` (``truncated: 16
+  of 795 frames``, ``corrupt data at frame 120``).
 * :class:`FrameFolder` reads pre-extracted frames (``img_00001.jpg`` ...), numbered from 1 as the
   authors' and TSN's extraction tools write them; index ``i`` here is file number ``i + 1``.
 
@@ -20,105 +25,28 @@ optionally resized so that the short side is ``short_side``.
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from tanet.data.frame_index import (FrameIndex, NoFrames, decode_frames, mp4_index_hint,
-                                    rebuild_exact)
-from tanet.data.index_cache import clear_memory_cache, get_index, store
+from tanet.data.convert import digest, to_rgb
+from tanet.data.frame_folder import FrameFolder
+from tanet.data.frame_index import FrameIndex, NoFrames, decode_frames
+from tanet.data.index_cache import clear_memory_cache, get_index, rebuild
+from tanet.data.inputs import MediaError, MemoryVideo, media_for
+from tanet.data.video_types import FrameIndexError, VideoDecodeError, VideoInfo, checked_indices
+from tanet.data.video_types import why as _why
+from tanet.remote import is_url
 
 __all__ = ["VideoDecodeError", "FrameIndexError", "VideoInfo", "VideoReader", "FrameFolder",
-           "open_video", "read_frames", "to_rgb", "clear_memory_cache"]
+           "MemoryVideo", "open_video", "read_frames", "to_rgb", "clear_memory_cache"]
 
 # Read timeout (seconds) handed to FFmpeg's interrupt callback: a stalled read (network or
 # FUSE mount) fails instead of blocking. A hang elsewhere is cut by the dataset's decode timeout.
 _IO_TIMEOUT = 30.0
-
-
-class VideoDecodeError(RuntimeError):
-    """A video could not be read; the message starts with the file path and states the cause."""
-
-    def __init__(self, path: str | os.PathLike, cause: str | None = None):
-        # one argument: an already formatted message (as DataLoader re-raises worker errors)
-        self.path = str(path) if cause is not None else str(path).split(": ", 1)[0]
-        self.cause = cause if cause is not None else str(path).split(": ", 1)[-1]
-        super().__init__(f"{self.path}: {cause}" if cause is not None else str(path))
-
-
-class FrameIndexError(VideoDecodeError, IndexError):
-    """A frame index outside [0, num_frames): names the file, the index and the true count."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Metadata of a source. ``width``/``height`` are those of the frames ``get_frames`` returns
-    without ``short_side`` (i.e. after rotation); ``rotation`` is counter-clockwise degrees;
-    ``exact``: the frame index came from a full decode."""
-
-    num_frames: int
-    fps: float
-    duration: float
-    width: int
-    height: int
-    rotation: int = 0
-    codec: str = ""
-    container: str = ""
-    exact: bool = False
-
-
-_LOCAL = threading.local()
-
-
-def _reformatter() -> VideoReformatter:
-    """This thread's colour converter: it keeps its swscale context between frames and videos
-    (``VideoFrame.to_ndarray(format=...)`` builds a new one per frame, ~1 ms each). Single
-    threaded: loader workers already fill the cores, and swscale's threads do not survive fork."""
-    pid, ref = getattr(_LOCAL, "reformatter", (None, None))
-    if pid != os.getpid():  # a forked child must not reuse the parent's context
-        ref = VideoReformatter()
-        _LOCAL.reformatter = (os.getpid(), ref)
-    return ref
-
-
-def _resized(w: int, h: int, short_side: int | None) -> tuple[int, int]:
-    """Output (w, h) with the short side scaled to ``short_side`` (aspect kept, rounded)."""
-    if not short_side or min(w, h) == short_side:
-        return w, h
-    if w <= h:
-        return short_side, max(1, round(h * short_side / w))
-    return max(1, round(w * short_side / h)), short_side
-
-
-def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a counter-clockwise display rotation (multiple of 90) to (H, W, 3)."""
-    k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(img, k)) if k else img
-
-
-def to_rgb(frame: av.VideoFrame, coded_size: tuple[int, int], rotation: int,
-           short_side: int | None) -> np.ndarray:
-    """RGB (H, W, 3) uint8, upright: ``frame`` scaled (bilinear) to the size that ``coded_size``
-    (w, h before rotation) has with its short side at ``short_side``, then rotated
-    counter-clockwise by ``rotation`` degrees. Files (:class:`VideoReader`) and live streams
-    (:mod:`tanet.data.stream`) convert their frames with this one function."""
-    w, h = coded_size
-    if rotation % 180:
-        oh, ow = _resized(h, w, short_side)
-    else:
-        ow, oh = _resized(w, h, short_side)
-    ref = _reformatter()
-    if (ow, oh) != (frame.width, frame.height):
-        rgb = ref.reformat(frame, format="rgb24", width=ow, height=oh,
-                           interpolation="BILINEAR", threads=1)
-    else:
-        rgb = ref.reformat(frame, format="rgb24", threads=1)
-    return _rotate(rgb.to_ndarray(), rotation)  # (H, W, 3)
+_NVOP_SIZE = 19  # MPEG-4 packets up to this size are "not coded" placeholders (FFmpeg's bound)
 
 
 class _Surprise(Exception):
@@ -133,47 +61,52 @@ class VideoReader:
     by a full decode even where timestamps look trustworthy (``tanet check --deep``).
     """
 
-    def __init__(self, path: str | os.PathLike, *, short_side: int | None = None,
+    def __init__(self, path: str | os.PathLike | MemoryVideo, *, short_side: int | None = None,
                  threads: int = 1, exact: bool = False):
-        self.path = str(path)
         self.short_side = short_side
         self.threads = threads
         self.warnings: list[str] = []
-        p = Path(self.path)
-        if not p.exists():
-            raise VideoDecodeError(self.path, "file not found")
-        if p.is_dir():
-            raise VideoDecodeError(self.path, "is a directory, not a video file "
-                                   "(use FrameFolder for extracted frames)")
-        self._st = p.stat()
-        if self._st.st_size == 0 and p.is_file():
-            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        try:
+            self._media = media_for(path)  # a file, a URL (range requests) or bytes in memory
+        except MediaError as e:
+            raise VideoDecodeError(e.name, e.cause) from None
+        self.path = self._media.name
         self._open()
         try:
-            index, built = get_index(self._container, self._stream, self.path, self._st,
-                                     exact=exact)
+            index, built = get_index(self._container, self._stream, self._media.key,
+                                     exact=exact, preset=self._media.preset)
             self._use(index, at_start=not built)
         except NoFrames:
-            self._container.close()
+            self._close_files()
             raise VideoDecodeError(self.path, "no decodable video frame") from None
         except av.FFmpegError as e:
-            self._container.close()
+            self._close_files()
             raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
         except BaseException:
-            self._container.close()
+            self._close_files()
             raise
+
+    @property
+    def index(self) -> FrameIndex:
+        """The frame index this reader reads through (:mod:`.frame_index`)."""
+        return self._index
 
     # ----------------------------------------------------------------------------- setup
     def _open(self) -> None:
         """Open the container and set up the decoder of its first video stream."""
         try:
-            self._container = av.open(self.path, metadata_errors="ignore",
+            self._container = av.open(self._media.open(), metadata_errors="ignore",
                                       timeout=(_IO_TIMEOUT, _IO_TIMEOUT))
         except av.FFmpegError as e:
+            self._media.close()
             raise VideoDecodeError(self.path, f"cannot open as a video ({_why(e)}"
-                                              f"{mp4_index_hint(self.path)})") from None
+                                              f"{self._media.index_hint()})") from None
         except OSError as e:
+            self._media.close()
             raise VideoDecodeError(self.path, f"cannot open ({e.strerror or e})") from None
+        except BaseException:  # RemoteError: the store, not this video, is at fault
+            self._media.close()
+            raise
         try:
             if not self._container.streams.video:
                 kinds = sorted({s.type for s in self._container.streams}) or ["none"]
@@ -185,8 +118,12 @@ class VideoReader:
             self._stream.thread_type = "AUTO" if self.threads != 1 else "SLICE"
             self._stream.codec_context.thread_count = self.threads
         except BaseException:
-            self._container.close()
+            self._close_files()
             raise
+
+    def _close_files(self) -> None:
+        self._container.close()
+        self._media.close()
 
     def _use(self, index: FrameIndex, *, at_start: bool) -> None:
         """Read through ``index`` from now on (``at_start``: the demuxer has not moved)."""
@@ -214,24 +151,30 @@ class VideoReader:
         self._count = 0  # frames emitted since the start (frames told apart by counting)
         self._errors: list = []
         self._last = None  # (index, frame) of the latest frame before the current target
+        self._floor = 0  # frames before this one are dropped (set at each seek)
+        self._continued = False  # the latest _find decoded on from earlier frames
+        self._careful = False  # skip no frame (set after a frame came out wrong)
 
     def _switch_to_exact(self, why: str) -> None:
         try:
-            index = rebuild_exact(self._container, self._stream, start_ts=self._index.start_ts,
-                                  reason=why)
+            index = rebuild(self._container, self._stream, self._media.key,
+                            start_ts=self._index.start_ts, reason=why)
         except NoFrames:
             raise VideoDecodeError(self.path, "no decodable video frame") from None
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"cannot read the video ({_why(e)})") from None
-        store(self.path, self._st, index)
         self._use(index, at_start=False)
 
     # ----------------------------------------------------------------------------- decode
-    def _skip(self, pts) -> bool:
-        """Whether the frame of the packet with timestamp ``pts`` is wanted by nobody (then a
-        disposable frame need not be decoded: the outputs of the others do not change), and
-        lies in no damaged GOP (where the sequential decode's damage must be reproduced)."""
-        if pts is None:
+    def _skip(self, packet) -> bool:
+        """Whether the frame of ``packet`` (the frame its timestamp names) is wanted by nobody
+        (then a disposable frame need not be decoded: the outputs of the others do not change),
+        and lies in no damaged GOP (where the sequential decode's damage must be reproduced).
+        Packed B-frames: the decoder decodes a B-frame held from an earlier packet, and keeps
+        the one in this packet only if that decode is not skipped; so only the B-frame decoded
+        at a placeholder (N-VOP) packet, which holds no frame to keep, is skipped."""
+        pts = packet.pts
+        if pts is None or (self._index.packed and packet.size > _NVOP_SIZE):
             return False
         i = self._pos_of_pts.get(pts, -1)
         if i < 0:  # no frame of its own (a packet the decoder drops)
@@ -240,13 +183,14 @@ class VideoReader:
 
     def _start_decoder(self) -> None:
         self._errors = []
-        skip = self._skip if self._index.seekable else None
-        self._frames = decode_frames(self._container, self._stream, skip=skip,
-                                     errors=self._errors)
+        plain = self._careful or not self._index.seekable  # after a surprise: skip nothing
+        self._frames = decode_frames(self._container, self._stream,
+                                     skip=None if plain else self._skip, errors=self._errors)
         self._pending, self._pos, self._count, self._last = None, -1, 0, None
 
     def _restart(self) -> None:
         """Decode from the first packet again, as the sequential decode does."""
+        self._floor = 0
         if not self._at_start:
             if self._index.seekable:
                 self._container.seek(self._index.start_ts, stream=self._stream, backward=True,
@@ -268,11 +212,13 @@ class VideoReader:
             self._pending = item
 
     def _reopen(self) -> None:
-        self._container.close()
+        self._close_files()
         self._open()
 
     def _next(self):
-        """The next decoded frame as (index, av.VideoFrame), or None at the end."""
+        """The next decoded frame as (index, av.VideoFrame), or None at the end. Frames before
+        the seek point's first right frame (``_floor``) are dropped: after a seek, a decoder may
+        emit other pictures under their timestamps."""
         if self._pending is not None:
             item, self._pending = self._pending, None
             return item
@@ -288,9 +234,9 @@ class VideoReader:
                 self._count += 1
                 return self._count - 1, frame
             i = self._pos_of_pts.get(frame.pts)
-            if i is not None:
+            if i is not None and i >= self._floor:
                 return i, frame
-            if not self._index.exact:
+            if i is None and not self._index.exact:
                 raise _Surprise(f"a frame with timestamp {frame.pts} that no packet has")
             # (decoded route) a frame the sequential decode does not emit, e.g. after a seek
 
@@ -304,6 +250,7 @@ class VideoReader:
                                  backward=True, any_frame=False)
             self._stream.codec_context.flush_buffers()
             self._at_start = False
+            self._floor = int(self._index.keyframes[slot])
             self._start_decoder()
             item = self._next()
             if item is not None and item[0] <= target:
@@ -311,10 +258,13 @@ class VideoReader:
                 return
         self._restart()
 
-    def _find(self, target: int, *, from_start: bool = False):
-        """Decode up to frame ``target``; its av.VideoFrame, or None if it did not come out."""
+    def _find(self, target: int, *, how: str = "quick"):
+        """Decode up to frame ``target``; its av.VideoFrame, or None if it did not come out.
+        ``how``: ``quick`` (decode on if no keyframe lies between, else seek), ``seek`` (from
+        the keyframe before ``target``) or ``start`` (from the first packet)."""
         keyframes = self._index.keyframes
-        if from_start:
+        self._continued = False
+        if how == "start":
             self._restart()
         else:
             k = int(np.searchsorted(keyframes, target, side="right") - 1)
@@ -322,8 +272,11 @@ class VideoReader:
                 upcoming = None
             else:
                 upcoming = self._pending[0] if self._pending is not None else self._pos + 1
-            if upcoming is None or target < upcoming or int(keyframes[k]) > upcoming:
+            if (how == "seek" or upcoming is None or target < upcoming
+                    or int(keyframes[k]) > upcoming):
                 self._seek_to_keyframe(k, target)  # behind us, or a keyframe skips work
+            else:
+                self._continued = True
         while True:
             item = self._next()
             if item is None:  # end of stream
@@ -339,6 +292,43 @@ class VideoReader:
             self._pos = target
             return None
 
+    def _right(self, target: int, frame) -> bool:
+        """``frame`` came out as frame ``target`` and (exact route) has the pixels that the
+        sequential decode's frame ``target`` has."""
+        digests = self._index.digests
+        return frame is not None and (len(digests) == 0
+                                      or digest(frame) == int(digests[target]))
+
+    def _locate(self, target: int):
+        """The sequential decode's frame ``target`` (an av.VideoFrame): the quick way; else
+        from a fresh seek (when it decoded on from earlier reads); else (exact route) from the
+        first packet with nothing skipped; a stand-in only if even that misses it."""
+        frame = self._find(target)
+        if self._right(target, frame):
+            return frame
+        if self._continued:
+            frame = self._find(target, how="seek")
+            if self._right(target, frame):
+                return frame
+        if not self._index.exact:
+            raise _Surprise(f"frame {target} did not come out of the decoder")
+        self._careful = True  # this reader now decodes every frame, as the sequential decode
+        frame = self._find(target, how="start")
+        if frame is not None:
+            if not self._right(target, frame):
+                self._note(f"frame {target} decodes differently from the first decode")
+            return frame
+        src = self._last or self._pending  # the nearest earlier frame, else the next one
+        if src is None:
+            raise VideoDecodeError(self.path, f"no decodable frame near index {target} of "
+                                              f"{self.info.num_frames}")
+        self._note(f"frame {target} did not decode when read; frame {src[0]} stands in")
+        return src[1]
+
+    def _note(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
     def _convert(self, frame, rotation: int) -> np.ndarray:
         """RGB (H, W, 3) at the first frame's size: a stream whose resolution changes midway
         (or a corrupt header that claims so) still gives frames of one shape."""
@@ -347,23 +337,7 @@ class VideoReader:
     def _read(self, idx: np.ndarray) -> np.ndarray:
         rot = self.info.rotation
         self._wanted = set(idx.tolist())
-        got: dict[int, np.ndarray] = {}
-        for target in np.unique(idx).tolist():  # sorted
-            frame = self._find(target)
-            if frame is None and not self._index.exact:
-                raise _Surprise(f"frame {target} did not come out of the decoder")
-            if frame is None:  # (decoded route) the seek missed it: the sequential way
-                frame = self._find(target, from_start=True)
-            if frame is None:  # even so: the nearest earlier frame, else the next one
-                src = self._last or self._pending
-                if src is None:
-                    raise VideoDecodeError(self.path, f"no decodable frame near index "
-                                                      f"{target} of {self.info.num_frames}")
-                note = f"frame {target} did not decode when read; frame {src[0]} stands in"
-                if note not in self.warnings:
-                    self.warnings.append(note)
-                frame = src[1]
-            got[target] = self._convert(frame, rot)
+        got = {t: self._convert(self._locate(t), rot) for t in np.unique(idx).tolist()}
         return np.stack([got[i] for i in idx.tolist()])  # (T, H, W, 3)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
@@ -372,13 +346,13 @@ class VideoReader:
         An index outside [0, num_frames) raises :class:`FrameIndexError` (an ``IndexError``
         and a :class:`VideoDecodeError`) naming the file, the index and the count.
         """
-        idx = _checked_indices(self.path, indices, self.info.num_frames)
+        idx = checked_indices(self.path, indices, self.info.num_frames)
         try:
             try:
                 return self._read(idx)
             except _Surprise as e:
                 self._switch_to_exact(str(e))
-                idx = _checked_indices(self.path, indices, self.info.num_frames)
+                idx = checked_indices(self.path, indices, self.info.num_frames)
                 return self._read(idx)
         except av.FFmpegError as e:
             raise VideoDecodeError(self.path, f"decoding failed ({_why(e)})") from None
@@ -387,7 +361,7 @@ class VideoReader:
     def close(self) -> None:
         self._frames = None
         self._pending = self._last = None
-        self._container.close()
+        self._close_files()
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -399,89 +373,11 @@ class VideoReader:
         return f"VideoReader({self.path!r}, {self.info})"
 
 
-def _checked_indices(path: str | os.PathLike, indices: Sequence[int], n: int) -> np.ndarray:
-    """``indices`` as a flat int64 array, each in [0, n), or a :class:`FrameIndexError` naming
-    the file, the index and the count (ValueError for no indices)."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size == 0:
-        raise ValueError(f"{path}: no frame indices requested")
-    if idx.max() >= n:
-        raise FrameIndexError(path, f"frame index {idx.max()} is past the end: the video has "
-                                    f"{n} frames (indices 0..{n - 1})")
-    if idx.min() < 0:
-        raise FrameIndexError(path, f"frame index {idx.min()} is negative (the video has "
-                                    f"{n} frames)")
-    return idx
-
-
-def _why(e: BaseException) -> str:
-    msg = getattr(e, "strerror", None) or str(e)
-    return msg.split(": '", 1)[0] if isinstance(msg, str) else str(e)
-
-
-class FrameFolder:
-    """Reader of a folder of extracted frames, numbered from 1 (``img_00001.jpg``).
-
-    Index ``i`` (0-based, as everywhere in this package) is file ``template.format(i + 1)``.
-    ``num_frames`` is the length of the run of consecutive files starting at 1.
-    """
-
-    def __init__(self, path: str | os.PathLike, template: str = "img_{:05d}.jpg", *,
-                 short_side: int | None = None, fps: float = 30.0):
-        self.path = str(path)
-        self.template = template
-        self.short_side = short_side
-        self.warnings: list[str] = []
-        p = Path(self.path)
-        if not p.is_dir():
-            raise VideoDecodeError(self.path, "frame folder not found")
-        names = set(os.listdir(p))
-        n = 0
-        while template.format(n + 1) in names:
-            n += 1
-        if n == 0:
-            raise VideoDecodeError(self.path, f"no frames named like {template.format(1)!r}")
-        first = self._load(0)
-        h, w = first.shape[:2]
-        self.info = VideoInfo(num_frames=n, fps=fps, duration=n / fps, width=w, height=h,
-                              codec="images", container="folder", exact=True)
-
-    def _load(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        f = os.path.join(self.path, self.template.format(i + 1))
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                if self.short_side:
-                    size = _resized(im.width, im.height, self.short_side)
-                    if size != im.size:
-                        im = im.resize(size, Image.BILINEAR)
-                return np.asarray(im)  # (H, W, 3)
-        except (OSError, ValueError) as e:
-            raise VideoDecodeError(f, f"cannot read image ({e})") from None
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at ``indices`` (0-based; any order, repeats allowed) as uint8 (T, H, W, 3)."""
-        idx = _checked_indices(self.path, indices, self.info.num_frames)
-        cache = {int(i): self._load(int(i)) for i in np.unique(idx)}
-        return np.stack([cache[int(i)] for i in idx])  # (T, H, W, 3)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "FrameFolder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def open_video(path: str | os.PathLike, *, short_side: int | None = None,
+def open_video(path: str | os.PathLike | MemoryVideo, *, short_side: int | None = None,
                template: str = "img_{:05d}.jpg", threads: int = 1, exact: bool = False):
     """A reader for ``path``: a :class:`FrameFolder` for a directory, else a :class:`VideoReader`
-    (``exact``: see there)."""
-    if Path(path).is_dir():
+    of a file, a URL or a :class:`MemoryVideo` (``exact``: see there)."""
+    if not isinstance(path, MemoryVideo) and not is_url(path) and Path(path).is_dir():
         return FrameFolder(path, template, short_side=short_side)
     return VideoReader(path, short_side=short_side, threads=threads, exact=exact)
 

@@ -8,11 +8,17 @@ many it emits. Two routes reach it:
   where timestamps are trustworthy, which cheap probes check at open: the first frames a decode
   emits come out in timestamp order, every frame after the last keyframe decodes, timestamps are
   present and unique, the container does not carry decode-order timestamps (pts = dts + constant)
-  for a codec that reorders, no MPEG-4 packet holds two frames (DivX "packed B-frames"), and no
-  packet is cut short or flagged corrupt.
-* **decoded** (exact): one full decode pass records the timestamp of every frame it emits, in
-  output order; frames are told apart after a seek by that timestamp (or, where timestamps are
-  missing or repeated, counted from the start).
+  for a codec that reorders, no MPEG-4 packet holds two frames (DivX "packed B-frames"), every
+  MPEG-4 packet flagged as a keyframe starts with an intra frame, and no packet is cut short or
+  flagged corrupt.
+* **decoded** (exact): one full decode pass records the timestamp and a digest of the pixels
+  (:func:`~tanet.data.convert.digest`) of every frame it emits, in output order; frames are told
+  apart after a seek by that timestamp (or, where timestamps are missing or repeated, counted
+  from the start). Its seek points are verified (:mod:`.verify`): a decode started at a
+  keyframe must emit the sequential decode's frames, and each point is moved to the first frame
+  from which it does (or dropped), since after a seek the decoder of an open GOP, of DivX packed
+  B-frames or of a keyframe flag on a frame that is none emits other pictures under the same
+  timestamps.
 
 A reader that meets a surprise on the packets route (a decode error, a frame that does not come
 out where the packets said) switches the file to the decoded route. :mod:`.index_cache` keeps
@@ -20,15 +26,16 @@ indices in memory and on disk, so each file pays for its index once.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import av
 import numpy as np
 
-__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "mp4_index_hint",
-           "frame_rotation", "NO_PTS", "SMALL"]
+from tanet.data.convert import digest
+
+__all__ = ["FrameIndex", "NoFrames", "build", "rebuild_exact", "decode_frames", "frame_rotation",
+           "NO_PTS", "SMALL"]
 
 _PREFIX = 8  # frames decoded at open to compare output order with timestamp order
 SMALL = 32  # files that declare at most this many frames are decoded whole at open
@@ -59,6 +66,9 @@ class FrameIndex:
     damaged_gops: tuple[int, ...] = ()  # keyframe slots whose GOP holds damage: there every
     # frame is decoded, as the sequential decode does (skipping unwanted ones would change
     # how the damage spreads)
+    packed: bool = False  # MPEG-4 packed B-frames: a skipped B-frame takes the next one along
+    digests: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) int64
+    # (decoded route) digest of frame i's pixels as the sequential decode emits it
 
     @property
     def num_frames(self) -> int:
@@ -82,8 +92,8 @@ def _demux(container, stream, on_error: Callable[[], None] | None = None) -> Ite
 
 
 def decode_frames(container, stream, *, skip=None, errors: list | None = None):
-    """Frames of a sequential decode from the demuxer's current position. ``skip(pts)``: True
-    for a packet whose frame nobody wants (decoded only if other frames reference it). A packet
+    """Frames of a sequential decode from the demuxer's current position. ``skip(packet)``:
+    True for a packet whose frame nobody wants (decoded only if other frames reference it). A packet
     the decoder rejects is dropped, as the ``ffmpeg`` tool does, and its pts appended to
     ``errors``; an unreadable rest of the file ends the stream (``"demux"`` in ``errors``)."""
     dec = stream.codec_context
@@ -94,7 +104,7 @@ def decode_frames(container, stream, *, skip=None, errors: list | None = None):
         if packet.size == 0:  # an empty packet would drain the decoder: flush only at the end
             continue
         if skip is not None:
-            s = skip(packet.pts)
+            s = skip(packet)
             if s != skipping:
                 dec.skip_frame = "NONREF" if s else "DEFAULT"
                 skipping = s
@@ -126,7 +136,9 @@ class _Scan:
     all_packets: int = 0  # including empty ones (a container's frame count includes them)
     demux_error: bool = False
     packed: bool = False  # an MPEG-4 packet holding two frames (DivX packed B-frames)
+    false_key: bool = False  # an MPEG-4 packet flagged as a keyframe that starts no I-frame
     out: list = field(default_factory=list)  # pts of the frames emitted, in output order
+    digests: list = field(default_factory=list)  # digest of each frame emitted
     damage: list = field(default_factory=list)  # (frames emitted before it, pts) per error
     first: object = None  # the first decoded frame (size, rotation)
     complete: bool = False  # ``out`` is the whole sequential decode
@@ -145,12 +157,25 @@ def _feed(dec, packet, scan: _Scan) -> None:
         if f.is_corrupt:
             scan.damage.append((len(scan.out), f.pts))
         scan.out.append(f.pts)
+        scan.digests.append(digest(f))
+
+
+def _mpeg4_shape(data: bytes, key: bool, scan: _Scan) -> None:
+    """Note packed B-frames (two frames in one packet) and keyframe flags on packets whose
+    first frame is not intra coded (vop_coding_type 0)."""
+    at = data.find(_VOP)
+    if key and (at < 0 or at + 4 >= len(data) or data[at + 4] >> 6 != 0):
+        scan.false_key = True
+    if at >= 0 and data.find(_VOP, at + 4) >= 0:
+        scan.packed = True
 
 
 def _early_reason(scan: _Scan) -> str:
     """A reason to decode the whole file, from what the first frames showed."""
     if scan.packed:
         return "packed B-frames (DivX style)"
+    if scan.false_key:
+        return "keyframe flags on frames that are not keyframes"
     if scan.damage:
         return "corrupt data"
     out = scan.out
@@ -182,8 +207,8 @@ def _scan(container, stream, *, decode_all: bool) -> tuple[_Scan, str]:
             scan.corrupt.append(len(scan.pts) - 1)
         if bytes(memoryview(packet)[:len(_ZEROS)]) == _ZEROS:  # a hole (preallocated download)
             scan.corrupt.append(len(scan.pts) - 1)
-        if mpeg4 and not scan.packed and bytes(packet).count(_VOP) > 1:
-            scan.packed = True
+        if mpeg4:
+            _mpeg4_shape(bytes(packet), packet.is_keyframe, scan)
         if decoding:
             _feed(dec, packet, scan)
             reason = reason or _early_reason(scan)
@@ -343,7 +368,8 @@ def _make(container, stream, scan: _Scan, exact: bool, reason: str) -> FrameInde
                       coded_size=(first.width, first.height), rotation=frame_rotation(first),
                       codec=stream.codec_context.name, container=container.format.name,
                       warnings=warnings, reason=reason,
-                      damaged_gops=_gops_of(damage, keys, len(pts)))
+                      damaged_gops=_gops_of(damage, keys, len(pts)), packed=scan.packed,
+                      digests=np.asarray(scan.digests if exact else [], dtype=np.int64))
 
 
 class NoFrames(Exception):
@@ -363,7 +389,7 @@ def _note_errors(scan: _Scan, errors: list) -> None:
 def _decode_all(container, stream, scan: _Scan) -> None:
     """Replace ``scan``'s outputs with those of a full sequential decode from the start."""
     _restart(container, stream, _start_ts(scan))
-    scan.out, scan.damage, scan.first = [], [], None
+    scan.out, scan.damage, scan.first, scan.digests = [], [], None, []
     errors: list = []
     for f in decode_frames(container, stream, errors=errors):
         _note_errors(scan, errors)
@@ -372,6 +398,7 @@ def _decode_all(container, stream, scan: _Scan) -> None:
         if f.is_corrupt:
             scan.damage.append((len(scan.out), f.pts))
         scan.out.append(f.pts)
+        scan.digests.append(digest(f))
     _note_errors(scan, errors)
     scan.complete = True
 
@@ -390,7 +417,7 @@ def _tail_ok(container, stream, scan: _Scan, pts: np.ndarray, keys: np.ndarray) 
     order = {t: j for j, t in enumerate(scan.pts) if t is not None}  # file position
     total = len(scan.pts)
     errors: list = []
-    skip = (lambda t: t is not None and total - order.get(t, total) > _TAIL_FULL)
+    skip = (lambda p: p.pts is not None and total - order.get(p.pts, total) > _TAIL_FULL)
     try:
         container.seek(kts, stream=stream, backward=True, any_frame=False)
         stream.codec_context.flush_buffers()
@@ -433,29 +460,3 @@ def rebuild_exact(container, stream, *, start_ts: int, reason: str) -> FrameInde
     (a reader's switch after a surprise, or a full decode asked for later)."""
     _restart(container, stream, start_ts)
     return replace(build(container, stream, exact=True), reason=reason)
-
-
-def mp4_index_hint(path: str) -> str:
-    """``; ...`` when ``path`` is an MP4/MOV without its index (moov) box: cut short before the
-    end, where most writers put that box."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head[4:8] != b"ftyp":
-                return ""
-            size, at, end = int.from_bytes(head[:4], "big"), 0, os.fstat(f.fileno()).st_size
-            while size >= 8 and at + size <= end:
-                at += size
-                f.seek(at)
-                box = f.read(8)
-                if len(box) < 8:
-                    break
-                if box[4:8] == b"moov":
-                    return ""
-                size = int.from_bytes(box[:4], "big")
-                if size == 1:  # 64-bit size
-                    size = int.from_bytes(f.read(8), "big")
-    except OSError:
-        return ""
-    return "; the MP4 index (moov box) is missing: the file was cut short (interrupted " \
-           "download or recording) and cannot be played"

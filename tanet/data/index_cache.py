@@ -1,11 +1,13 @@
 """Frame indices (:mod:`.frame_index`) cached in memory and on disk.
 
 On disk: one small JSON file per video under ``$TANET_CACHE_DIR/video-index`` (default
-``~/.cache/tanet``), named by a hash of the video's absolute path, size and modification time
-(plus the index format and the PyAV version), so a changed or replaced file is indexed again
+``~/.cache/tanet``), named by a hash of the video's key (:mod:`.inputs`: a local file's absolute
+path, size and modification time; a URL's size and ETag; a shard member's content hash) plus
+the index format and the PyAV version, so a changed or replaced file is indexed again
 and the exact index of a file (one full decode) is paid once per dataset, across processes and
 runs. Indices quicker to build than to store stay in memory only. Writes are atomic renames;
-an unreadable entry is rebuilt.
+an unreadable entry is rebuilt. :func:`index_to_dict` / :func:`index_from_dict` are the same
+record inside a shard's ``KEY.json``.
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import numpy as np
 
 from tanet.data import frame_index as fi
 from tanet.data.frame_index import FrameIndex
+from tanet.data.verify import seek_points
 
-__all__ = ["get_index", "store", "cache_dir", "clear_memory_cache"]
+__all__ = ["get_index", "rebuild", "store", "cache_dir", "clear_memory_cache", "index_to_dict",
+           "index_from_dict"]
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 _STORE_AFTER_S = 0.01  # indices that took longer to build are also cached on disk
 _MEMORY: OrderedDict[tuple, FrameIndex] = OrderedDict()
 _MEMORY_SIZE = 4096
@@ -39,12 +43,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TANET_CACHE_DIR") or Path.home() / ".cache" / "tanet")
 
 
-def _key(path: str, st: os.stat_result) -> tuple:
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-
-
 def _disk_path(key: tuple) -> Path:
-    tag = f"{key[0]}\0{key[1]}\0{key[2]}\0{INDEX_VERSION}\0{av.__version__}"
+    tag = "\0".join(str(k) for k in (*key, INDEX_VERSION, av.__version__))
     h = hashlib.sha1(tag.encode("utf-8", "surrogateescape")).hexdigest()
     return cache_dir() / "video-index" / h[:2] / f"{h}.json"
 
@@ -63,26 +63,41 @@ def _dec(d: dict) -> np.ndarray:
     return d["start"] + d["step"] * np.arange(d["n"], dtype=np.int64)
 
 
-_ARRAYS = ("pts", "keyframes", "seek_ts")
+_ARRAYS = ("pts", "keyframes", "seek_ts", "digests")
 
 
-def _to_json(key: tuple, index: FrameIndex) -> str:
+def index_to_dict(index: FrameIndex) -> dict:
+    """``index`` as plain JSON types (arrays compact), stamped with the index format and the
+    PyAV version it was built with."""
     d = asdict(index)
     for name in _ARRAYS:
         d[name] = _enc(getattr(index, name))
-    d["key"] = list(key)
-    return json.dumps(d)
+    d["version"] = [INDEX_VERSION, av.__version__]
+    return d
 
 
-def _from_json(key: tuple, text: str) -> FrameIndex | None:
-    d = json.loads(text)
-    if d.pop("key", None) != list(key):
+def index_from_dict(d: dict) -> FrameIndex | None:
+    """The index of :func:`index_to_dict`; None when another index format or PyAV version
+    wrote it (another FFmpeg may decode other pixels: the reader indexes the file again)."""
+    d = dict(d)
+    if d.pop("version", None) != [INDEX_VERSION, av.__version__]:
         return None
     for name in _ARRAYS:
         d[name] = _dec(d[name])
     for name in ("coded_size", "warnings", "damaged_gops"):
         d[name] = tuple(d[name])
     return FrameIndex(**d)
+
+
+def _to_json(key: tuple, index: FrameIndex) -> str:
+    return json.dumps({**index_to_dict(index), "key": list(key)})
+
+
+def _from_json(key: tuple, text: str) -> FrameIndex | None:
+    d = json.loads(text)
+    if d.pop("key", None) != list(key):
+        return None
+    return index_from_dict(d)
 
 
 def _load(key: tuple) -> FrameIndex | None:
@@ -108,10 +123,9 @@ def _remember(key: tuple, index: FrameIndex) -> None:
             _MEMORY.popitem(last=False)
 
 
-def store(path: str, st: os.stat_result, index: FrameIndex, *, disk: bool = True) -> None:
-    """Remember ``index`` of the file ``path`` (``st``: its stat) in memory and (``disk``) on
-    disk; best effort: a read-only or full disk is no error."""
-    key = _key(path, st)
+def store(key: tuple, index: FrameIndex, *, disk: bool = True) -> None:
+    """Remember ``index`` of the video ``key`` (:attr:`tanet.data.inputs.Media.key`) in memory
+    and (``disk``) on disk; best effort: a read-only or full disk is no error."""
     _remember(key, index)
     if not disk:
         return
@@ -136,12 +150,16 @@ def clear_memory_cache() -> None:
         _MEMORY.clear()
 
 
-def get_index(container, stream, path: str, st: os.stat_result, *,
-              exact: bool = False) -> tuple[FrameIndex, bool]:
-    """The index of an open file: cached (memory, then disk) or built now and cached.
-    ``exact``: a decoded-route index is wanted. Returns (index, built): ``built`` means the
-    demuxer moved (it is still at the start otherwise)."""
-    index = _load(_key(path, st))
+def get_index(container, stream, key: tuple, *, exact: bool = False,
+              preset: dict | None = None) -> tuple[FrameIndex, bool]:
+    """The index of an open file: ``preset`` (a shard record's), cached (memory, then disk) or
+    built now and cached. ``exact``: a decoded-route index is wanted. Returns (index, built):
+    ``built`` means the demuxer moved (it is still at the start otherwise)."""
+    index = index_from_dict(preset) if preset is not None else None
+    if index is not None:
+        _remember(key, index)
+    else:
+        index = _load(key)
     if index is not None and (index.exact or not exact):
         return index, False
     t0 = time.perf_counter()
@@ -150,6 +168,16 @@ def get_index(container, stream, path: str, st: os.stat_result, *,
                                  reason="a full decode was asked for")
     else:
         index = fi.build(container, stream, exact=exact)
+    index = seek_points(container, stream, index)
     slow = time.perf_counter() - t0 >= _STORE_AFTER_S
-    store(path, st, index, disk=slow or (index.exact and index.num_frames > fi.SMALL))
+    store(key, index, disk=slow or (index.exact and index.num_frames > fi.SMALL))
     return index, True
+
+
+def rebuild(container, stream, key: tuple, *, start_ts: int, reason: str) -> FrameIndex:
+    """The exact index of an open file whose first packet has timestamp ``start_ts`` (a
+    reader's switch after a surprise), its seek points verified, cached. Moves the demuxer."""
+    index = seek_points(container, stream,
+                        fi.rebuild_exact(container, stream, start_ts=start_ts, reason=reason))
+    store(key, index)
+    return index

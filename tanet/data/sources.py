@@ -35,26 +35,28 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from tanet import remote
+from tanet.remote import is_url  # scheme://... (http, https, s3, gs, rtsp): never joined
 from tanet.data.annotations import (FORMATS, VIDEO_EXTENSIONS, AnnotationError, Record,
                                     read_annotations, read_class_names, read_class_tree,
                                     sniff_format)
+from tanet.data.multilabel import (MULTILABEL_FORMATS, read_multilabel_annotations,
+                                   sniff_multilabel)
 
 __all__ = ["Video", "Source", "resolve_videos", "resolve_path", "is_url", "find_videos",
            "LIST_SUFFIXES", "SOURCE_FORMATS", "EXISTENCE_SAMPLE", "STDIN", "ROOT_HINT"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".json", ".lst", ".list")  # always read as lists of videos
-SOURCE_FORMATS = FORMATS + ("paths", "folder")  # what ``format=`` may force
+SOURCE_FORMATS = FORMATS + MULTILABEL_FORMATS + ("paths", "folder")  # what ``format=`` may force
 EXISTENCE_SAMPLE = 8  # a list is refused when none of its first 8 local videos exists
 STDIN = "-"
 ROOT_HINT = ("give the folder they start from as data.root (train, test) or --root (predict, "
              "extract, check, export --int8)")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _STDIN_READ: list = [None, None]  # (the stream read, its text): "-" twice reads it once
 
 
@@ -62,13 +64,15 @@ _STDIN_READ: list = [None, None]  # (the stream read, its text): "-" twice reads
 class Video:
     """One video of a source: ``path`` to open (the listed path after the rule), ``listed`` as
     the source names it (a list: as written; a folder: as found), its label (None without),
-    frame count (frame lists) and the list's line naming it (when known)."""
+    frame count (frame lists) and the list's line naming it (when known); ``labels``: its
+    classes in a multi-label list (``label`` None)."""
 
     path: str
     listed: str
     label: int | None = None
     num_frames: int | None = None
     line: int | None = None
+    labels: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -99,19 +103,22 @@ class Source:
         labels = [v.label for v in self.videos]
         return None if any(lab is None for lab in labels) else labels  # type: ignore[misc]
 
+    @property
+    def multilabel(self) -> bool:
+        """Every video carries a set of classes (a multi-label format), rather than one."""
+        return bool(self.videos) and all(v.labels is not None for v in self.videos)
+
     def __len__(self) -> int:
         return len(self.videos)
 
 
-def is_url(path: str | os.PathLike) -> bool:
-    """``scheme://...`` (http, https, s3, gs, rtsp, ...): never joined to a folder."""
-    return bool(_URL.match(str(path)))
-
-
 def resolve_path(listed: str, base: str | os.PathLike | None) -> str:
-    """The one rule: a URL or an absolute path as written, else ``base / listed``."""
+    """The one rule: a URL or an absolute path as written, else ``base / listed`` (a URL
+    base: ``s3://b/k`` + ``x/y.mp4`` -> ``s3://b/k/x/y.mp4``)."""
     if base is None or is_url(listed) or os.path.isabs(listed):
         return listed
+    if is_url(base):
+        return remote.join(str(base), listed)
     return str(Path(base) / listed)
 
 
@@ -146,8 +153,7 @@ def resolve_videos(source: str | os.PathLike, *, root: str | os.PathLike | None 
         return replace(src, name=STDIN, kind="stdin", text=text)
     if is_url(name):
         if Path(name.split("?")[0]).suffix.lower() in LIST_SUFFIXES:
-            raise ValueError(f"{name}: lists at URLs are not read yet; download the list and "
-                             f"give its path")
+            return _url_list(name, root, format, labels, split, subset)
         return Source(name, "video", "video", [Video(name, name)])
     path = Path(source)
     if not path.exists():
@@ -161,6 +167,19 @@ def resolve_videos(source: str | os.PathLike, *, root: str | os.PathLike | None 
 
 
 # ------------------------------------------------------------------------------ lists
+def _url_list(url: str, root, format: str, labels, split: int, subset: str) -> Source:
+    """A list at a URL (read through :mod:`tanet.remote`): relative paths start from ``root``,
+    else from the URL's folder (``s3://b/k/train.txt``: ``s3://b/k/``)."""
+    text = remote.read_text(url)
+    name = Path(remote.basename(url))
+    try:
+        src = _list(name, text, root if root is not None else remote.parent(url), format,
+                    labels, split, subset)
+    except AnnotationError as e:  # name the list by its URL
+        raise AnnotationError(url, e.line, str(e).split(": ", 1)[-1]) from None
+    return replace(src, name=url, kind="list", text=None)
+
+
 def _read_stdin(stream: TextIO) -> str:
     if _STDIN_READ[0] is not stream:
         _STDIN_READ[:] = [stream, stream.read()]
@@ -198,11 +217,15 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
         base, where = str(path), "the split folder"
     else:
         base, where = str(path.parent), "the list's folder"
-    fmt = format if format != "auto" else (sniff_format(path, text=text) or "paths")
+    fmt = format if format != "auto" else (
+        sniff_multilabel(path, text=text) or sniff_format(path, text=text) or "paths")
     if fmt == "folder":
         raise ValueError(f"{path}: format 'folder' is for folders, not lists")
     if fmt == "paths":
         records, names = _path_list(path, text), _names(labels)
+    elif fmt in MULTILABEL_FORMATS:
+        records, names = read_multilabel_annotations(path, format=fmt, root=base, labels=labels,
+                                                     text=text)
     elif text is None and (fmt == "hmdb51" or (fmt == "ucf101" and folder)):
         records, names = _split_records(path, fmt, labels, split, subset)
     else:
@@ -210,7 +233,7 @@ def _list(path: Path, text: str | None, root, format: str, labels, split: int,
                                           split=split, text=text,
                                           subset="test" if subset == "test" else "train")
     videos = [Video(resolve_path(r.path, base), r.path, None if r.label < 0 else r.label,
-                    r.num_frames, r.line) for r in records]
+                    r.num_frames, r.line, r.labels) for r in records]
     named = path  # the file naming the first video, for the error
     if fmt == "ucf101" and folder:
         named = path / f"{'test' if subset == 'test' else 'train'}list{split:02d}.txt"

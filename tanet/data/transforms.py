@@ -14,7 +14,7 @@ flip (3: left/centre/right) and ``GroupOverSample`` (10: 4 corners + centre, eac
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -176,12 +176,15 @@ class TrainTransform(nn.Module):
         self.flip_label_map = {**{b: a for a, b in pairs.items()}, **pairs}
         self.value_scale = value_scale
 
-    def forward(self, clip: torch.Tensor, label: int = -1,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+    def forward(self, clip: torch.Tensor, label: int | tuple[int, ...] = -1,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
+        """``label``: a class index, or a multi-label video's tuple of them (each swapped)."""
         x = multi_scale_crop(clip, self.size, self.scales, self.max_distort, generator)
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             x = hflip(x)  # (T, C, size, size)
-            label = self.flip_label_map.get(label, label)
+            swap = self.flip_label_map
+            label = (tuple(sorted({swap.get(c, c) for c in label})) if isinstance(label, tuple)
+                     else swap.get(label, label))
         return normalize(x, self.mean, self.std, self.value_scale), label
 
     def extra_repr(self) -> str:

@@ -1,12 +1,20 @@
 """Real-world variants of video files, written with PyAV (tests and benchmarks).
 
 Files made by capture tools, DivX/Xvid-era software and interrupted downloads break rules that
-files written by :func:`~tanet.data.encode.write_video` keep. Each function here turns a clean
-file into one such shape, by remuxing its packets (no re-encoding):
+files written by :func:`~tanet.data.encode.write_video` keep. :func:`mpeg4_source` encodes the
+MPEG-4 Part 2 streams those tools wrote (B-frames, open or closed GOPs, extra keyframes at the
+start); each other function turns a clean file into one such shape by remuxing its packets (no
+re-encoding):
 
-* :func:`pack_bframes`: MPEG-4 Part 2 in AVI with DivX-style *packed* B-frames (a B-frame rides
-  in the chunk of the reference frame before it, followed by a small "not coded" placeholder
-  chunk; the DivX user data ends in ``p``). The chunks' timestamps follow decode order.
+* :func:`pack_bframes`: MPEG-4 Part 2 in AVI with DivX-style *packed* B-frames, as DivX 5 and
+  Xvid write them (and as FFmpeg's ``mpeg4_unpack_bframes`` filter and its decoder's
+  ``divx_packed`` path undo them): every AVI chunk is one frame time, so a reference frame
+  followed (in decode order) by B-frames B1..Bm is stored as ``[P B1] [B2] ... [Bm] [N-VOP]``:
+  the first B-frame rides in the reference's chunk, each later one moves up a chunk, and a tiny
+  "not coded" placeholder chunk (N-VOP) closes the run; the DivX user data ends in ``p``.
+  ``placeholders=False`` leaves the N-VOPs out (then FFmpeg's decoder loses frames: the ground
+  truth is what it emits). The chunks' timestamps follow decode order.
+* :func:`xvid_unpacked`: Xvid's user data, one chunk per frame in decode order (no packing).
 * :func:`pts_from_dts`: every packet's pts rewritten to its dts (muxers that drop composition
   times): H.264 with B-frames then "presents" frames in decode order.
 * :func:`truncate`: the first bytes of a file (an interrupted download).
@@ -21,10 +29,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["pack_bframes", "pts_from_dts", "truncate", "break_packet", "faststart"]
+__all__ = ["mpeg4_source", "pack_bframes", "xvid_unpacked", "vop_types", "pts_from_dts",
+           "truncate", "break_packet", "faststart"]
 
 _VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 video object plane start code
 _DIVX_PACKED = b"\x00\x00\x01\xb2DivX503b1393p"  # user data as DivX 5 / Xvid write it; p: packed
+_XVID = b"\x00\x00\x01\xb2XviD0064"  # Xvid's own user data (its build number)
 
 
 class _Bits:
@@ -93,36 +103,81 @@ def _write(src: Path, dst: Path, packets, *, options: dict | None = None) -> Pat
     return dst
 
 
-def pack_bframes(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """An MPEG-4 Part 2 AVI with one B-frame between references (``write_video(...,
-    codec="mpeg4", bframes=1)``) rewritten as DivX packs it: ``[I] [P B] [N-VOP] [P B] ...``,
-    one chunk per frame time, DivX user data with the packed flag in every keyframe."""
-    src = Path(src)
+def vop_types(data: bytes) -> str:
+    """The coding types of the video object planes in one packet, in order (``I``, ``P``,
+    ``B`` or ``S``): ``"PB"`` for a DivX packed chunk."""
+    out, at = [], data.find(_VOP)
+    while 0 <= at < len(data) - 4:
+        out.append("IPBS"[data[at + 4] >> 6])
+        at = data.find(_VOP, at + 4)
+    return "".join(out)
+
+
+def mpeg4_source(path: str | os.PathLike, frames: np.ndarray, *, bframes: int = 2,
+                 gop: int = 12, closed_gop: bool = False, leading_keyframes: int = 1,
+                 fps: float = 25, qscale: int | None = None) -> Path:
+    """An MPEG-4 Part 2 AVI (FFmpeg's encoder) with up to ``bframes`` B-frames between
+    references. Open GOPs by default: the B-frames after a keyframe (in decode order) refer to
+    the GOP before it, as DivX and Xvid encode; ``closed_gop`` keeps each GOP to itself.
+    ``leading_keyframes`` > 1: that many keyframes in a row at the start."""
+    from tanet.data.encode import write_video
+
+    opts = {"flags": "+cgop", "sc_threshold": "1000000000"} if closed_gop else {}
+    return write_video(path, frames, fps=fps, codec="mpeg4", gop=gop, bframes=bframes,
+                       crf=qscale, options=opts, keyframes=range(leading_keyframes))
+
+
+def _tagged(data: bytes, tag: bytes) -> bytes:
+    """``data`` with user data ``tag`` before its first video object plane."""
+    at = data.index(_VOP)
+    return data[:at] + tag + data[at:]
+
+
+def _mpeg4_packets(src: Path) -> list[tuple[bytes, bool, int | None, int | None]]:
     pk = _packets(src)
     if not pk or _VOP not in pk[0][0]:
         raise ValueError(f"{src}: not an MPEG-4 Part 2 stream")
+    return pk
+
+
+def pack_bframes(src: str | os.PathLike, dst: str | os.PathLike, *,
+                 placeholders: bool = True, xvid: bool = False) -> Path:
+    """An MPEG-4 Part 2 AVI with B-frames (any number in a row; :func:`mpeg4_source`)
+    rewritten as DivX 5 packs it: ``[I] [P B1] [B2] [N-VOP] [P B1] ...``, DivX user data with
+    the packed flag in every keyframe (``xvid``: Xvid's user data too, as Xvid writes it).
+    ``placeholders=False``: no N-VOP chunks (a file whose decode loses frames)."""
+    src = Path(src)
+    pk = _mpeg4_packets(src)
     nvop = _not_coded_vop(_time_increment_bits(pk[0][0]))
-    chunks: list[bytes] = []
-    keys: list[bool] = []
+    tag = _DIVX_PACKED + (_XVID if xvid else b"")
+    chunks: list[tuple[bytes, bool]] = []
     i = 0
     while i < len(pk):
-        data, key, pts, _ = pk[i]
+        data, key = pk[i][0], pk[i][1]
         if key:
-            at = data.index(_VOP)
-            data = data[:at] + _DIVX_PACKED + data[at:]
-        nxt = pk[i + 1] if i + 1 < len(pk) else None
-        if nxt is not None and pts is not None and nxt[2] is not None and nxt[2] < pts:
-            after = pk[i + 2] if i + 2 < len(pk) else None
-            if after is not None and after[2] is not None and after[2] < pts:
-                raise ValueError(f"{src}: two B-frames in a row; encode with bframes=1")
-            chunks += [data + nxt[0], nvop]
-            keys += [key, False]
-            i += 2
+            data = _tagged(data, tag)
+        j = i + 1
+        while j < len(pk) and vop_types(pk[j][0]) == "B":
+            j += 1
+        run = [p[0] for p in pk[i + 1:j]]  # the B-frames that follow this reference
+        if not run:
+            chunks.append((data, key))
         else:
-            chunks.append(data)
-            keys.append(key)
-            i += 1
-    return _write(src, dst, [(d, k, n, n) for n, (d, k) in enumerate(zip(chunks, keys))])
+            chunks.append((data + run[0], key))
+            chunks += [(b, False) for b in run[1:]]
+            if placeholders:
+                chunks.append((nvop, False))
+        i = j
+    return _write(src, dst, [(d, k, n, n) for n, (d, k) in enumerate(chunks)])
+
+
+def xvid_unpacked(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """An MPEG-4 Part 2 AVI remuxed as Xvid writes it without packing: Xvid's user data in
+    every keyframe, one chunk per frame in decode order, timestamps in decode order."""
+    src = Path(src)
+    pk = _mpeg4_packets(src)
+    return _write(src, dst, [(_tagged(d, _XVID) if k else d, k, n, n)
+                             for n, (d, k, _, _) in enumerate(pk)])
 
 
 def pts_from_dts(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

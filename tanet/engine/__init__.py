@@ -3,8 +3,10 @@
 
 Modules: :mod:`.train` (the training story), :mod:`.evaluate` (``evaluate``, ``test``),
 :mod:`.build` (datasets, model, optimiser, schedule from a config), :mod:`.checkpointing` (state
-files, resume), :mod:`.distributed` (processes, samplers), :mod:`.seeding` (RNG states),
-:mod:`.signals` (interrupts, non-finite losses).
+files, resume), :mod:`.distributed` (processes, samplers), :mod:`.samplers` (class-balanced and
+square-root sampling), :mod:`.losses` (``train.loss``, class weights), :mod:`.reports`
+(per-class tables and plots), :mod:`.seeding` (RNG states), :mod:`.signals` (interrupts,
+non-finite losses).
 """
 from tanet.engine.build import build_model, build_optimizer, lr_factor
 from tanet.engine.checkpointing import load_train_state, read_metrics, save_checkpoint

@@ -25,24 +25,27 @@ __all__ = ["save_checkpoint", "load_train_state", "has_saved_state", "check_same
 
 # keys that define a run: a resume with other values would continue a different experiment
 SAME_RUN_KEYS = ("model.name", "model.num_segments", "model.input_size", "model.tam",
-                 "data.train", "data.labels", "data.format", "train.seed")
+                 "model.multilabel", "data.train", "data.labels", "data.format", "data.sampler",
+                 "train.seed")
 
 
 def save_checkpoint(out: Path, tag: str, model: nn.Module, cfg: Config, *,
-                    state: dict[str, Any] | None = None) -> Path:
+                    state: dict[str, Any] | None = None,
+                    extra: dict[str, str] | None = None) -> Path:
     """``<out>/<tag>.safetensors`` (weights + card + config, atomic) and, given ``state``,
     ``<out>/<tag>.state.pt`` (atomic): optimiser, scheduler, position (epoch, step, micro-step
     within the epoch), RNG states, best top-1 and a copy of the weights.
 
     The state file is written first and is self-contained, so a kill between the two writes
-    leaves a state that resumes exactly (the weights file is only the user-facing model)."""
-    extra = None
+    leaves a state that resumes exactly (the weights file is only the user-facing model).
+    ``extra``: more metadata for the weights file (e.g. ``tanet.train_counts``)."""
+    extra = dict(extra or {})
     if state is not None:
         full = {**state, "model": {k: v.detach().cpu()  # serialised at once: no copy needed
                                    for k, v in unwrap(model).state_dict().items()}}
         with atomic_path(out / f"{tag}.state.pt") as tmp:
             torch.save(full, tmp)
-        extra = {"tanet.epoch": str(state["epoch"]), "tanet.step": str(state["step"])}
+        extra.update({"tanet.epoch": str(state["epoch"]), "tanet.step": str(state["step"])})
     return save_model(out / f"{tag}.safetensors", unwrap(model), config=config_to_dict(cfg),
                       extra=extra)
 
@@ -97,11 +100,20 @@ def check_same_run(out: Path, cfg: Config) -> None:
                          f"output directory or the saved settings")
 
 
-def check_position(out: Path, state: dict[str, Any], world_size: int, cfg: Config) -> None:
+def check_position(out: Path, state: dict[str, Any], world_size: int, cfg: Config, *,
+                   plan: dict[str, Any] | None = None) -> None:
     """A state saved in the middle of an epoch resumes exactly only with the same processes x
     ``train.batch_size`` x ``train.accumulate`` (the epoch's order is cut into the same
-    steps); refuse otherwise, naming both."""
+    steps), and the same ``plan`` (shards: loader workers, shuffle buffer, manifest: what the
+    streamed order depends on); refuse otherwise, naming both."""
     tc = cfg.train
+    saved_plan = state.get("plan")
+    if int(state.get("micro", 0)) and plan is not None and saved_plan not in (None, plan):
+        keys = [k for k in dict.fromkeys([*saved_plan, *plan]) if saved_plan.get(k) != plan.get(k)]
+        detail = "; ".join(f"{k}: saved {saved_plan.get(k)!r}, now {plan.get(k)!r}" for k in keys)
+        raise ValueError(f"{out}: saved in the middle of an epoch whose order depends on what "
+                         f"changed ({detail}); resume with the saved values, or from an "
+                         f"epoch-end checkpoint")
     saved = (int(state.get("world_size", 1)), int(state.get("batch_size", tc.batch_size)),
              int(state.get("accumulate", tc.accumulate)))
     if int(state.get("micro", 0)) and saved != (world_size, tc.batch_size, tc.accumulate):

@@ -126,6 +126,12 @@ class TrainSampler(torch.utils.data.Sampler):
         the middle of an epoch)."""
         self.epoch, self.start = epoch, start
 
+    @property
+    def plan(self) -> dict[str, Any]:
+        """What a resume in the middle of an epoch must find unchanged beyond processes x batch
+        x accumulate (checked by the engine): nothing; loader workers do not change the order."""
+        return {"data": "files"}
+
     def __len__(self) -> int:
         return max(self.per_rank - self.start, 0)
 

@@ -6,13 +6,14 @@ workers, on the number of processes, or on where a run was resumed.
 """
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["SeededItems", "rng_state", "set_rng_state", "seed_everything"]
+__all__ = ["SeededItems", "seeded_item", "rng_state", "set_rng_state", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -35,17 +36,26 @@ class SeededItems(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, i = key
-        s = (self.seed * 1_000_003 + epoch * 10_007_179 + i) % (2**63 - 1)
-        in_worker = torch.utils.data.get_worker_info() is not None
-        saved = None if in_worker else _rng_state_raw()
-        torch.default_generator.manual_seed(s)  # CPU only; torch.manual_seed costs ~5 ms
-        np.random.seed(s % (2**32))
-        random.seed(s)
-        try:
+        with seeded_item(self.seed, epoch, i):
             return self.dataset[i]
-        finally:
-            if saved is not None:
-                _set_rng_state_raw(saved)
+
+
+@contextlib.contextmanager
+def seeded_item(seed: int, epoch: int, i: int) -> Iterator[None]:
+    """Seed torch, numpy and python ``random`` by ``(seed, epoch, i)`` for the block (item
+    ``i`` of an epoch: a file's index or a shard record's id); in the main process the
+    caller's RNG states are restored afterwards."""
+    s = (seed * 1_000_003 + epoch * 10_007_179 + i) % (2**63 - 1)
+    in_worker = torch.utils.data.get_worker_info() is not None
+    saved = None if in_worker else _rng_state_raw()
+    torch.default_generator.manual_seed(s)  # CPU only; torch.manual_seed costs ~5 ms
+    np.random.seed(s % (2**32))
+    random.seed(s)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            _set_rng_state_raw(saved)
 
 
 def _rng_state_raw() -> tuple:

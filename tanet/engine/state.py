@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from tanet.config import Config
 from tanet.engine.distributed import DistInfo, TrainSampler, all_gather, all_sum
+from tanet.engine.samplers import ClassSampler
 from tanet.precision import Precision
 
 __all__ = ["Run", "RunningStats", "EpochLog", "Window"]
@@ -85,13 +86,16 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    sampler: TrainSampler
+    sampler: TrainSampler | ClassSampler | Any  # files; shards: a ShardStream
     loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     class_names: list[str]
     micro_per_epoch: int
     steps_per_epoch: int
     lr: float  # base learning rate (scaled to the global batch)
+    loss: Any  # (logits (B, K), targets) -> scalar, tanet.engine.losses
+    multilabel: bool = False  # sigmoid head: validation by mAP, threshold on the card
+    objective: Any = None  # tanet.engine.build.Objective: head, loss, class counts
     step: int = 0
     best: float = -1.0
     start_epoch: int = 0

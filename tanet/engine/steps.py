@@ -9,12 +9,12 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from tanet.engine.build import autocast
 from tanet.engine.distributed import all_sum, any_rank
 from tanet.engine.signals import StopRequest, report_nonfinite
 from tanet.engine.state import EpochLog, Run, RunningStats, Window
+from tanet.metrics import top1_hits
 
 __all__ = ["forward_backward", "optimizer_step"]
 
@@ -36,12 +36,12 @@ def forward_backward(run: Run, batch: dict[str, Any], window: Window, stats: Run
     with no_sync:
         with autocast(run.cfg, info.device):
             logits = run.ddp_model(video)  # (B, K)
-            loss = F.cross_entropy(logits.float(), label, label_smoothing=tc.label_smoothing)
+            loss = run.loss(logits.float(), label)  # train.loss (tanet.engine.losses)
         run.scaler.scale(loss / tc.accumulate).backward()
     value = loss.item()
     if math.isfinite(value):
         stats.loss += value * video.shape[0]
-        stats.correct += (logits.argmax(1) == label).sum().item()
+        stats.correct += top1_hits(logits.detach(), label)
         stats.seen += video.shape[0]
     else:
         window.bad_value = value

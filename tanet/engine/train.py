@@ -15,6 +15,7 @@ stop request) are agreed at the step boundary. Only rank 0 writes files.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict
@@ -25,14 +26,14 @@ import torch
 import torch.nn as nn
 
 from tanet.config import Config, dump_config
-from tanet.engine.build import (build_model, build_optimizer, build_scheduler, make_loader,
-                                read_split, run_precision, set_bn_mode, test_dataset,
-                                train_dataset)
+from tanet.engine.build import (build_model, build_objective, build_optimizer, build_scheduler,
+                                read_split, run_precision, set_bn_mode, split_loader,
+                                test_dataset, train_dataset)
 from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
                                         clear_stale_temp_files, has_saved_state, load_train_state,
                                         save_checkpoint, truncate_metrics)
-from tanet.engine.distributed import (DistInfo, ShardSampler, TrainSampler, all_gather, any_rank,
-                                      init_distributed, log, warn)
+from tanet.engine.distributed import (DistInfo, all_gather, any_rank, init_distributed, log,
+                                      warn)
 from tanet.engine.evaluate import evaluate
 from tanet.engine.seeding import rng_state, seed_everything, set_rng_state
 from tanet.engine.signals import StopRequest, TrainingInterrupted
@@ -46,7 +47,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
     """Train per ``cfg``; returns the final summary (best and last validation metrics).
 
     Files under ``cfg.output``: ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
-    ``last.safetensors`` + ``last.state.pt``, ``best.safetensors`` (by validation top-1),
+    ``last.safetensors`` + ``last.state.pt``, ``best.safetensors`` (by validation top-1; a
+    multi-label model: by mAP, its card holding the F1-optimal threshold on validation),
     ``skipped.txt`` (videos that failed to decode), ``warnings.txt`` (videos read with
     warnings: truncated or damaged), ``nonfinite.txt`` (videos of batches with a
     NaN/Inf loss, ``train.on_nonfinite=skip``) and ``tb/`` (TensorBoard, optional).
@@ -74,7 +76,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False,
                 raise TrainingInterrupted(stop.signum, run.out, epoch + 1, 0, run.step)
     if run.writer is not None:
         run.writer.close()
-    return {**run.summary, "best_top1": run.best if run.best >= 0 else None,
+    return {**run.summary, f"best_{_selected(run)}": run.best if run.best >= 0 else None,
             "output": str(run.out), "is_main": info.main}
 
 
@@ -90,25 +92,24 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
     precision = run_precision(cfg, info.device)
     seed_everything(tc.seed)
     train_split = read_split(cfg, "train")
-    if not train_split.records:
+    if not len(train_split):
         raise ValueError(f"{train_split.source}: no training videos")
     names = train_split.class_names
     val_split = read_split(cfg, "val", class_names=names) if cfg.data.val else None
-    model = build_model(cfg, names, log=lambda msg: log(info, msg, quiet)).to(info.device)
+    objective = build_objective(cfg, train_split, val_split)
+    model = build_model(cfg, names, log=lambda msg: log(info, msg, quiet),
+                        multilabel=objective.multilabel).to(info.device)
     geom = model.card.geometry  # the config's values applied by build_model
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if tc.sync_bn and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    n = len(train_split.records)
-    sampler = TrainSampler(n, world_size=info.world_size, rank=info.rank, seed=tc.seed)
-    loader = make_loader(train_dataset(cfg, train_split, geom), sampler,
-                         batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    sampler, loader = split_loader(cfg, train_split, train_dataset(cfg, train_split, geom), info,
+                                   train=True, batch_size=tc.batch_size, workers=tc.workers)
     val_loader = None
-    if val_split is not None:
-        shard = ShardSampler(len(val_split.records), world_size=info.world_size, rank=info.rank)
-        val_loader = make_loader(test_dataset(cfg, val_split, geom), shard,
-                                 batch_size=tc.batch_size, workers=tc.workers, seed=tc.seed)
+    if val_split is not None:  # files: a ShardSampler; shards: every record once
+        _, val_loader = split_loader(cfg, val_split, test_dataset(cfg, val_split, geom), info,
+                                     train=False, batch_size=tc.batch_size, workers=tc.workers)
     micro = len(loader)
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.accumulate)
@@ -127,7 +128,8 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
                 scheduler=build_scheduler(optimizer, steps, cfg),
                 scaler=torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16"),
                 sampler=sampler, loader=loader, val_loader=val_loader, class_names=names,
-                micro_per_epoch=micro, steps_per_epoch=steps, lr=lr, precision=precision)
+                micro_per_epoch=micro, steps_per_epoch=steps, lr=lr, loss=objective.loss,
+                multilabel=objective.multilabel, objective=objective, precision=precision)
 
 
 def _describe(run: Run) -> str:
@@ -137,6 +139,7 @@ def _describe(run: Run) -> str:
             f"{run.model.card.input_size[-1]}px; {info.world_size} process(es) x batch "
             f"{tc.batch_size} x accumulate {tc.accumulate} = "
             f"{tc.batch_size * info.world_size * tc.accumulate}; lr {run.lr:g}; "
+            f"{run.objective.describe()}; sampler {run.cfg.data.sampler}; "
             f"{run.precision.describe('train.amp')}")
 
 
@@ -152,6 +155,7 @@ def _resume(run: Run) -> None:
         run.scaler.load_state_dict(state["scaler"])
     run.start_epoch, run.step = int(state["epoch"]), int(state["step"])
     run.best = float(state["best"])
+    run.model.card.threshold = float(state.get("threshold", run.model.card.threshold))
     run.start_micro = int(state.get("micro", 0))
     run.carried = RunningStats(**state.get("running", {}))
     # states saved before amp auto existed trained in fp32 unless train.amp asked otherwise
@@ -159,11 +163,11 @@ def _resume(run: Run) -> None:
     if saved != run.precision.name:
         warn(info, f"{run.out}: trained in {saved} so far, continuing in {run.precision.name} "
                    f"({run.precision.describe('train.amp')}); set train.amp to keep {saved}")
-    check_position(run.out, state, info.world_size, run.cfg)
+    check_position(run.out, state, info.world_size, run.cfg, plan=run.sampler.plan)
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
     where = f"epoch {run.start_epoch}" + (f" + {run.start_micro} batches" if run.start_micro else "")
-    log(info, f"resumed {run.out} at {where} (step {run.step}, best top-1 {run.best:.4f})",
+    log(info, f"resumed {run.out} at {where} (step {run.step}, best {_selected(run)} {run.best:.4f})",
         run.quiet)
     if run.start_epoch >= tc.epochs:
         warn(info, f"{run.out}: already trained {run.start_epoch} epochs (train.epochs={tc.epochs})")
@@ -267,10 +271,12 @@ def _end_epoch(run: Run, epoch: int, stats: RunningStats) -> None:
         res = evaluate(run.model, run.val_loader, info, cfg=run.cfg, desc="val", quiet=run.quiet)
         m = res.metrics(len(run.class_names))
         record.update({f"val_{k}": v for k, v in m.items()})
-        improved = m["top1"] > run.best
-        run.best = max(run.best, m["top1"])
+        if run.multilabel:  # the F1-optimal threshold on validation goes on the card
+            run.model.card.threshold = m["threshold"]
+        improved = m[_selected(run)] > run.best
+        run.best = max(run.best, m[_selected(run)])
         run.summary.update({f"val_{k}": v for k, v in m.items()})
-    record["best_top1"] = run.best if run.best >= 0 else None
+    record[f"best_{_selected(run)}"] = run.best if run.best >= 0 else None
     run.summary["epoch"] = epoch + 1
     log(info, _epoch_line(record, tc.epochs), run.quiet)
     if info.main:
@@ -283,10 +289,18 @@ def _end_epoch(run: Run, epoch: int, stats: RunningStats) -> None:
     _checkpoint(run, epoch + 1, 0, RunningStats(), improved=improved)
 
 
+def _selected(run: Run) -> str:
+    """The validation metric that picks ``best``: mAP for a multi-label model, else top-1."""
+    return "mAP" if run.multilabel else "top1"
+
+
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     msg = (f"epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f} acc "
            f"{record['train_top1']:.4f} lr {record['lr']:.2e} {record['clips_per_s']:.1f} clips/s")
-    if "val_top1" in record:
+    if "val_mAP" in record:
+        msg += (f" | val mAP {record['val_mAP']:.4f} F1 {record['val_f1']:.4f} at "
+                f"{record['val_threshold']:.3f}")
+    elif "val_top1" in record:
         msg += (f" | val top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} "
                 f"mean-class {record['val_mean_class_acc']:.4f}")
     return msg
@@ -300,15 +314,20 @@ def _checkpoint(run: Run, epoch_done: int, micro: int, stats: RunningStats, *,
     rngs = all_gather(info, rng_state())
     if info.main:
         state = {"epoch": epoch_done, "micro": micro, "step": run.step, "best": run.best,
+                 "threshold": run.model.card.threshold,
                  "running": asdict(stats) if micro else {},
                  "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "rng": rngs,
                  "world_size": info.world_size, "batch_size": tc.batch_size,
-                 "accumulate": tc.accumulate, "precision": run.precision.name}
+                 "accumulate": tc.accumulate, "plan": run.sampler.plan,
+                 "precision": run.precision.name}
         if run.scaler.is_enabled():
             state["scaler"] = run.scaler.state_dict()
+        # training videos per class: `tanet test` shows them beside each class's results
+        extra = ({} if run.objective.counts is None else
+                 {"tanet.train_counts": json.dumps(run.objective.counts)})
         if improved:
-            save_checkpoint(run.out, "best", run.model, run.cfg)
-        save_checkpoint(run.out, "last", run.model, run.cfg, state=state)
+            save_checkpoint(run.out, "best", run.model, run.cfg, extra=extra)
+        save_checkpoint(run.out, "last", run.model, run.cfg, state=state, extra=extra)
     if info.distributed:
         torch.distributed.barrier()

@@ -41,12 +41,19 @@ class ModelCard(Geometry):
     :meth:`~tanet.geometry.Geometry.with_overrides` the one rule by which a config overrides it.
     A registry entry's defaults are a card too (``num_classes`` 0 until a model is built). Cards
     written with older key names (``resize``) are read by :meth:`from_dict`.
+
+    ``multilabel``: the logits are read with a sigmoid per class (several classes a clip; a
+    class is predicted when its score is >= ``threshold``, chosen on validation in training),
+    rather than a softmax over them. Cards without these keys (older checkpoints) are
+    single-label.
     """
 
     name: str
     num_classes: int = 0
     class_names: list[str] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments
+    multilabel: bool = False  # sigmoid per class instead of softmax
+    threshold: float = 0.5  # multi-label: predicted classes score >= threshold
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

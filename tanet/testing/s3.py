@@ -125,12 +125,16 @@ class S3Store:
                            f"{self.log_path}")
 
     def filesystem(self):
-        """An ``s3fs.S3FileSystem`` on this store (test set-up: buckets, uploads), uncached."""
+        """An ``s3fs.S3FileSystem`` on this store (test set-up: buckets, uploads), one per
+        store (a discarded one collected in a forked child, e.g. a loader worker, would close
+        its client on the parent's event loop and print an asyncio error there)."""
         import s3fs
 
-        return s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, skip_instance_cache=True,
-                                 endpoint_url=self.endpoint,
-                                 client_kwargs={"region_name": "us-east-1"})
+        if getattr(self, "_fs", None) is None:
+            self._fs = s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY,
+                                         skip_instance_cache=True, endpoint_url=self.endpoint,
+                                         client_kwargs={"region_name": "us-east-1"})
+        return self._fs
 
     def make_bucket(self, name: str) -> str:
         """Create bucket ``name`` (idempotent); returns ``s3://name``."""

@@ -1,5 +1,7 @@
 """The server's Prometheus metrics (prometheus_client, one registry per app) and its admission
-counter: requests by endpoint and status, latency, queue depth, batch sizes, model time."""
+counter: requests by endpoint, model and status, latency, queue depth, and per model batch sizes
+and model time. ``model`` is the served model's name ("" where a request names none, or one the
+server does not have: the label set stays bounded)."""
 from __future__ import annotations
 
 import math
@@ -19,27 +21,29 @@ class ServeMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("tanet_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("tanet_request_seconds", "HTTP request latency by endpoint",
-                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("tanet_requests", "HTTP requests by endpoint, model and status",
+                                ["endpoint", "model", "status"], registry=r)
+        self.latency = Histogram("tanet_request_seconds", "HTTP request latency by endpoint and "
+                                 "model", ["endpoint", "model"], buckets=_LATENCY_BUCKETS,
+                                 registry=r)
         self.queue_depth = Gauge("tanet_queue_depth", "requests admitted and not yet finished "
                                  "(uploading, decoding, waiting for or in the model)", registry=r)
         self.batch_views = Histogram("tanet_batch_views", "views (clips x crops) per model call",
-                                     buckets=_BATCH_BUCKETS, registry=r)
-        self.batch_requests = Histogram("tanet_batch_requests", "requests per model call",
+                                     ["model"], buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("tanet_batch_requests", "model calls' callers (videos "
+                                        "or clip tensors) per model call", ["model"],
                                         buckets=_BATCH_BUCKETS, registry=r)
         self.model_seconds = Histogram("tanet_model_seconds", "seconds per model call",
-                                       buckets=_LATENCY_BUCKETS, registry=r)
+                                       ["model"], buckets=_LATENCY_BUCKETS, registry=r)
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+    def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.latency.labels(endpoint, model).observe(seconds)
 
-    def observe_batch(self, views: int, requests: int, seconds: float) -> None:
-        self.batch_views.observe(views)
-        self.batch_requests.observe(requests)
-        self.model_seconds.observe(seconds)
+    def observe_batch(self, model: str, views: int, requests: int, seconds: float) -> None:
+        self.batch_views.labels(model).observe(views)
+        self.batch_requests.labels(model).observe(requests)
+        self.model_seconds.labels(model).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

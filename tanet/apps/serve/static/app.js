@@ -2,16 +2,15 @@
 // sliding-window timeline (synced with the video's playhead) and TAM's kernels. A file the
 // browser cannot play (an AVI with MPEG-4 Part 2, as in UCF101/HMDB51) is shown by the frames
 // the model sampled, which the server draws; the timeline's cursor moves through them. Plain JS,
-// no build step, no network beyond this server.
-"use strict";
+// no build step, no network beyond this server. A server with several models lets you pick one;
+// the timeline shows the answer's action segments as labelled bands above the score lines.
+import { drawAxes, drawSegments, el, labelColors } from "./chart.js";
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-  const SVG = "http://www.w3.org/2000/svg";
   const state = { file: null, url: null, card: null, timeline: null, tamFor: null, gen: 0,
-                  playable: true, facts: null, sampled: [], strip: [], stripKey: "", shown: 0 };
+                  playable: true, facts: null, sampled: [], strip: [], stripKey: "", shown: 0,
+                  models: [], model: null };
 
   // ------------------------------------------------------------------ talking to the server
   function authHeaders() {
@@ -39,21 +38,22 @@
     const form = new FormData();
     form.append("file", state.file, state.file.name);
     const query = new URLSearchParams();
-    for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) query.set(k, v);
+    for (const [k, v] of Object.entries({ model: state.model, ...params })) {
+      if (v !== "" && v != null) query.set(k, v);
+    }
     return api(`${path}?${query}`, { method: "POST", body: form });
   }
 
-  async function loadCard() {
+  // The server's models (GET v1/models): a select when there are several, the card of the one
+  // picked (the server's default first).
+  async function loadModels() {
     try {
-      const card = await api("v1/model");
-      state.card = card;
-      $("model-info").textContent = `${card.name}: ${card.num_classes} classes, ${card.frames} ` +
-        `frames of ${card.size[1]}×${card.size[0]} px, ${card.backend}`;
-      $("topk").value = card.topk;
-      if (![...$("views").options].some((o) => o.value === card.views)) {
-        $("views").add(new Option(card.views, card.views));
-      }
-      $("views").value = card.views;
+      const { default: first, models } = await api("v1/models");
+      state.models = models;
+      const select = $("model");
+      select.replaceChildren(...models.map((m) => new Option(m.model, m.model)));
+      select.hidden = $("model-label").hidden = models.length < 2;
+      pickModel(models.some((m) => m.model === state.model) ? state.model : first);
     } catch (e) {
       if (e.status === 401) {
         $("model-info").textContent = "This server needs an API key: enter it under Options.";
@@ -62,6 +62,23 @@
         $("model-info").textContent = `Cannot read the model card: ${e.message}`;
       }
     }
+  }
+
+  function pickModel(name) {
+    const card = state.models.find((m) => m.model === name);
+    state.model = name;
+    state.card = card;
+    $("model").value = name;
+    $("model-info").textContent = `${card.name}: ${card.num_classes} classes, ${card.frames} ` +
+      `frames of ${card.size[1]}×${card.size[0]} px, ${card.backend}` +
+      (card.card && card.card.multilabel
+        ? `, multi-label (classes scoring ${card.card.threshold.toFixed(3)} or more)` : "") +
+      (state.models.length > 1 ? ` (model "${card.model}")` : "");
+    $("topk").value = card.topk;
+    if (![...$("views").options].some((o) => o.value === card.views)) {
+      $("views").add(new Option(card.views, card.views));
+    }
+    $("views").value = card.views;
   }
 
   // ------------------------------------------------------------------ status and errors
@@ -165,11 +182,24 @@
     }
   }
 
+  // a multi-label model's answer: every class over the card's threshold (pred.labels)
+  function renderLabels(pred) {
+    const box = $("labels");
+    box.hidden = !pred.labels;
+    if (!pred.labels) return;
+    box.textContent = pred.labels.length
+      ? `Over the threshold: ${pred.labels.map((l) => `${l.label} (${pct(l.score)})`).join(", ")}`
+      : "No class over the threshold.";
+  }
+
   function renderTop(pred) {
     const list = $("topk-list");
     list.replaceChildren();
+    renderLabels(pred);
+    const over = new Set((pred.labels || []).map((l) => l.label));
     for (const { label, score } of pred.top) {
       const li = document.createElement("li");
+      if (over.has(label)) li.className = "over";
       const name = document.createElement("span");
       name.className = "label";
       name.textContent = label;
@@ -189,6 +219,11 @@
     list.removeAttribute("aria-busy");
     const top = pred.top[0];
     const warnings = pred.warnings && pred.warnings.length ? ` (warnings: ${pred.warnings.join("; ")})` : "";
+    if (pred.labels) {
+      const names = pred.labels.map((l) => l.label).join(", ") || "no class over the threshold";
+      setStatus(`${pred.path}: ${names}${warnings}`);
+      return;
+    }
     setStatus(top ? `${pred.path}: ${top.label} (${pct(top.score)})${warnings}` : "");
   }
 
@@ -295,38 +330,25 @@
   }
 
   // ------------------------------------------------------------------ the timeline chart
-  function el(name, attrs, parent) {
-    const node = document.createElementNS(SVG, name);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (parent) parent.append(node);
-    return node;
-  }
-
   function renderTimeline(tl, duration) {
     const wins = tl.windows;
     if (!wins.length) return;
     const end = Math.max(wins[wins.length - 1].end, Number.isFinite(duration) ? duration : 0);
-    const W = 720, H = 240, m = { l: 44, r: 12, t: 10, b: 34 };
+    const segments = tl.segments || [];
+    const W = 720, H = 240, m = { l: 44, r: 12, t: segments.length ? 34 : 10, b: 34 };
     const x = (t) => m.l + (t / end) * (W - m.l - m.r);
     const y = (p) => m.t + (1 - p) * (H - m.t - m.b);
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "slider", tabindex: "0",
                             "aria-label": "Timeline: class scores over time; arrows move the video",
                             "aria-valuemin": "0", "aria-valuemax": end.toFixed(2) });
-    for (const p of [0, 0.25, 0.5, 0.75, 1]) {
-      el("line", { x1: m.l, x2: W - m.r, y1: y(p), y2: y(p), class: "grid" }, svg);
-      el("text", { x: m.l - 6, y: y(p) + 4, class: "tick", "text-anchor": "end" }, svg).textContent = p.toFixed(2);
-    }
-    const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300].find((s) => end / s <= 8) || 600;
-    for (let t = 0; t <= end + 1e-9; t += step) {
-      el("text", { x: x(t), y: H - m.b + 16, class: "tick", "text-anchor": "middle" }, svg).textContent = `${t}s`;
-    }
-    el("text", { x: (m.l + W - m.r) / 2, y: H - 4, class: "axis", "text-anchor": "middle" }, svg)
-      .textContent = "time (s, window centre)";
+    drawAxes(svg, { W, H, m, x, y, end });
     const mids = wins.map((w) => (w.start + w.end) / 2);
+    const colorOf = labelColors(tl.series);
+    drawSegments(svg, segments, x, 6, 20, colorOf);
     const legend = document.createElement("ul");
     legend.className = "legend";
     tl.series.forEach((s, i) => {
-      const color = COLORS[i % COLORS.length];
+      const color = colorOf(s.label);
       const pts = s.scores.map((v, j) => `${x(mids[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
       el("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }, svg);
       s.scores.forEach((v, j) => el("circle", { cx: x(mids[j]), cy: y(v), r: 2.5, fill: color }, svg));
@@ -344,8 +366,12 @@
     svg.addEventListener("pointermove", (ev) => { if (ev.buttons) seekFromPointer(ev); });
     svg.addEventListener("keydown", onChartKey);
     $("chart").replaceChildren(svg, legend);
+    const parts = segments.map((s) => `${s.label} ${s.start.toFixed(1)}–${s.end.toFixed(1)} s`);
     $("timeline-note").textContent = `${wins.length} windows of ${tl.window} s every ` +
-      `${(+tl.stride).toFixed(2)} s. Click or use the arrow keys on the chart to move the video.`;
+      `${(+tl.stride).toFixed(2)} s; ${segments.length} segment${segments.length === 1 ? "" : "s"}` +
+      (parts.length ? ` (bands above: ${parts.slice(0, 6).join(", ")}` +
+        `${parts.length > 6 ? ", …" : ""})` : "") +
+      ". Click or use the arrow keys on the chart to move the video.";
     updatePlayhead();
   }
 
@@ -482,7 +508,11 @@
     // a file dropped beside the zone must not navigate away from the page
     window.addEventListener("dragover", (ev) => ev.preventDefault());
     window.addEventListener("drop", (ev) => ev.preventDefault());
-    $("api-key").addEventListener("change", loadCard);
+    $("api-key").addEventListener("change", loadModels);
+    $("model").addEventListener("change", (ev) => {
+      pickModel(ev.target.value);
+      if (state.file) handleFile(state.file);  // the same video, asked of the other model
+    });
     const video = $("video");
     video.addEventListener("timeupdate", () => updatePlayhead());
     video.addEventListener("seeked", () => updatePlayhead());
@@ -493,5 +523,5 @@
 
   setupTabs();
   setupInput();
-  loadCard();
+  loadModels();
 })();
