@@ -12,11 +12,14 @@ bf16 copy of the model with BN folded, channels-last; ``bf16 autocast`` the plai
 ``torch.autocast``; ``compiled`` is ``--compile`` (Inductor, freezing).
 Accuracy of int8/bf16 on a trained model: benchmarks/lowp_agreement.py.
 Folder section (``--sections folder``): videos/s of ``tanet predict DIR`` on ``--videos`` videos,
-the pipeline (``tanet.apps.pipeline``: decode workers ahead of the model, ready videos batched)
-vs today's loop (``Predictor.predict_many``), for PyTorch fp32, ORT int8 (tam-kernel float) and
-the default precision where it is not fp32; the answers are checked equal (fp32: bit for bit).
+the pipeline (``tanet.apps.pipeline``: decode workers ahead of the model; also batched across
+videos, ``--max-batch 8``) vs today's loop (``Predictor.predict_many``), for PyTorch fp32, ORT
+int8 (tam-kernel float) and the default precision where it is not fp32, on 340x256 videos
+(Kinetics' size) and 720p ones (a phone's), with the decode share measured; the answers are
+checked equal (by default bit for bit).
 Usage: python benchmarks/predict.py [--rounds 5] [--threads N] [--no-compile]
        [--sections single,folder] [--videos 16]
+       [--folder-sizes 340x256,1280x720]
 """
 from __future__ import annotations
 
@@ -107,16 +110,15 @@ def section_single(args, tmp: Path, model, ckpt: Path, video: Path, threads: int
 
 
 def section_folder(args, tmp: Path, model, ckpt: Path, threads: int) -> None:
-    """videos/s of ``tanet predict DIR``: the pipeline (decode workers ahead of the model,
-    batches of ready videos) vs today's loop (``Predictor.predict_many``), per backend."""
+    """videos/s of ``tanet predict DIR``: the pipeline (decode workers ahead of the model; by
+    default one video per model call on a CPU, and batched across videos with ``--max-batch``)
+    vs today's loop (``Predictor.predict_many``), per backend and per video size."""
     from tanet.apps.export import export_onnx
-    from tanet.apps.pipeline import DEFAULT_MAX_BATCH, default_workers, predict_pipelined
+    from tanet.apps.pipeline import default_workers, predict_pipelined
     from tanet.apps.predict import Predictor
     from tanet.apps.quantize import export_int8
     from tanet.precision import resolve_amp
 
-    paths = [str(make_video(tmp / "folder" / f"v{i:02d}.mp4", seconds=4 + i % 5))
-             for i in range(args.videos)]
     fp32 = export_onnx(model.eval(), tmp / "folder_fp32.onnx")["path"]
     int8 = export_int8(model, tmp / "folder_int8.onnx", calibrate=tmp / "calib", quiet=True,
                        fp32=fp32)["path"]
@@ -125,31 +127,42 @@ def section_folder(args, tmp: Path, model, ckpt: Path, threads: int) -> None:
                 "ORT int8": Predictor(int8, threads=threads)}
     if auto.amp != "off":
         backends[f"PyTorch default ({auto.name})"] = Predictor(ckpt)
-    fns = {}
-    for label, p in backends.items():
-        fns[f"{label}, loop"] = lambda p=p: list(p.predict_many(paths))
-        fns[f"{label}, pipeline"] = lambda p=p: list(predict_pipelined(p, paths))
-        if args.no_batch_column:
-            continue
-        fns[f"{label}, pipeline, max batch 1"] = \
-            lambda p=p: list(predict_pipelined(p, paths, max_batch=1))
-    for label, p in backends.items():  # same answers (fp32: bit for bit)
-        a, b = list(p.predict_many(paths)), list(predict_pipelined(p, paths))
-        exact = all(np.array_equal(x.probs, y.probs) for x, y in zip(a, b))
-        print(f"{label}: pipeline == loop bit for bit: {exact}; same top-1: "
-              f"{all(x.top[0][0] == y.top[0][0] for x, y in zip(a, b))}")
-    times = interleaved(fns, rounds=args.rounds, warmup=1)
-    print(f"\ntanet predict DIR: {len(paths)} videos (4-8 s, 340x256 H.264), TANet-R50 8f 1x1; "
-          f"{threads} torch/ORT threads; pipeline: {default_workers()} decode worker(s), max "
-          f"batch {DEFAULT_MAX_BATCH} views; median of {args.rounds} interleaved rounds; "
-          f"{auto.describe('--amp')}")
-    for label in backends:
-        loop = times[f"{label}, loop"]
-        for k in [k for k in times if k.startswith(label + ",")]:
-            print(f"  {k:<44}{len(paths) / times[k]:8.2f} videos/s  {loop / times[k]:6.2f}x loop")
     default = f"PyTorch default ({auto.name})" if auto.amp != "off" else "PyTorch fp32"
-    print(f"  default now (pipeline, {auto.name}) vs the old default (loop, fp32): "
-          f"{times['PyTorch fp32, loop'] / times[default + ', pipeline']:.2f}x (target >= 1.3)")
+    print(f"tanet predict DIR: {args.videos} videos a size (4-8 s, 25 fps, H.264, x264's "
+          f"keyframe interval), TANet-R50 8f 1x1; {threads} torch/ORT threads; pipeline: "
+          f"{default_workers()} decode worker(s); median of {args.rounds} interleaved rounds; "
+          f"{auto.describe('--amp')}")
+    for size in args.folder_sizes.split(","):
+        w, h = (int(v) for v in size.split("x"))
+        paths = [str(make_video(tmp / size / f"v{i:02d}.mp4", seconds=4 + i % 5, w=w, h=h))
+                 for i in range(args.videos)]
+        decode = backends["PyTorch fp32"]
+        t0 = time.perf_counter()
+        for path in paths:
+            decode.load_views(path)
+        share = (time.perf_counter() - t0) / len(paths)
+        fns = {}
+        for label, p in backends.items():
+            fns[f"{label}, loop"] = lambda p=p: list(p.predict_many(paths))
+            fns[f"{label}, pipeline"] = lambda p=p: list(predict_pipelined(p, paths))
+            if not args.no_batch_column:
+                fns[f"{label}, pipeline, --max-batch 8"] = \
+                    lambda p=p: list(predict_pipelined(p, paths, max_batch=8))
+        for label, p in backends.items():  # same answers (default: bit for bit)
+            a, b = list(p.predict_many(paths)), list(predict_pipelined(p, paths))
+            exact = all(np.array_equal(x.probs, y.probs) for x, y in zip(a, b))
+            print(f"  {size}: {label}: pipeline == loop bit for bit: {exact}; same top-1: "
+                  f"{all(x.top[0][0] == y.top[0][0] for x, y in zip(a, b))}")
+        times = interleaved(fns, rounds=args.rounds, warmup=1)
+        print(f"\n{size}: decode + transform {1000 * share:.0f} ms a video (one process)")
+        for label in backends:
+            loop = times[f"{label}, loop"]
+            for k in [k for k in times if k.startswith(label + ",")]:
+                print(f"  {k:<44}{len(paths) / times[k]:8.2f} videos/s  {loop / times[k]:6.2f}x "
+                      "loop")
+        print(f"  {size}: default now (pipeline, {auto.name}) vs the old default (loop, fp32): "
+              f"{times['PyTorch fp32, loop'] / times[default + ', pipeline']:.2f}x "
+              f"(target >= 1.3)\n")
 
 
 def main() -> int:
@@ -158,9 +171,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch/ORT threads (default: all)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     ap.add_argument("--sections", default="single,folder", help="single,folder")
-    ap.add_argument("--videos", type=int, default=16, help="videos in the folder section")
+    ap.add_argument("--videos", type=int, default=16, help="videos a size, folder section")
+    ap.add_argument("--folder-sizes", default="340x256,1280x720",
+                    help="video sizes of the folder section (Kinetics' 340x256; a phone's 720p)")
     ap.add_argument("--no-batch-column", action="store_true",
-                    help="folder section: skip the pipeline without batching (max batch 1)")
+                    help="folder section: skip the pipeline batched across videos")
     args = ap.parse_args()
 
     import tanet

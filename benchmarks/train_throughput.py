@@ -168,7 +168,7 @@ def section_authors(cfg, args, x, y) -> None:
                                  f"tanet default ({auto.name})": lambda: backend(clip),
                                  "tanet fp32": (lambda b=TorchBackend(ours, amp="off"): b(clip))},
                                 rounds=args.steps * 3, warmup=1)
-    print(f"  inference, 1 clip (tanet: TorchBackend, what tanet predict runs):")
+    print("  inference, 1 clip (tanet: TorchBackend, what tanet predict runs):")
     summary("", infer, "authors fp32")
 
 

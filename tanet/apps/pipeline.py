@@ -8,14 +8,18 @@ waits for the decoder and the decoder for the model. Here
 * the queue between them is bounded: at most ``workers x prefetch`` videos (plus one group)
   are handed out ahead, and the next only when one is taken (back-pressure: a slow model stops
   the decoders, so memory does not grow with the number of videos);
-* the main process runs the model on the views of the next video and of those after it that
-  are already decoded, up to ``max_batch`` views a call (it never waits for a batch to fill; a
-  video with more views runs alone, as in the plain loop), then gives each video its rows.
+* the main process runs the model on each video's views (the default on a CPU), or, with
+  ``max_batch`` views (the default on CUDA: :func:`default_max_batch`), on the views of
+  consecutive videos together, in groups that depend only on the list and the options (so a
+  rerun gives the same numbers), then gives each video its rows.
 
 Results come back in input order, a video that fails as a :class:`Prediction` with ``error``
 (the same message :meth:`Predictor.predict_many` gives) and the decoder's warnings on each.
-Numerically, a video's rows are those the plain loop computes wherever the backend's
-per-sample results do not depend on the batch (fp32 PyTorch on CPU here; tested bit for bit).
+One video per model call is the plain loop's arithmetic: the same numbers bit for bit on any
+machine (tested). Batched, PyTorch's CPU kernels may round a clip's sums differently with the
+batch size (seen: 1 ulp on an AMD EPYC without AVX-512, none on an AVX-512 Xeon), and batching
+was measured slower on a 2-core CPU (``benchmarks/predict.py``): that is why a CPU runs one video
+a call unless ``max_batch`` says otherwise.
 """
 from __future__ import annotations
 
@@ -34,10 +38,16 @@ import torch
 
 from tanet.apps.predict import Prediction, Predictor, _trim_heap, failure_message
 
-__all__ = ["predict_pipelined", "features_pipelined", "default_workers", "check_options",
-           "DEFAULT_MAX_BATCH"]
+__all__ = ["predict_pipelined", "features_pipelined", "default_workers", "default_max_batch",
+           "check_options", "CUDA_MAX_BATCH"]
 
-DEFAULT_MAX_BATCH = 8  # views per model call: 8 videos at 1x1, 1 at 2x3; 10x3 runs alone
+CUDA_MAX_BATCH = 32  # views per model call on CUDA: 32 videos at 1x1, 5 at 2x3, 1 at 10x3
+
+
+def default_max_batch(device: torch.device | str | None) -> int:
+    """Views per model call when ``max_batch`` is not given: :data:`CUDA_MAX_BATCH` on CUDA
+    (batching pays there), else 1, one video a call (the plain loop's numbers, bit for bit)."""
+    return CUDA_MAX_BATCH if device is not None and torch.device(device).type == "cuda" else 1
 
 
 def default_workers() -> int:
@@ -103,8 +113,8 @@ def _without_model(predictor: Predictor) -> Predictor:
 def _groups(predictor: Predictor, paths: Sequence[str], workers: int, cap: int,
             prefetch: int) -> Iterator[list[_Item]]:
     """The videos in input order, in groups to run through the model together: the next video,
-    plus those after it that are already decoded, up to ``cap`` views (no waiting for a group to
-    fill: a video that is slow to read holds back only the results after it). ``workers``
+    plus those after it while their views fit in ``cap`` (waiting for them to be decoded, so
+    that the groups depend only on the list and the options, never on timing). ``workers``
     processes decode ahead, at most ``workers x prefetch`` videos plus one group."""
     if workers == 0 or len(paths) <= 1:  # the plain loop: decode, run, next
         yield from ([_decode(i, p, predictor)] for i, p in enumerate(paths))
@@ -124,7 +134,7 @@ def _groups(predictor: Predictor, paths: Sequence[str], workers: int, cap: int,
                 submitted += 1
             group = [_result(window.popleft())]
             views = group[0].size
-            while window and window[0].done() and views + _result(window[0]).size <= cap:
+            while window and views + _result(window[0]).size <= cap:  # same groups every run
                 group.append(_result(window.popleft()))
                 views += group[-1].size
             yield group
@@ -163,7 +173,8 @@ def _batched(predictor: Predictor, paths: Sequence[str],
     error."""
     check_options(workers, max_batch, prefetch)
     workers = default_workers() if workers is None else workers
-    cap = DEFAULT_MAX_BATCH if max_batch is None else max_batch
+    cap = default_max_batch(getattr(predictor.backend, "device", None)) if max_batch is None \
+        else max_batch
     done = 0
     for group in _groups(predictor, paths, workers, cap, prefetch):
         yield from _run(group, call)
@@ -205,15 +216,14 @@ def predict_pipelined(predictor: Predictor, paths: Sequence[str | os.PathLike], 
     """:meth:`Predictor.predict_many` as a pipeline (see the module docstring): predictions in
     input order, a video that fails with ``error`` set. ``workers``: decode processes (None:
     :func:`default_workers`; 0 decodes in this process); ``max_batch``: views per model call
-    (None: :data:`DEFAULT_MAX_BATCH`); ``prefetch``: videos each worker decodes ahead."""
+    (None: :func:`default_max_batch`); ``prefetch``: videos each worker decodes ahead."""
     for item, rows in _batched(predictor, [os.fspath(p) for p in paths], predictor.backend,
                                workers=workers, max_batch=max_batch, prefetch=prefetch):
         if rows is None:
             yield Prediction(item.path, error=item.error)
             continue
         probs = predictor._probs(rows)  # (K,)
-        yield Prediction(item.path, predictor._top(probs), probs, warnings=item.warnings,
-                         times=item.times)
+        yield predictor.answer(item.path, probs, warnings=item.warnings, times=item.times)
 
 
 def features_pipelined(predictor: Predictor, paths: Sequence[str | os.PathLike], *,

@@ -328,6 +328,11 @@ class Predictor:
         order = [i for i in np.argsort(-probs) if probs[i] >= self.card.threshold]
         return [(self.class_names[i], float(probs[i])) for i in order]
 
+    def answer(self, name: str, probs: np.ndarray, **extra: Any) -> Prediction:
+        """The :class:`Prediction` of scores ``probs`` (K,): top-k, and a multi-label model's
+        classes over the threshold; ``extra``: its other fields (warnings, times, frames)."""
+        return Prediction(name, self._top(probs), probs, labels=self._labels(probs), **extra)
+
     # ------------------------------------------------------------------------ public
     def with_options(self, *, views: str | tuple[int, int] | None = None,
                      topk: int | None = None) -> "Predictor":
@@ -374,8 +379,8 @@ class Predictor:
         warnings: list[str] = []
         frames, views, times = self.load_views(path, warnings=warnings)
         probs = self._scores(views)  # (K,)
-        return Prediction(str(path), self._top(probs), probs, warnings=warnings, times=times,
-                          frames=frames if keep_frames else None, labels=self._labels(probs))
+        return self.answer(str(path), probs, warnings=warnings, times=times,
+                           frames=frames if keep_frames else None)
 
     def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
         """Pooled backbone features of one video, averaged over the views: (D,) averaged over
@@ -395,7 +400,7 @@ class Predictor:
         frames from elsewhere (the live mode's ring buffer)."""
         views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
         probs = self._scores(views)  # (K,)
-        return Prediction(name, self._top(probs), probs, labels=self._labels(probs))
+        return self.answer(name, probs)
 
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.

@@ -33,7 +33,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                                           "weights name (e.g. tanet_r50.k400, see `tanet models "
                                           "--pretrained`) or an http(s) URL")
     src.add_argument("--onnx", help="an .onnx from `tanet export` (runs on ONNX Runtime)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS",
                    help="test views, e.g. 1x1 (default) or 10x3")
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
@@ -62,10 +62,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="processes decoding videos ahead of the model (default: 1 on up to 7 "
                         "cores, then a quarter of them; 0: decode in the main process)")
     p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
-                   help="views of consecutive videos run in one model call at most (default 8)")
+                   help="views of consecutive videos run in one model call at most (default: "
+                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (Inductor; the first video pays the compile)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of a PyTorch model: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--live", action="store_true",
                    help="classify a live source as it streams: one JSON line per --stride "
                         "(window default 2 s), late windows dropped; see tanet.apps.live")
@@ -240,11 +242,11 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                        description="Writes frames.png (the sampled frames), tam_kernels.png (TAM's "
                                    "importance maps L and aggregation kernels G per stage) and "
                                    "evidence.png (per-frame class evidence before consensus).")
-    p.add_argument("video")
+    p.add_argument("video", help="the video to look at (a path or URL)")
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint (or .pth, weights name, URL)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes drawn in evidence.png (default 5)")
     p.set_defaults(func=_cmd_visualize)
 
 

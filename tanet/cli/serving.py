@@ -28,12 +28,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "and calibration; /v1 without ?model= uses the first model "
                         "(--checkpoint's, else the first --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS", help="default test views")
     p.add_argument("--topk", type=int, default=5, help="default classes per answer")
     p.add_argument("--labels", default=None,
                    help="class names file (overrides the cards; for every model)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of PyTorch models: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--amp", choices=AMPS, default="auto",
                    help="precision (PyTorch only): auto (default) is bf16 where the hardware "
                         "computes in bf16 natively, else fp32; off: fp32")
