@@ -371,13 +371,25 @@ def test_pipeline_equals_the_loop(files, folder, views):
     loop = list(t8.predict_many(paths))
     assert [p.error is not None for p in loop] == [False, True, False, False, True] + [False] * 5
     assert any(w.startswith("truncated") for w in loop[3].warnings)
-    _same(loop, list(predict_pipelined(t8, paths)))
+    _same(loop, list(predict_pipelined(t8, paths)))  # the defaults of this machine
+    _same(loop, list(predict_pipelined(t8, paths, workers=1)))
     _same(loop, list(predict_pipelined(t8, paths, workers=0)))
     batched = list(predict_pipelined(t8, paths, workers=2, max_batch=64))
     _close(loop, batched)
     _same(batched, list(predict_pipelined(t8, paths, workers=1, max_batch=64)))
     t4 = Predictor(files["ckpt"], views=views, amp="off")
     _same(list(t4.predict_many(paths)), list(predict_pipelined(t4, paths, workers=2)))
+
+
+def test_default_decode_workers_follow_the_device_and_the_cores(monkeypatch):
+    """No decoder beside a CPU model on a small machine (its threads use every core), one per 8
+    cores on a large one, a quarter of the cores (1-4) beside a CUDA model."""
+    from tanet.apps import pipeline
+
+    for cores, cpu, cuda in ((1, 0, 1), (2, 0, 1), (4, 0, 1), (8, 1, 2), (16, 2, 4), (64, 4, 4)):
+        monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _, n=cores: set(range(n)))
+        assert (pipeline.default_workers("cpu"), pipeline.default_workers("cuda")) == (cpu, cuda)
+        assert pipeline.default_workers(None) == cpu  # ONNX Runtime runs on the CPU
 
 
 def test_pipeline_hands_out_a_bounded_window(files, folder, monkeypatch):

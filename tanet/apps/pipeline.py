@@ -4,7 +4,9 @@
 waits for the decoder and the decoder for the model. Here
 
 * ``workers`` processes (a ``ProcessPoolExecutor``; forked where the platform can) decode and
-  transform the videos ahead of the model, each exactly as :meth:`Predictor.load_views` does;
+  transform the videos ahead of the model, each exactly as :meth:`Predictor.load_views` does
+  (by default on CUDA and on CPUs of more than 4 cores: :func:`default_workers`; on a small CPU
+  the model's threads already use every core, and 0 workers is the plain loop);
 * the queue between them is bounded: at most ``workers x prefetch`` videos (plus one group)
   are handed out ahead, and the next only when one is taken (back-pressure: a slow model stops
   the decoders, so memory does not grow with the number of videos);
@@ -50,11 +52,18 @@ def default_max_batch(device: torch.device | str | None) -> int:
     return CUDA_MAX_BATCH if device is not None and torch.device(device).type == "cuda" else 1
 
 
-def default_workers() -> int:
-    """Decode processes: one on up to 7 cores (the model's threads keep the others busy), then
-    a quarter of the cores, at most 4."""
+def default_workers(device: torch.device | str | None = None) -> int:
+    """Decode processes when ``workers`` is not given. On CUDA the model leaves the cores to the
+    decoders: a quarter of the cores, 1 to 4. On a CPU the model's threads already use every
+    core, so a decoder only takes cores from it: none up to 4 cores (measured at 2 cores,
+    TANet-R50: the pipeline ran 0.93-1.07x the loop's videos/s, ``benchmarks/predict.py``), one
+    per 8 cores above that, at most 4 (where one clip's threads stop scaling; not measured
+    here)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, (cores or 1) // 4))
+    cores = cores or 1
+    if device is not None and torch.device(device).type == "cuda":
+        return max(1, min(4, cores // 4))
+    return 0 if cores <= 4 else max(1, min(4, cores // 8))
 
 
 @dataclass
@@ -172,9 +181,9 @@ def _batched(predictor: Predictor, paths: Sequence[str],
     the views of consecutive decoded videos together, up to ``max_batch`` views), None on an
     error."""
     check_options(workers, max_batch, prefetch)
-    workers = default_workers() if workers is None else workers
-    cap = default_max_batch(getattr(predictor.backend, "device", None)) if max_batch is None \
-        else max_batch
+    device = getattr(predictor.backend, "device", None)  # None: ONNX Runtime, on the CPU
+    workers = default_workers(device) if workers is None else workers
+    cap = default_max_batch(device) if max_batch is None else max_batch
     done = 0
     for group in _groups(predictor, paths, workers, cap, prefetch):
         yield from _run(group, call)

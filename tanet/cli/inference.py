@@ -59,8 +59,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "else fp32; off: fp32. bf16 on CPU: bf16 weights converted once, "
                         "channels-last, BN folded")
     p.add_argument("--decode-workers", type=int, default=None, metavar="N",
-                   help="processes decoding videos ahead of the model (default: 1 on up to 7 "
-                        "cores, then a quarter of them; 0: decode in the main process)")
+                   help="processes decoding videos ahead of the model (0: decode in the main "
+                        "process, one video after another). Default: on CUDA a quarter of the "
+                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
+                        "one per 8 cores above")
     p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
                    help="views of consecutive videos run in one model call at most (default: "
                         "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
