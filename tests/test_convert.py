@@ -312,3 +312,26 @@ def test_tsm_checkpoints_are_recognised(tmp_path, layout):
     x = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_authors_whole_tanet_r50_is_tanet_r50(tmp_path):
+    """The authors' whole TANet-R50 re-typed from their code (tanet.testing.authors_tanet: the
+    reference benchmarks/train_throughput.py times) saves as their .pth layout, which tanet
+    converts to tanet_r50 with the same logits: the two models are the same function."""
+    from tanet.testing.authors_tanet import authors_tanet_r50
+
+    torch.manual_seed(0)
+    theirs = authors_tanet_r50(num_class=5, num_segments=8).eval()
+    with torch.no_grad():  # trained-looking statistics and a head with spread
+        for m in theirs.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        theirs.new_fc.weight.normal_(0, 0.05)
+    src = tmp_path / "authors_r50.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in theirs.state_dict().items()}}, src)
+    ours = tanet.create_model(checkpoint=src).eval()
+    assert ours.card.name == "tanet_r50" and ours.card.num_segments == 8
+    x = torch.randn(2, 8, 3, 64, 64)  # (N, T, C, H, W)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)

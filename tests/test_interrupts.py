@@ -183,6 +183,36 @@ class _OnForward:
         self.handle.remove()
 
 
+@pytest.mark.timeout(900)
+def test_sigkill_then_resume_under_bf16_equals_uninterrupted_bf16(data, tmp_path):
+    """bf16 training (what ``train.amp: auto`` picks on a CPU with avx512_bf16): a run killed
+    at a random moment after one of its checkpoints and resumed gives, bit for bit, the weights
+    and metrics of the uninterrupted bf16 run."""
+    bf16 = ("train.amp=bf16", "train.epochs=2")
+    ref = tmp_path / "reference"
+    p = subprocess.run(_cmd(data, ref, *bf16), env=_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "killed"
+    p = subprocess.Popen(_cmd(data, out, *bf16), env=_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    while not (out / "last.state.pt").exists() and p.poll() is None \
+            and time.monotonic() - t0 < 300:
+        time.sleep(0.005)
+    time.sleep(random.Random(3).uniform(0.0, 0.3))
+    p.kill()
+    p.wait()
+    p.stderr.close()
+    _, state = load_train_state(out)
+    assert state["precision"] == "bf16" and state["step"] < 12  # killed before the end
+    p = subprocess.run(_cmd(data, out, *bf16, resume=True), env=_env(), capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _same_run(ref, out)
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["precision"] == "bf16"
+
+
 def _cfg(data, out, *extra):
     return apply_overrides(Config(), overrides(data, out, "data.val=null", "train.epochs=2",
                                                "model.dropout=0.2", *extra)).validate("test")

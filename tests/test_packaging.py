@@ -108,6 +108,9 @@ RULES = {  # layer -> layers it must never import
     "metrics": {"models", "data", "engine", "cli", "apps"},
     # the test pipeline's description, shared by the card (models) and the clip policy (data)
     "geometry": {"models", "data", "engine", "config", "cli", "apps", "io", "metrics"},
+    # which precision runs (amp: auto): shared by the engine and the apps, imports no tanet
+    "precision": {"models", "data", "engine", "config", "cli", "apps", "io", "metrics",
+                  "geometry"},
 }
 
 
@@ -197,6 +200,9 @@ def test_one_definition_of_each_shared_rule():
     assert defs["resolve_path"] == ["tanet.data.sources"]
     assert defs["find_videos"] == ["tanet.data.sources"]
     assert defs["read_video_list"] == [] and defs["read_dataset"] == ["tanet.apps.check"]
+    # which precision a run uses: one rule, which the engine and the apps both call
+    assert defs["resolve_amp"] == ["tanet.precision"] and defs["native_bf16"] == [
+        "tanet.precision"]
 
 
 def test_shipped_files_cite_the_paper_not_a_private_file():

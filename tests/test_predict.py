@@ -49,7 +49,7 @@ def test_parse_views():
 
 @pytest.mark.parametrize("views,n_views", [("1x1", 1), ("2x3", 6)])
 def test_predict_topk_matches_model(files, views, n_views):
-    p = Predictor(files["ckpt"], views=views, topk=3)
+    p = Predictor(files["ckpt"], views=views, topk=3, amp="off")  # the fp32 reference below
     frames, v, times = p.load_views(files["dir"] / "v0.mp4")
     clips = int(views[0])
     assert frames.shape[:2] == (clips, 4) and v.shape == (n_views, 4, 3, 32, 32)
@@ -212,7 +212,7 @@ def test_onnx_backend_same_predictions(files, capsys):
     onnx_path = files["tmp"] / "tiny.onnx"
     assert main(["export", "--checkpoint", str(files["ckpt"]), str(onnx_path)]) == 0
     video = files["dir"] / "v0.mp4"
-    eager = Predictor(files["ckpt"], views="2x1").predict(video)
+    eager = Predictor(files["ckpt"], views="2x1", amp="off").predict(video)  # ONNX is fp32
     onnx = Predictor(onnx_path, views="2x1")
     assert onnx.kind == "onnx" and onnx.model is None  # no torch model behind an ONNX file
     with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs onnx"):
@@ -248,7 +248,7 @@ def test_injected_backend_kind_and_model_handle(files):
     from tanet.models.factory import create_model
 
     video = files["dir"] / "v0.mp4"
-    loaded = Predictor(files["ckpt"], views="2x1", topk=3)
+    loaded = Predictor(files["ckpt"], views="2x1", topk=3, amp="off")  # as _Counting runs
     assert loaded.kind == "torch" and isinstance(loaded.backend, TorchBackend)
     assert loaded.model is loaded.backend.model and isinstance(loaded.model, torch.nn.Module)
     ref = loaded.predict(video)
@@ -260,7 +260,7 @@ def test_injected_backend_kind_and_model_handle(files):
     assert np.allclose(got.probs, ref.probs, atol=1e-6) and got.top == ref.top
     with pytest.raises(ValueError, match="features need a PyTorch checkpoint.*runs counting"):
         injected.features(video)
-    in_memory = Predictor(backend=TorchBackend(files["model"]), views="2x1")  # no file at all
+    in_memory = Predictor(backend=TorchBackend(files["model"], amp="off"), views="2x1")  # no file
     assert np.allclose(in_memory.predict(video).probs, ref.probs, atol=1e-6)
     assert in_memory.features(video).shape == loaded.features(video).shape
     wrapped = loaded.with_backend(counting)  # same views, top-k, names; the new backend runs
@@ -307,3 +307,127 @@ def test_visualize_cli_writes_pngs(files):
                  "--out", str(out)]) == 0
     for name in ("frames.png", "tam_kernels.png", "evidence.png"):
         assert (out / name).stat().st_size > 2000
+
+
+# ------------------------------------------------------------------ the folder pipeline
+@pytest.fixture(scope="module")
+def folder(files):
+    """Varied files for the pipeline: videos of different sizes and lengths (an mp4 with
+    B-frames, an MPEG-4 AVI, a truncated AVI that decodes with a warning), a broken file and a
+    missing one, a 3-frame video, and a video listed twice; a T=8 tiny checkpoint too."""
+    import tanet
+    from tanet.data import variants as V
+    from tanet.models.checkpoint import save_model
+
+    d, rng = files["tmp"] / "folder", np.random.default_rng(3)
+    avi = write_video(d / "long.avi", rng.integers(0, 255, (40, 36, 44, 3), np.uint8),
+                      codec="mpeg4")
+    cut = V.truncate(avi, d / "cut.avi", 0.55)
+    bframes = write_video(d / "bframes.mp4", rng.integers(0, 255, (25, 48, 40, 3), np.uint8),
+                          bframes=2)
+    paths = [files["dir"] / "v0.mp4", files["dir"] / "broken.mp4", avi, cut,
+             d / "missing.mp4", files["dir"] / "sub" / "v2.mp4", bframes, files["short"],
+             files["dir"] / "v1.mp4", files["dir"] / "v0.mp4"]
+    torch.manual_seed(1)
+    m8 = tanet.create_model("tanet_tiny", num_classes=len(NAMES), num_segments=8,
+                            class_names=NAMES)
+    m8.card = m8.card.copy(input_size=(3, 32, 32), short_side=36)
+    with torch.no_grad():
+        m8.fc.weight.normal_(0, 0.05)
+    return {"paths": [str(p) for p in paths], "t8": save_model(d / "t8.safetensors", m8)}
+
+
+def _same(a, b):
+    assert [p.path for p in a] == [p.path for p in b]  # input order
+    for x, y in zip(a, b):
+        assert str(x) == str(y) and x.error == y.error and x.warnings == y.warnings, x.path
+        assert (x.probs is None) == (y.probs is None)
+        if x.probs is not None:
+            assert np.array_equal(x.probs, y.probs), x.path  # bit for bit
+            assert np.array_equal(x.times, y.times)
+
+
+def _close(a, b):
+    """The same answers up to float rounding: order, errors, warnings, top-1, probabilities."""
+    assert [p.path for p in a] == [p.path for p in b]
+    for x, y in zip(a, b):
+        assert x.error == y.error and x.warnings == y.warnings, x.path
+        if x.probs is not None:
+            assert x.top[0][0] == y.top[0][0] and np.allclose(x.probs, y.probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("views", ["1x1", "2x3"])
+def test_pipeline_equals_the_loop(files, folder, views):
+    """The pipeline (decode workers ahead of the model) gives the loop's predictions, errors and
+    warnings, in input order, bit for bit in fp32 by default (one video per model call on a
+    CPU), on a T=8 and a T=4 model. Batched across videos (--max-batch), the same answers up to
+    float rounding (CPU kernels may sum a clip differently with the batch size), and the same
+    numbers on every run (groups do not depend on timing)."""
+    from tanet.apps.pipeline import default_max_batch, predict_pipelined
+
+    assert default_max_batch("cpu") == 1 and default_max_batch("cuda") > 1
+    paths = folder["paths"]
+    t8 = Predictor(folder["t8"], views=views, amp="off")
+    loop = list(t8.predict_many(paths))
+    assert [p.error is not None for p in loop] == [False, True, False, False, True] + [False] * 5
+    assert any(w.startswith("truncated") for w in loop[3].warnings)
+    _same(loop, list(predict_pipelined(t8, paths)))  # the defaults of this machine
+    _same(loop, list(predict_pipelined(t8, paths, workers=1)))
+    _same(loop, list(predict_pipelined(t8, paths, workers=0)))
+    batched = list(predict_pipelined(t8, paths, workers=2, max_batch=64))
+    _close(loop, batched)
+    _same(batched, list(predict_pipelined(t8, paths, workers=1, max_batch=64)))
+    t4 = Predictor(files["ckpt"], views=views, amp="off")
+    _same(list(t4.predict_many(paths)), list(predict_pipelined(t4, paths, workers=2)))
+
+
+def test_default_decode_workers_follow_the_device_and_the_cores(monkeypatch):
+    """No decoder beside a CPU model on a small machine (its threads use every core), one per 8
+    cores on a large one, a quarter of the cores (1-4) beside a CUDA model."""
+    from tanet.apps import pipeline
+
+    for cores, cpu, cuda in ((1, 0, 1), (2, 0, 1), (4, 0, 1), (8, 1, 2), (16, 2, 4), (64, 4, 4)):
+        monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _, n=cores: set(range(n)))
+        assert (pipeline.default_workers("cpu"), pipeline.default_workers("cuda")) == (cpu, cuda)
+        assert pipeline.default_workers(None) == cpu  # ONNX Runtime runs on the CPU
+
+
+def test_pipeline_hands_out_a_bounded_window(files, folder, monkeypatch):
+    """Back-pressure: while the consumer holds the first result, no more than workers x
+    prefetch + one batch of videos are handed to the decoders; the rest follow as results are
+    taken, in order."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tanet.apps import pipeline
+
+    handed = []
+
+    class Counting(ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            handed.append(args[0])
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ProcessPoolExecutor", Counting)
+    paths = folder["paths"] * 3  # 30 videos
+    p = Predictor(files["ckpt"], amp="off")
+    results = pipeline.predict_pipelined(p, paths, workers=1, prefetch=2, max_batch=2)
+    first = next(results)
+    time.sleep(1.0)  # the worker finishes what it was given, and is given nothing more
+    assert first.path == paths[0] and len(handed) <= 1 * 2 + 2
+    rest = list(results)
+    assert [r.path for r in [first, *rest]] == paths and handed == list(range(len(paths)))
+
+
+def test_pipeline_options_checked(files, capsys):
+    from tanet.apps.pipeline import predict_pipelined
+    from tanet.cli import main
+
+    p = Predictor(files["ckpt"], amp="off")
+    with pytest.raises(ValueError, match=r"\(workers\) must be >= 0"):
+        list(predict_pipelined(p, [files["short"]] * 2, workers=-1))
+    for option, value in (("--max-batch", "0"), ("--decode-workers", "-1")):
+        assert main(["predict", str(files["dir"]), "--checkpoint", str(files["ckpt"]), option,
+                     value, "--quiet"]) != 0
+        assert f"{option} ({option[2:].replace('-', '_').replace('decode_', '')}) must be >= " \
+            f"{int(value) + 1}" in capsys.readouterr().err

@@ -110,6 +110,7 @@ def test_answer_equals_tanet_predict_json(files, server, capsys):
     assert card["size"] == [32, 32] and card["backend"] == "pytorch" and card["kind"] == "torch"
     assert card["name"] == "tanet_tiny" and card["visualize"] is True
     assert card["model"] == "tiny" and card["platform"] == "tanet_pytorch"  # the file's stem
+    assert card["precision"] == Predictor(files["ckpt"]).precision.name  # --amp auto, resolved
     _, hdrs, _ = server.request("GET", "/v1/model", headers={"Origin": "http://elsewhere.test"})
     assert "access-control-allow-origin" not in hdrs  # CORS is off unless asked for
 
@@ -220,7 +221,7 @@ def test_onnx_server_uses_the_same_seams(files, tmp_path):
     try:
         status, _, card = s.request("GET", "/v1/model")
         assert status == 200 and card["kind"] == "onnx" and card["backend"] == "onnxruntime"
-        assert card["visualize"] is False
+        assert card["visualize"] is False and card["precision"] is None  # the file decides
         video = files["videos"]["a.mp4"]
         status, _, body = s.upload("/v1/predict?topk=3", video.read_bytes(), "a.mp4")
         ref = Predictor(onnx, topk=3).predict(video).to_json()

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "prepare"]
+__all__ = ["fold_batchnorm", "prepare", "Prepared"]
 
 _PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
@@ -52,22 +52,33 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare(model: nn.Module, *, bf16: bool = False,
-            compile: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+class Prepared:
+    """A model prepared for inference (:func:`prepare`): ``self(clips)`` gives the logits and
+    :meth:`features` the pooled features, both float32 whatever the model computes in."""
+
+    def __init__(self, module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+                 dtype: torch.dtype) -> None:
+        self.module, self.forward, self.dtype = module, forward, dtype
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:  # (N, T, C, H, W) -> (N, K)
+        return self.forward(clips.to(self.dtype)).float()
+
+    def features(self, clips: torch.Tensor) -> torch.Tensor:  # (N, T, C, H, W) -> (N, T, D)
+        return self.module.forward_features(clips.to(self.dtype)).float()
+
+
+def prepare(model: nn.Module, *, bf16: bool = False, compile: bool = False) -> Prepared:
     """An inference function ``clips (N, T, C, H, W) float32 -> logits (N, K)`` for a copy of
     ``model`` (the original is left as it is): BN folded, channels-last, and bf16 weights and
-    activations with ``bf16``; compiled with Inductor (freezing on) with ``compile``."""
+    activations with ``bf16``; compiled with Inductor (freezing on) with ``compile`` (features
+    then run the copy eagerly)."""
     model = copy.deepcopy(model).eval()
     if compile:
-        fn = torch.compile(model.to(torch.bfloat16) if bf16 else model, dynamic=False,
-                           options={"freezing": True})
+        module = model.to(torch.bfloat16) if bf16 else model
+        fn = torch.compile(module, dynamic=False, options={"freezing": True})
     else:
-        fn = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        module = fold_batchnorm(model).to(memory_format=torch.channels_last)
         if bf16:
-            fn = fn.to(torch.bfloat16)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-
-    def run(clips: torch.Tensor) -> torch.Tensor:
-        return fn(clips.to(dtype)).float()  # (N, K)
-
-    return run
+            module = module.to(torch.bfloat16)
+        fn = module
+    return Prepared(module, fn, torch.bfloat16 if bf16 else torch.float32)

@@ -5,6 +5,11 @@
 tests both on the validation split and writes ``<out>/report.md`` with an accuracy table
 (overall, and within the reversal pairs: classes that differ only in temporal order), training
 curves, confusion matrices and a picture of TANet's TAM kernels.
+
+The runs use the recipes' precision, ``train.amp: auto`` (:mod:`tanet.precision`: bf16 where
+the CPU computes in bf16 natively, else fp32), and say which. Where that is not fp32, both models
+are trained in fp32 as well (``<out>/<model>_fp32``) and the table shows their top-1 and train
+time beside the default's, so the change of default is visible (for one release).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any
 import torch
 
 from tanet.data.synthetic import reversal_pairs
+from tanet.precision import Precision, resolve_amp
 
 __all__ = ["run_demo", "reversal_pairs", "pair_accuracy"]
 
@@ -76,7 +82,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
     """Run the whole demo; returns the path of ``report.md``."""
     from tanet.config import load_config
     from tanet.data import synthetic
-    from tanet.engine import read_metrics, test, train
+    from tanet.engine import read_metrics
     from tanet.io import read_class_names
 
     t_start = time.perf_counter()
@@ -96,20 +102,22 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
                    "train.workers=0", "test.workers=0"]
     rows: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
-    class_names: list[str] = []
     scores = {}
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # what train() will use
+    precision = resolve_amp(load_config(MODELS[0][1], common).train.amp, device)
+    if not quiet:
+        print(f"demo: {precision.describe('train.amp')}", file=sys.stderr)
     for name, recipe in MODELS:
-        cfg = load_config(recipe, common + [f"output={out / name}"])
-        if not quiet:
-            print(f"== {cfg.model.name}: {cfg.train.epochs} epochs", file=sys.stderr)
-        t0 = time.perf_counter()
-        train(cfg, quiet=quiet)
-        train_s = time.perf_counter() - t0
-        res = test(out / name / "last.safetensors", cfg, out=out / name / "test", quiet=quiet)
+        cfg, res, train_s = _train_and_test(recipe, common, out / name, quiet)
         scores[name] = res.pop("eval")
         curves[cfg.model.name] = read_metrics(out / name / "metrics.jsonl")
         rows[cfg.model.name] = {**res, "train_s": train_s, "epochs": cfg.train.epochs,
                                 "dir": name}
+    if precision.amp != "off":  # fp32 beside the default, for one release
+        for name, recipe in MODELS:
+            cfg, res, train_s = _train_and_test(recipe, [*common, "train.amp=off"],
+                                                out / f"{name}_fp32", quiet)
+            rows[cfg.model.name].update(top1_fp32=res["top1"], train_s_fp32=train_s)
     class_names = read_class_names(data / "classes.txt")
     pairs = reversal_pairs(class_names)
     for (name, _), key in zip(MODELS, rows):
@@ -121,10 +129,26 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False,
     _tam_picture(out / "tanet" / "last.safetensors", data, tam_png)
     wall = time.perf_counter() - t_start
     report = out / "report.md"
-    _write_report(report, rows, pairs, class_names, wall, quick=quick)
+    _write_report(report, rows, pairs, class_names, wall, quick=quick, precision=precision)
     if not quiet:
         print(report.read_text())
     return report
+
+
+def _train_and_test(recipe: str, sets: list[str], out: Path, quiet: bool
+                    ) -> tuple[Any, dict[str, Any], float]:
+    """Train ``recipe`` with ``--set sets`` into ``out`` and test its last checkpoint: the
+    config, ``tanet test``'s results and the training seconds."""
+    from tanet.config import load_config
+    from tanet.engine import test, train
+
+    cfg = load_config(recipe, [*sets, f"output={out}"])
+    if not quiet:
+        print(f"== {cfg.model.name}: {cfg.train.epochs} epochs", file=sys.stderr)
+    t0 = time.perf_counter()
+    train(cfg, quiet=quiet)
+    train_s = time.perf_counter() - t0
+    return cfg, test(out / "last.safetensors", cfg, out=out / "test", quiet=quiet), train_s
 
 
 def _tam_picture(checkpoint: Path, data: Path, png: Path) -> None:
@@ -144,8 +168,12 @@ def _tam_picture(checkpoint: Path, data: Path, png: Path) -> None:
 
 
 def _write_report(path: Path, rows: dict[str, dict[str, Any]], pairs: list[tuple[int, int]],
-                  class_names: list[str], wall: float, *, quick: bool) -> None:
+                  class_names: list[str], wall: float, *, quick: bool,
+                  precision: Precision) -> None:
     from tanet.io import atomic_path
+
+    fp32 = all("top1_fp32" in r for r in rows.values())  # fp32 runs beside the default
+    extra = " top-1 fp32 | train time fp32 |" if fp32 else ""
 
     lines = ["# tanet demo: TANet vs TSN on the synthetic temporal benchmark", ""]
     if quick:
@@ -154,12 +182,18 @@ def _write_report(path: Path, rows: dict[str, dict[str, Any]], pairs: list[tuple
               f"only in the direction of time); both models trained from scratch on the same "
               f"videos with the same recipe; evaluated on the validation split "
               f"(`tanet test`, last checkpoint).", "",
+              f"Trained and tested in {precision.describe('train.amp')} (the recipes' "
+              f"default)" + (
+                  "; the same runs in fp32 (`train.amp=off`) beside them." if fp32 else "."), "",
               "| model | top-1 | top-5 | mean class acc | within reversal pairs | videos | "
-              "train time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "train time |" + extra, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+              + " ---: | ---: |" * fp32]
     for model, r in rows.items():
         lines.append(f"| {model} | {100 * r['top1']:.1f} % | {100 * r['top5']:.1f} % | "
                      f"{100 * r['mean_class_acc']:.1f} % | {100 * r['pair_acc']:.1f} % | "
-                     f"{r['num_videos']} | {r['train_s']:.0f} s ({r['epochs']} epochs) |")
+                     f"{r['num_videos']} | {r['train_s']:.0f} s ({r['epochs']} epochs) |"
+                     + (f" {100 * r['top1_fp32']:.1f} % | {r['train_s_fp32']:.0f} s |"
+                        if fp32 else ""))
     lines += ["", "*Within reversal pairs*: over videos of a paired class, how often the true "
               "class scores above its time-reversed partner; 50 % is chance for a model blind "
               "to temporal order (TSN averages per-frame scores, so it cannot tell a clip from "

@@ -30,21 +30,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tanet.apps.predict import Predictor, failure_message
+from tanet.apps.pipeline import features_pipelined
+from tanet.apps.predict import Predictor
 from tanet.apps.sharding import collect_files, owned
 from tanet.data.sources import Source
 from tanet.engine.distributed import DistInfo, all_gather, all_sum
+from tanet.precision import resolve_amp
 
 __all__ = ["extract", "load_features"]
 
 
 def _meta(videos: Source, checkpoint: str, *, per_frame: bool, views: str,
-          shard_size: int) -> dict[str, Any]:
-    """What defines the output: a partial run with other values is not continued."""
+          shard_size: int, precision: str) -> dict[str, Any]:
+    """What defines the output: a partial run with other values is not continued (features
+    computed in bf16 and in fp32 differ, so the precision is one of them)."""
     digest = hashlib.sha256("\n".join(videos.paths).encode()).hexdigest()
     meta: dict[str, Any] = {"checkpoint": str(checkpoint), "per_frame": per_frame,
                             "views": views, "videos": len(videos), "list_sha256": digest,
-                            "shard_size": shard_size}
+                            "shard_size": shard_size, "precision": precision}
     if os.path.isfile(checkpoint):  # a retrained file at the same path is another model
         st = os.stat(checkpoint)
         meta["checkpoint_stat"] = [st.st_size, st.st_mtime_ns]
@@ -61,23 +64,30 @@ def load_features(path: str | os.PathLike) -> dict[str, Any]:
 
 def extract(videos: Source, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
             per_frame: bool = False, views: str = "1x1", shard_size: int = 64,
-            parts: str | os.PathLike | None = None, device: str = "cpu", amp: str | None = None,
-            quiet: bool = False, info: DistInfo | None = None) -> dict[str, Any]:
+            parts: str | os.PathLike | None = None, device: str = "cpu", amp: str | None = "auto",
+            quiet: bool = False, info: DistInfo | None = None, workers: int | None = None,
+            max_batch: int | None = None) -> dict[str, Any]:
     """Write the features of ``videos`` to ``out`` (.npz; see the module docstring) and return
-    a summary (``videos``, ``failed``, ``out``, ``reused``). ``parts``: the shard folder
-    (default ``<out>.parts``; ``{rank}`` in it gives each process its own)."""
+    a summary (``videos``, ``failed``, ``out``, ``reused``, ``precision``). ``parts``: the shard
+    folder (default ``<out>.parts``; ``{rank}`` in it gives each process its own). ``amp``: the
+    precision (:mod:`tanet.precision`; ``auto``: bf16 where the hardware has it); ``workers``,
+    ``max_batch``: the decode pipeline's (:mod:`tanet.apps.pipeline`)."""
     info = info or DistInfo()
     out = Path(out)
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    precision = resolve_amp(amp, device)
     meta = _meta(videos, str(checkpoint), per_frame=per_frame, views=views,
-                 shard_size=shard_size)
+                 shard_size=shard_size, precision=precision.name)
     # rank 0's view decides for all (the file stats of a checkpoint copied to each machine
     # differ; the output may be visible to rank 0 only)
     meta, done = all_gather(info, (meta, _finished(out, meta) if info.main else None))[0]
     n = len(videos)
     if done is not None:
-        return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n}
+        return {"videos": n, "failed": done, "out": str(out), "reused": True, "resumed": n,
+                "precision": meta["precision"]}
+    if info.main and not quiet:
+        print(f"tanet extract: {precision.describe('--amp')}", file=sys.stderr)
     predictor = Predictor(checkpoint, views=views, device=device, amp=amp)
     if not hasattr(predictor.backend, "model"):
         raise ValueError(f"{checkpoint}: features need a PyTorch checkpoint, not an ONNX file")
@@ -91,7 +101,8 @@ def extract(videos: Source, checkpoint: str | os.PathLike, out: str | os.PathLik
     todo = [k for k in mine if not shards[k].is_file()]
     resumed = int(all_sum(info, [sum(size[k] for k in mine if k not in todo)])[0])
     _run_shards(predictor, videos.paths, shards, todo, size, fshape, per_frame,
-                total=sum(size[k] for k in mine), quiet=quiet or not info.main)
+                total=sum(size[k] for k in mine), quiet=quiet or not info.main,
+                workers=workers, max_batch=max_batch)
     collect_files(shards, lambda k: k % info.world_size, info)
     failed = 0
     if info.main:
@@ -100,7 +111,8 @@ def extract(videos: Source, checkpoint: str | os.PathLike, out: str | os.PathLik
     failed = int(all_sum(info, [failed])[0])  # every process answers alike, after the merge
     if not info.main:  # its own folder ({rank}), or the shared one rank 0 removed
         shutil.rmtree(part_dir, ignore_errors=True)
-    return {"videos": n, "failed": failed, "out": str(out), "reused": False, "resumed": resumed}
+    return {"videos": n, "failed": failed, "out": str(out), "reused": False, "resumed": resumed,
+            "precision": meta["precision"]}
 
 
 def _finished(out: Path, meta: dict[str, Any]) -> int | None:
@@ -137,26 +149,31 @@ def _check_parts(part_dir: Path, meta: dict[str, Any]) -> None:
 
 def _run_shards(predictor: Predictor, files: Sequence[str], shards: Sequence[Path],
                 todo: Sequence[int], size: Sequence[int], fshape: tuple[int, ...],
-                per_frame: bool, *, total: int, quiet: bool) -> None:
-    """Compute and write the shards ``todo`` (``size[k]`` videos from ``sum(size[:k])``); a
-    video that fails gets a NaN row."""
+                per_frame: bool, *, total: int, quiet: bool, workers: int | None,
+                max_batch: int | None) -> None:
+    """Compute and write the shards ``todo`` (``size[k]`` videos from ``sum(size[:k])``), their
+    videos decoded ahead and batched (:func:`~tanet.apps.pipeline.features_pipelined`); a video
+    that fails gets a NaN row."""
     from tqdm import tqdm
 
     from tanet.io import atomic_path
 
     bar = tqdm(total=total, initial=total - sum(size[k] for k in todo), desc="extract",
                unit="video", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    ranges = {k: range(k * size[0], k * size[0] + size[k]) for k in todo}
+    results = features_pipelined(predictor, [files[i] for k in todo for i in ranges[k]],
+                                 per_frame=per_frame, workers=workers, max_batch=max_batch)
     for k in todo:
-        lo = k * size[0]
-        hi = lo + size[k]
-        feats = np.full((hi - lo, *fshape), np.nan, np.float32)  # (S, D) or (S, T, D)
+        lo = ranges[k].start
+        feats = np.full((size[k], *fshape), np.nan, np.float32)  # (S, D) or (S, T, D)
         failed, errors = [], []
-        for i in range(lo, hi):
-            try:
-                feats[i - lo] = predictor.features(files[i], per_frame=per_frame)
-            except Exception as e:  # one bad file must not stop a long run
+        for i in ranges[k]:
+            feat, error = next(results)
+            if error is None:
+                feats[i - lo] = feat
+            else:  # one bad file must not stop a long run
                 failed.append(i)
-                errors.append(failure_message(files[i], e))
+                errors.append(error)
             bar.update(1)
         with atomic_path(shards[k]) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, start=np.int64(lo), failed=np.array(failed, np.int64),

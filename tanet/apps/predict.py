@@ -28,6 +28,7 @@ from tanet.data.sampling import WindowPlan
 from tanet.data.views import parse_views, read_test_clips, test_transform, to_views
 from tanet.geometry import Geometry
 from tanet.models.recognizer import ModelCard
+from tanet.precision import Precision, resolve_amp
 
 __all__ = ["Predictor", "Prediction", "WindowPrediction", "Backend", "TorchBackend", "OnnxBackend",
            "load_backend", "failure_message", "parse_views", "write_timeline"]
@@ -145,26 +146,29 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """A PyTorch model as a :class:`Backend`: eager, or with ``amp`` ``"bf16"`` on CPU a bf16 copy
-    (BN folded, channels-last; :mod:`tanet.apps.accel`), with ``"fp16"``/``"bf16"`` elsewhere
-    autocast; ``compile``: ``torch.compile`` (the first batch compiles)."""
+    """A PyTorch model as a :class:`Backend` in the precision ``amp`` names
+    (:func:`tanet.precision.resolve_amp`; ``"auto"``, the default: bf16 where the hardware
+    computes in bf16 natively, else fp32; ``"off"`` or None: fp32). bf16 on a CPU runs a bf16
+    copy (BN folded, channels-last; :mod:`tanet.apps.accel`), bf16/fp16 elsewhere autocast;
+    ``compile``: ``torch.compile`` (the first batch compiles). ``precision`` says which."""
 
     kind = "torch"
 
-    def __init__(self, model: torch.nn.Module, *, device: str = "cpu", amp: str | None = None,
+    def __init__(self, model: torch.nn.Module, *, device: str = "cpu", amp: str | None = "auto",
                  compile: bool = False) -> None:
-        if amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
         self.model = model.eval().to(device)
         self.card: ModelCard | None = getattr(model, "card", None)  # Predictor needs one
         self.device = torch.device(device)
-        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+        self.precision: Precision = resolve_amp(amp, self.device)
+        self.amp = self.precision.dtype
         self.forward = self.model
-        bf16 = amp == "bf16" and self.device.type == "cpu"  # a bf16 model, not autocast
+        self._features = self.model.forward_features
+        bf16 = self.precision.amp == "bf16" and self.device.type == "cpu"  # a bf16 model
         if compile or bf16:
             from tanet.apps.accel import prepare
 
             self.forward = prepare(self.model, bf16=bf16, compile=compile)
+            self._features = self.forward.features
             self.amp = None if bf16 else self.amp
 
     def __call__(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, K)
@@ -175,7 +179,7 @@ class TorchBackend:
     def features(self, clips: torch.Tensor) -> np.ndarray:  # (V, T, C, H, W) -> (V, T, D)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
                                                      enabled=self.amp is not None):
-            return self.model.forward_features(clips.to(self.device)).float().cpu().numpy()
+            return self._features(clips.to(self.device)).float().cpu().numpy()
 
 
 class OnnxBackend:
@@ -194,7 +198,7 @@ class OnnxBackend:
         return self.session(clips.numpy())
 
 
-def load_backend(checkpoint: str | os.PathLike, *, device: str = "cpu", amp: str | None = None,
+def load_backend(checkpoint: str | os.PathLike, *, device: str = "cpu", amp: str | None = "auto",
                  threads: int | None = None, compile: bool = False) -> Backend:
     """The backend for a checkpoint: :class:`OnnxBackend` for an ``.onnx``, else
     :class:`TorchBackend` of the model ``create_model`` loads (a path, a published ``.pth``, a
@@ -221,9 +225,11 @@ class Predictor:
         topk: classes reported per video.
         labels: class names overriding the checkpoint's (a list or a file, one per line).
         device: torch device for PyTorch checkpoints.
-        amp: ``"bf16"``/``"fp16"`` for PyTorch checkpoints (None: float32); bf16 on CPU runs a
-            bf16 copy of the model (BN folded, channels-last; :mod:`tanet.apps.accel`), else
-            autocast.
+        amp: PyTorch checkpoints: ``"auto"`` (default: bf16 where the hardware computes in
+            bf16 natively, fp32 elsewhere; :mod:`tanet.precision`), ``"off"`` (or None: fp32),
+            ``"bf16"`` or ``"fp16"``; bf16 on CPU runs a bf16 copy of the model (BN folded,
+            channels-last; :mod:`tanet.apps.accel`), else autocast. ``precision`` says which
+            runs.
         compile: ``torch.compile`` the PyTorch model (Inductor, freezing); the first batch
             compiles (tens of seconds on CPU), later ones reuse it.
         threads: intra-op threads for ONNX Runtime (None: its default).
@@ -237,7 +243,7 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | None = None, *,
                  views: str | tuple[int, int] = "1x1", topk: int = 5,
                  labels: Sequence[str] | str | os.PathLike | None = None, device: str = "cpu",
-                 amp: str | None = None, threads: int | None = None,
+                 amp: str | None = "auto", threads: int | None = None,
                  sampling: str | None = None, compile: bool = False,
                  backend: Backend | None = None) -> None:
         self.clips, self.crops = parse_views(views)  # a bad option fails before the loading
@@ -246,7 +252,7 @@ class Predictor:
                 raise ValueError("Predictor needs a checkpoint or a backend")
             backend = load_backend(checkpoint, device=device, amp=amp, threads=threads,
                                    compile=compile)
-        elif device != "cpu" or amp is not None or threads is not None or compile:
+        elif device != "cpu" or amp not in (None, "auto") or threads is not None or compile:
             raise ValueError("device, amp, threads and compile set up the backend Predictor "
                              "loads; a given backend has its own (TorchBackend(model, device=..., "
                              "amp=..., compile=...), OnnxBackend(path, threads=...))")
@@ -275,6 +281,12 @@ class Predictor:
         return getattr(self.backend, "model", None)
 
     @property
+    def precision(self) -> Precision | None:
+        """What the model computes in (:class:`tanet.precision.Precision`), or None where the
+        backend does not say (ONNX Runtime: the file decides)."""
+        return getattr(self.backend, "precision", None)
+
+    @property
     def sampling(self) -> str:
         return self.geometry.sampling
 
@@ -297,7 +309,11 @@ class Predictor:
         return [str(n) for n in names]
 
     def _scores(self, views: torch.Tensor) -> np.ndarray:
-        logits = self.backend(views)  # (V, K)
+        return self._probs(self.backend(views))  # (K,)
+
+    def _probs(self, logits: np.ndarray) -> np.ndarray:
+        """A video's class probabilities (K,) from its views' logits (V, K) (also
+        :mod:`tanet.apps.pipeline`'s, which runs the views of several videos at once)."""
         mean = torch.from_numpy(logits).mean(0)  # (K,): average of the views' scores
         return (mean.sigmoid() if self.card.multilabel else mean.softmax(-1)).numpy()
 
@@ -311,6 +327,11 @@ class Predictor:
             return None
         order = [i for i in np.argsort(-probs) if probs[i] >= self.card.threshold]
         return [(self.class_names[i], float(probs[i])) for i in order]
+
+    def answer(self, name: str, probs: np.ndarray, **extra: Any) -> Prediction:
+        """The :class:`Prediction` of scores ``probs`` (K,): top-k, and a multi-label model's
+        classes over the threshold; ``extra``: its other fields (warnings, times, frames)."""
+        return Prediction(name, self._top(probs), probs, labels=self._labels(probs), **extra)
 
     # ------------------------------------------------------------------------ public
     def with_options(self, *, views: str | tuple[int, int] | None = None,
@@ -358,8 +379,8 @@ class Predictor:
         warnings: list[str] = []
         frames, views, times = self.load_views(path, warnings=warnings)
         probs = self._scores(views)  # (K,)
-        return Prediction(str(path), self._top(probs), probs, warnings=warnings, times=times,
-                          frames=frames if keep_frames else None, labels=self._labels(probs))
+        return self.answer(str(path), probs, warnings=warnings, times=times,
+                           frames=frames if keep_frames else None)
 
     def features(self, path: str | os.PathLike, *, per_frame: bool = False) -> np.ndarray:
         """Pooled backbone features of one video, averaged over the views: (D,) averaged over
@@ -379,7 +400,7 @@ class Predictor:
         frames from elsewhere (the live mode's ring buffer)."""
         views, _ = to_views(frames, self.transform)  # (clips*crops, T, C, s, s)
         probs = self._scores(views)  # (K,)
-        return Prediction(name, self._top(probs), probs, labels=self._labels(probs))
+        return self.answer(name, probs)
 
     def predict_many(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         """Predictions one by one; a video that fails gives a Prediction with ``error`` set.

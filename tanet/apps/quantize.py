@@ -158,7 +158,8 @@ def compare(fp32: Any, int8: Any, videos: Sequence[str | os.PathLike], labels: S
 
     from tanet.apps.predict import Predictor
 
-    ref, low = (m if isinstance(m, Predictor) else Predictor(m, views=views) for m in (fp32, int8))
+    ref, low = (m if isinstance(m, Predictor) else Predictor(m, views=views, amp="off")
+                for m in (fp32, int8))  # a PyTorch file is the fp32 reference, not amp auto
     top_ref, top_low, dprob = [], [], []
     for path in tqdm(videos, desc="validate", unit="video", disable=quiet):
         _, clips, _ = ref.load_views(path)  # (V, T, C, s, s)

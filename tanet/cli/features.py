@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tanet.precision import AMPS
+
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="pooled features of every video in a directory or list",
                        description="Per-video backbone features (averaged over frames and views, "
@@ -35,23 +37,37 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", default=None,
                    help="shard folder (default <out>.parts); {rank} in it gives each process "
                         "its own, for machines without a shared file system")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision: auto (default) is bf16 where the hardware computes in bf16 "
+                        "natively, else fp32; off: fp32")
+    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="processes decoding videos ahead of the model (0: decode in the main "
+                        "process, one video after another). Default: on CUDA a quarter of the "
+                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
+                        "one per 8 cores above")
+    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
+                   help="views of consecutive videos run in one model call at most (default: "
+                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device: cpu (default), cuda, cuda:1, ...")
     p.set_defaults(func=_cmd_extract)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from tanet.apps.extract import extract
+    from tanet.apps.pipeline import check_options
     from tanet.apps.sharding import from_main, joined
     from tanet.data.sources import resolve_videos
 
+    check_options(args.decode_workers, args.max_batch)  # before the model loads
     with joined(args.device) as info:
         videos = from_main(lambda: resolve_videos(args.input, root=args.root, split=args.split,
                                                   subset=args.subset), info)
         device = str(info.device) if info.distributed else args.device
         s = extract(videos, args.checkpoint, args.out, per_frame=args.per_frame,
                     views=args.views, shard_size=args.shard_size, parts=args.parts,
-                    device=device, amp=args.amp, quiet=args.quiet, info=info)
+                    device=device, amp=args.amp, quiet=args.quiet, info=info,
+                    workers=args.decode_workers, max_batch=args.max_batch)
     if info.main:
         state = ("already complete, kept" if s["reused"] else "written" + (
             f"; {s['resumed']} from an earlier partial run" if s["resumed"] else ""))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from tanet.geometry import SAMPLINGS
+from tanet.precision import AMPS
 
 if TYPE_CHECKING:
     from tanet.engine.distributed import DistInfo
@@ -32,7 +33,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                                           "weights name (e.g. tanet_r50.k400, see `tanet models "
                                           "--pretrained`) or an http(s) URL")
     src.add_argument("--onnx", help="an .onnx from `tanet export` (runs on ONNX Runtime)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS",
                    help="test views, e.g. 1x1 (default) or 10x3")
     p.add_argument("--labels", default=None, help="class names file, one per line (overrides the card)")
@@ -52,12 +53,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampling", choices=SAMPLINGS, default=None,
                    help="frame sampling of clips and windows (default: the checkpoint's card; "
                         "mmaction2's Kinetics TANet uses dense)")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
-                   help="lower precision (PyTorch only); bf16 on CPU: bf16 weights converted once, "
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision (PyTorch only): auto (default) is bf16 where the hardware "
+                        "computes in bf16 natively (CPU flags avx512_bf16/amx_bf16, CUDA 8.0+), "
+                        "else fp32; off: fp32. bf16 on CPU: bf16 weights converted once, "
                         "channels-last, BN folded")
+    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="processes decoding videos ahead of the model (0: decode in the main "
+                        "process, one video after another). Default: on CUDA a quarter of the "
+                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
+                        "one per 8 cores above")
+    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
+                   help="views of consecutive videos run in one model call at most (default: "
+                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (Inductor; the first video pays the compile)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of a PyTorch model: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--live", action="store_true",
                    help="classify a live source as it streams: one JSON line per --stride "
                         "(window default 2 s), late windows dropped; see tanet.apps.live")
@@ -110,8 +122,10 @@ def _cmd_predict_live(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Under torchrun each process takes a share of the videos; rank 0 prints every result,
     in input order (the output of one process)."""
+    from tanet.apps.pipeline import check_options
     from tanet.apps.sharding import joined
 
+    check_options(args.decode_workers, args.max_batch)  # before the model loads
     with joined(args.device) as info:
         return _predict(args, info)
 
@@ -121,7 +135,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
 
     from tqdm import tqdm
 
-    from tanet.apps.predict import Predictor
+    from tanet.apps.pipeline import predict_pipelined
+    from tanet.apps.predict import Prediction, Predictor
     from tanet.apps.sharding import from_main, ordered_map
     from tanet.data.sources import resolve_videos
     from tanet.engine.distributed import all_sum
@@ -141,6 +156,8 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
                           labels=args.labels, amp=args.amp, sampling=args.sampling,
                           device=str(info.device) if info.distributed else args.device,
                           compile=args.compile)
+    if predictor.precision is not None and info.main and not args.quiet:
+        print(f"tanet predict: {predictor.precision.describe('--amp')}", file=sys.stderr)
     bar = tqdm(total=len(paths), desc="predict", unit="video", file=sys.stderr,
                disable=args.quiet or len(paths) == 1 or not info.main, dynamic_ncols=True)
     failed = 0
@@ -148,8 +165,12 @@ def _predict(args: argparse.Namespace, info: DistInfo) -> int:
         failed = _predict_windows(args, predictor, paths[info.rank::info.world_size], bar, info,
                                   rule)
         return 1 if all_sum(info, [failed])[0] else 0
-    for pred in ordered_map(predictor.predict_many, paths, info,
-                            progress=bar.update):
+
+    def pipeline(chunk: list[str]) -> Iterator[Prediction]:  # decoded ahead, batched
+        return predict_pipelined(predictor, chunk, workers=args.decode_workers,
+                                 max_batch=args.max_batch)
+
+    for pred in ordered_map(pipeline, paths, info, progress=bar.update):
         failed += pred.error is not None
         line = json.dumps(pred.to_json()) if args.json else str(pred)
         tqdm.write(line, file=sys.stderr if (pred.error and not args.json) else sys.stdout)
@@ -223,11 +244,11 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                        description="Writes frames.png (the sampled frames), tam_kernels.png (TAM's "
                                    "importance maps L and aggregation kernels G per stage) and "
                                    "evidence.png (per-frame class evidence before consensus).")
-    p.add_argument("video")
+    p.add_argument("video", help="the video to look at (a path or URL)")
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint (or .pth, weights name, URL)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes drawn in evidence.png (default 5)")
     p.set_defaults(func=_cmd_visualize)
 
 

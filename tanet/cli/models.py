@@ -11,7 +11,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registered model name (see `tanet models`), e.g. tanet_r50")
     p.add_argument("--frames", type=int, default=None, help="frames per clip T (default: model's)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: model's)")
-    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--num-classes", type=int, default=400,
+                   help="classes of the head whose cost is counted (default 400, Kinetics-400)")
     p.set_defaults(func=_cmd_info)
 
 
@@ -155,7 +156,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="a tanet .safetensors checkpoint, a published .pth, a weights name "
                         "(e.g. tanet_r50.k400) or an http(s) URL")
-    p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
+    p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"),
+                   help="onnx (default; ONNX Runtime, parity-checked) or torch-export (a "
+                        "torch.export program, .pt2)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     q = p.add_argument_group("int8 (ONNX Runtime static quantisation, QDQ, per-channel weights)")
@@ -172,7 +175,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--keep-float", default="tam-kernel", choices=("tam-kernel", "tam", "none"),
                    help="what stays float: TAM's kernel generation (default), all of TAM, nothing")
     q.add_argument("--calibration-method", default="minmax",
-                   choices=("minmax", "percentile", "entropy"))
+                   choices=("minmax", "percentile", "entropy"),
+                   help="how ONNX Runtime picks int8 ranges from the calibration videos "
+                        "(default minmax)")
     p.set_defaults(func=_cmd_export)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from tanet.precision import AMPS
+
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP API + web page for one or more models (FastAPI + "
@@ -26,12 +28,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "and calibration; /v1 without ?model= uses the first model "
                         "(--checkpoint's, else the first --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS", help="default test views")
     p.add_argument("--topk", type=int, default=5, help="default classes per answer")
     p.add_argument("--labels", default=None,
                    help="class names file (overrides the cards; for every model)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of PyTorch models: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision (PyTorch only): auto (default) is bf16 where the hardware "
+                        "computes in bf16 natively, else fp32; off: fp32")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, metavar="VIEWS",
                    help="most views per model call (1: no batching); lowered at start-up to the "
@@ -83,7 +89,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                          "--model NAME=CHECKPOINT")
     settings = ServeSettings(
         checkpoint=args.checkpoint, name=args.name, models=tuple(args.model), views=args.views,
-        topk=args.topk, labels=args.labels, device=args.device, max_batch=args.max_batch,
+        topk=args.topk, labels=args.labels, device=args.device, amp=args.amp,
+        max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, decode_workers=args.decode_workers,
         sequential=args.sequential,
         max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_views=args.max_views,

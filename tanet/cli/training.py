@@ -113,7 +113,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                    help="validation videos per class (default: a quarter of --videos-per-class)")
     p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, even (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the videos' motions, colours and noise (default 0)")
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 4)")
     p.add_argument("--longtail", type=float, default=None, metavar="ALPHA",
                    help="long-tailed training set: class c gets round(V * (c + 1) ** -ALPHA) "

@@ -275,11 +275,24 @@ def _floatify(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     return obj
 
 
-def dump_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML (atomically), e.g. ``runs/x/config.yaml``."""
+def dump_config(cfg: Config, path: str | os.PathLike, *,
+                notes: dict[str, str] | None = None) -> None:
+    """Write ``cfg`` as YAML (atomically), e.g. ``runs/x/config.yaml``. ``notes``: a comment
+    beside a ``section.key`` line, e.g. ``{"train.amp": "resolved: bf16 (...)"}`` writes
+    ``amp: auto  # resolved: bf16 (...)`` (comments: reading the file back ignores them)."""
     import yaml
 
     from tanet.io import atomic_path
 
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if notes:
+        lines, section = text.splitlines(), ""
+        for i, line in enumerate(lines):
+            if line and not line.startswith(" "):
+                section = line.split(":", 1)[0]
+            key = f"{section}.{line.strip().split(':', 1)[0]}" if line.startswith("  ") else ""
+            if line.startswith("  ") and not line.startswith("   ") and key in notes:
+                lines[i] = f"{line}  # {notes[key]}"
+        text = "\n".join(lines) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        tmp.write_text(text)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tanet.geometry import SAMPLINGS
+from tanet.precision import AMPS
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "TestConfig", "TamConfig",
            "ConfigError", "SAMPLERS", "LOSSES", "CLASS_WEIGHTS"]
@@ -101,7 +102,7 @@ class TrainConfig:
     class_weight_beta: float = 0.999  # effective-number weights (1 - beta) / (1 - beta ** n)
     focal_gamma: float = 2.0  # focal loss: (1 - p) ** gamma down-weights easy examples
     accumulate: int = 1  # gradient accumulation steps per optimiser step
-    amp: str = "off"  # off | bf16 | fp16 (fp16 on CUDA only)
+    amp: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | off | bf16 | fp16
     channels_last: bool = False  # channels-last memory format for the training model
     compile: bool = False  # torch.compile (Inductor) the training forward/backward
     freeze_bn: bool = False  # every BatchNorm uses running statistics (eval mode) in training
@@ -142,7 +143,7 @@ class Config:
                    "data.on_warning": ("keep", "skip"),
                    "train.schedule": ("step", "cosine"),
                    "train.optimizer": ("sgd", "adamw"), "train.on_nonfinite": ("stop", "skip"),
-                   "train.amp": ("off", "bf16", "fp16"),
+                   "train.amp": AMPS,
                    "data.sampler": SAMPLERS, "train.loss": LOSSES}
         for key, allowed in choices.items():
             value = _get(self, key)

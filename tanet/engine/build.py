@@ -29,10 +29,11 @@ from tanet.engine.seeding import SeededItems, seeded_item
 from tanet.geometry import Geometry
 from tanet.models import Recognizer, create_model
 from tanet.models.transfer import init_from_checkpoint
+from tanet.precision import Precision, resolve_amp
 
 __all__ = ["Split", "read_split", "Objective", "build_objective", "train_dataset", "test_dataset",
-           "make_loader", "split_loader", "build_model",
-           "build_optimizer", "build_scheduler", "lr_factor", "autocast", "set_bn_mode"]
+           "make_loader", "split_loader", "build_model", "build_optimizer", "build_scheduler",
+           "lr_factor", "autocast", "run_precision", "set_bn_mode"]
 
 
 @dataclass
@@ -317,11 +318,16 @@ def set_bn_mode(model: nn.Module, cfg: Config) -> None:
                 m.eval()
 
 
+def run_precision(cfg: Config, device: torch.device) -> Precision:
+    """``train.amp`` on ``device`` through the one rule (:func:`tanet.precision.resolve_amp`:
+    ``auto`` is bf16 where the hardware computes in bf16 natively, fp32 elsewhere)."""
+    precision = resolve_amp(cfg.train.amp, device)
+    if precision.amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs CUDA; use train.amp=bf16 (or auto) on CPU")
+    return precision
+
+
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    """``train.amp``: bf16 (CPU or CUDA) or fp16 (CUDA) autocast, or nothing."""
-    if cfg.train.amp == "off":
-        return contextlib.nullcontext()
-    if cfg.train.amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")
-    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """``train.amp`` as autocast (:func:`run_precision`): bf16 (CPU or CUDA) or fp16 (CUDA), or
+    nothing for fp32. Loss, softmax of the scores and BatchNorm statistics stay fp32."""
+    return run_precision(cfg, device).autocast(device)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from tanet.config import Config, apply_overrides, config_from_dict
 from tanet.data.views import parse_views
-from tanet.engine.build import autocast, read_split, split_loader, test_dataset
+from tanet.engine.build import autocast, read_split, run_precision, split_loader, test_dataset
 from tanet.engine.distributed import DistInfo, all_gather, init_distributed, log, unwrap
 from tanet.io import atomic_path, atomic_write_text, read_class_names
 from tanet.engine.reports import (per_class_rows, plot_pr_curves, write_per_class_csv,
@@ -201,8 +201,9 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
     n = len(split)
     _, loader = split_loader(cfg, split, dataset, info, train=False,  # files or shards
                              batch_size=cfg.test.batch_size, workers=cfg.test.workers)
+    precision = run_precision(cfg, info.device)  # train.amp, auto by default
     log(info, f"test: {checkpoint} on {split.source}: {n} videos x {clips} clips x {crops} "
-              f"crops", quiet)
+              f"crops; {precision.describe('train.amp')}", quiet)
     t0 = time.perf_counter()
     res = evaluate(model, loader, info, cfg=cfg, desc="test", quiet=quiet)
     m = res.metrics(card.num_classes, threshold=card.threshold if card.multilabel else None)
@@ -212,7 +213,8 @@ def test(checkpoint: str | os.PathLike, cfg: Config | None = None, *,
                "num_videos": m["num_videos"], "num_skipped": m["num_skipped"],
                "num_warnings": m["num_warnings"],
                "views": f"{clips}x{crops}", "checkpoint": str(checkpoint), "data": split.source,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "amp": cfg.train.amp,
+               "precision": precision.name}
     if info.main:
         home = checkpoint.parent if local else Path(checkpoint.stem)  # names, URLs: ./<file>/
         out_dir = Path(out) if out is not None else home / "test"

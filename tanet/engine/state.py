@@ -14,6 +14,7 @@ import torch.nn as nn
 from tanet.config import Config
 from tanet.engine.distributed import DistInfo, TrainSampler, all_gather, all_sum
 from tanet.engine.samplers import ClassSampler
+from tanet.precision import Precision
 
 __all__ = ["Run", "RunningStats", "EpochLog", "Window"]
 
@@ -102,3 +103,4 @@ class Run:
     carried: RunningStats = field(default_factory=RunningStats)
     writer: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = Precision("off", "off")  # train.amp resolved (tanet.precision)

@@ -27,8 +27,8 @@ import torch.nn as nn
 
 from tanet.config import Config, dump_config
 from tanet.engine.build import (build_model, build_objective, build_optimizer, build_scheduler,
-                                read_split, set_bn_mode, split_loader, test_dataset,
-                                train_dataset)
+                                read_split, run_precision, set_bn_mode, split_loader,
+                                test_dataset, train_dataset)
 from tanet.engine.checkpointing import (append_metrics, check_position, check_same_run,
                                         clear_stale_temp_files, has_saved_state, load_train_state,
                                         save_checkpoint, truncate_metrics)
@@ -89,6 +89,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
     if tc.sync_bn and info.distributed and info.device.type != "cuda":
         raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA (torch has no CPU kernel); "
                          "set train.sync_bn=false or train.freeze_bn=true on CPU")
+    precision = run_precision(cfg, info.device)
     seed_everything(tc.seed)
     train_split = read_split(cfg, "train")
     if not len(train_split):
@@ -128,7 +129,7 @@ def _setup(cfg: Config, info: DistInfo, quiet: bool) -> Run:
                 scaler=torch.amp.GradScaler(info.device.type, enabled=tc.amp == "fp16"),
                 sampler=sampler, loader=loader, val_loader=val_loader, class_names=names,
                 micro_per_epoch=micro, steps_per_epoch=steps, lr=lr, loss=objective.loss,
-                multilabel=objective.multilabel, objective=objective)
+                multilabel=objective.multilabel, objective=objective, precision=precision)
 
 
 def _describe(run: Run) -> str:
@@ -138,7 +139,8 @@ def _describe(run: Run) -> str:
             f"{run.model.card.input_size[-1]}px; {info.world_size} process(es) x batch "
             f"{tc.batch_size} x accumulate {tc.accumulate} = "
             f"{tc.batch_size * info.world_size * tc.accumulate}; lr {run.lr:g}; "
-            f"{run.objective.describe()}; sampler {run.cfg.data.sampler}")
+            f"{run.objective.describe()}; sampler {run.cfg.data.sampler}; "
+            f"{run.precision.describe('train.amp')}")
 
 
 def _resume(run: Run) -> None:
@@ -156,6 +158,11 @@ def _resume(run: Run) -> None:
     run.model.card.threshold = float(state.get("threshold", run.model.card.threshold))
     run.start_micro = int(state.get("micro", 0))
     run.carried = RunningStats(**state.get("running", {}))
+    # states saved before amp auto existed trained in fp32 unless train.amp asked otherwise
+    saved = state.get("precision", "fp32" if tc.amp in ("off", "auto") else run.precision.name)
+    if saved != run.precision.name:
+        warn(info, f"{run.out}: trained in {saved} so far, continuing in {run.precision.name} "
+                   f"({run.precision.describe('train.amp')}); set train.amp to keep {saved}")
     check_position(run.out, state, info.world_size, run.cfg, plan=run.sampler.plan)
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
@@ -175,7 +182,9 @@ def _prepare_output(run: Run, resumed: bool) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_temp_files(out)
-    dump_config(run.cfg, out / "config.yaml")
+    p = run.precision
+    notes = {"train.amp": f"resolved: {p.name} ({p.reason})"} if p.setting == "auto" else None
+    dump_config(run.cfg, out / "config.yaml", notes=notes)
     metrics = out / "metrics.jsonl"
     if resumed:
         truncate_metrics(metrics, run.start_epoch)
@@ -245,7 +254,7 @@ def _end_epoch(run: Run, epoch: int, stats: RunningStats) -> None:
         "epoch": epoch + 1, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
         "train_loss": tot.loss / max(tot.seen, 1), "train_top1": tot.correct / max(tot.seen, 1),
         "clips_per_s": tot.seen / max(stats.time, 1e-9), "epoch_time": stats.time,
-        "skipped": int(tot.skipped)}
+        "skipped": int(tot.skipped), "precision": run.precision.name}
     if int(tot.nonfinite):
         record["nonfinite_batches"] = int(tot.nonfinite)
     if int(tot.skipped):
@@ -310,7 +319,8 @@ def _checkpoint(run: Run, epoch_done: int, micro: int, stats: RunningStats, *,
                  "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "rng": rngs,
                  "world_size": info.world_size, "batch_size": tc.batch_size,
-                 "accumulate": tc.accumulate, "plan": run.sampler.plan}
+                 "accumulate": tc.accumulate, "plan": run.sampler.plan,
+                 "precision": run.precision.name}
         if run.scaler.is_enabled():
             state["scaler"] = run.scaler.state_dict()
         # training videos per class: `tanet test` shows them beside each class's results

@@ -33,7 +33,8 @@ class ServedModel:
         s = self.settings = settings
         self.name, self.checkpoint = name, checkpoint
         loaded = Predictor(checkpoint, views=s.views, topk=s.topk, labels=s.labels,
-                           device=s.device)
+                           device=s.device, amp=s.amp)
+        self.precision = loaded.precision  # None for ONNX Runtime (the file decides)
         max_batch = 1 if s.sequential else s.max_batch
         slots = 1 if s.sequential else s.decode_workers
 
@@ -63,6 +64,8 @@ class ServedModel:
 
     def start(self) -> None:
         s = self.settings
+        if self.precision is not None:
+            _log.info("%s: %s", self.name, self.precision.describe("--amp"))
         if s.calibrate and not s.sequential and self.batcher.max_batch > 1:
             c = self.predictor.card
             size, per_view = calibrate_batch(
@@ -105,6 +108,7 @@ class ServedModel:
                 "classes": p.class_names, "frames": c.num_segments, "size": list(c.input_size[1:]),
                 "short_side": p.short_side, "sampling": p.sampling, "mean": list(c.mean),
                 "std": list(c.std), "kind": p.kind, "backend": self.backend_name,
+                "precision": self.precision.name if self.precision is not None else None,
                 "platform": self.platform, "views": f"{p.clips}x{p.crops}", "topk": p.topk,
                 "visualize": p.model is not None, "card": c.to_dict(),
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_queue": s.max_queue,

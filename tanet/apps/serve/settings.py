@@ -63,6 +63,7 @@ class ServeSettings:
     topk: int = 5
     labels: str | None = None  # class names for every model (their counts must match)
     device: str = "cpu"
+    amp: str = "auto"  # precision (tanet.precision): bf16 where the hardware has it, else fp32
     max_batch: int = 16  # views per model call at most; 1 turns batching off
     calibrate: bool = True  # lower max_batch to the size that is still faster per view
     max_wait_ms: float = 5.0
