@@ -1,4 +1,5 @@
-"""The README's pictures of `tanet serve`'s page (docs/serve.png, docs/serve_avi.png).
+"""The pictures of `tanet serve`'s page (docs/serve.png, docs/serve_avi.png: the README and
+docs/how-to/serve.md).
 
 Writes an 8 s video of four synthetic-benchmark motions in a row (move_right, move_left, grow,
 shrink), as H.264 in MP4 or, with --avi, as MPEG-4 Part 2 in AVI (UCF101's format, which the
@@ -7,7 +8,7 @@ CHECKPOINT on a free loopback port, opens the page in headless Chromium (Debian'
 chromium-driver), uploads the video, waits for the top-k, the strip of sampled frames and the
 timeline, moves the cursor to 3 s and saves a screenshot.
 Usage: python scripts/serve_screenshot.py CHECKPOINT [--avi] [--out PNG] [--width 900]
-(the README's: the checkpoint of `make demo`, runs/demo/tanet/best.safetensors)
+(the pictures': the checkpoint of `make demo`, runs/demo/tanet/best.safetensors)
 """
 from __future__ import annotations
 

@@ -2,13 +2,16 @@
 reference pages say what the code says, every Python example in ``docs/`` runs, every ``tanet``
 command in its shell examples parses with the real parser (the get-started walk-through runs for
 real, on fewer videos), and the built site is looked at in headless Chromium (screenshots at
-desktop and phone width in ``build/test-artifacts/``, and a search)."""
+desktop and phone width in ``build/test-artifacts/``, and a search). README.md, the front page,
+stays short (at most 200 lines), its examples get the same checks, its relative links exist,
+and its results are the benchmarks page's."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
+README = REPO / "README.md"
+README_MAX_LINES = 200
 ARTIFACTS = REPO / "build" / "test-artifacts"
 sys.path.insert(0, str(DOCS))
 
@@ -179,6 +184,11 @@ def test_fence_reader_and_command_splitter(tmp_path):
     assert fences.commands(fs[1]) == [["train", "--config", "a.yaml", "--set", "train.epochs=1"]]
     assert fences.commands(fs[2]) == [["models"], ["predict", "v/", "--checkpoint", "c"],
                                       ["recipes"], ["check", "v/"]]
+    quoted = fences.Fence("q.md", 1, "bash", 'curl -d "{\\"a\\": 1,\n  \\"b\\": 2}" x # c\n'
+                                             "tanet check 'v/\nw/' --deep\n")
+    assert fences.commands(quoted) == [["check", "v/\nw/", "--deep"]]  # a quoted string spans lines
+    with pytest.raises(ValueError, match=r"docs/q.md:1: cannot split"):
+        fences.commands(fences.Fence("q.md", 1, "bash", "tanet check 'v/\n"))
     page.write_text("<!-- needs: cuda -->\n```python\npass\n```\n")
     with pytest.raises(ValueError, match=r"p.md:1: unknown marker 'needs: cuda'"):
         fences.read_fences(page, tmp_path)
@@ -267,6 +277,94 @@ def test_examples_run(tmp_path, capsys):
     with capsys.disabled():
         slow = ", ".join(f"{p} {s:.1f} s" for s, p in sorted(timings, reverse=True)[:4])
         print(f"\ndocs examples: {ran} run, {compiled - ran} compiled only; slowest: {slow}")
+
+
+# ----------------------------------------------------------------------------- the README
+def _readme_fences() -> list[fences.Fence]:
+    return fences.read_fences(README, REPO, prefix="")
+
+
+def test_readme_is_a_front_page():
+    """README.md fits on a few screens; the rest of what it used to say is in the site. It keeps
+    the two commands first (`.ci/run` runs exactly the README's test command, `make test`)."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, \
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move the new section " \
+        f"into a page of docs/ and link it"
+    first = next(f for f in _readme_fences() if f.lang in fences.SHELLS)
+    assert [ln.split("#")[0].split() for ln in first.code.splitlines()] == [["make", "demo"],
+                                                                           ["make", "test"]]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_examples_parse_and_run(tmp_path):
+    """README's fences get the docs' checks: every `tanet` command parses with the real parser,
+    every Python example runs (in a temporary folder) unless marked `<!-- needs: ... -->`."""
+    import torch
+
+    found = _readme_fences()
+    commands = [(f, argv) for f in found for argv in fences.commands(f)]
+    bad = [f"{f.where}: tanet {' '.join(argv)}\n    {problem}" for f, argv in commands
+           if (problem := fences.check_command(argv))]
+    assert not bad, "\n".join(bad)
+    assert len(commands) >= 5, commands  # predict by name, train on a folder, serve, ...
+    threads, ran, namespace = torch.get_num_threads(), 0, {"__name__": "__readme__"}
+    try:
+        with contextlib.chdir(tmp_path):
+            for fence in (f for f in found if f.lang == "python"):
+                code = compile(fence.code, fence.where, "exec")
+                if fence.needs is None:
+                    exec(code, namespace)
+                    ran += 1
+    finally:
+        torch.set_num_threads(threads)
+    assert ran >= 1
+
+
+_LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]"
+                   r"\(\s*(?:<(?P<angled>[^>]+)>|(?P<plain>[^)\s]+))(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def readme_links(text: str) -> list[str]:
+    """The targets of the Markdown links and images of ``text``, outside code fences and spans."""
+    text = re.sub(r"^(`{3,}|~{3,}).*?^\1\s*$", "", text, flags=re.S | re.M)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return [m["angled"] or m["plain"] for m in _LINK.finditer(text)]
+
+
+def test_readme_link_reader():
+    text = ("[a](docs/a.md) ![pic](docs/p.png \"t\") [b](https://x.org) [c](#top)\n"
+            "[d](docs/b.md#part) `[e](no.md)`\n```\n[f](no.md)\n```\n[[g]](<docs/c d.md>)\n")
+    assert readme_links(text) == ["docs/a.md", "docs/p.png", "https://x.org", "#top",
+                                  "docs/b.md#part", "docs/c d.md"]
+
+
+def test_readme_links_point_to_files():
+    """Every relative link and picture of README.md names a file of the repository (GitHub shows
+    the docs' Markdown pages; the site is built from them), and it links every part of the site."""
+    links = readme_links(README.read_text(encoding="utf-8"))
+    local = [t for t in links if not re.match(r"^[a-z][a-z0-9+.-]*:|^#", t)]
+    missing = [t for t in local if not (REPO / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    targets = {t.split("#")[0] for t in local}
+    for part in ("docs/get-started/", "docs/how-to/", "docs/concepts/", "docs/reference/"):
+        assert any(t.startswith(part) for t in targets), part
+    assert any(t.endswith((".png", ".svg", ".gif", ".jpg")) for t in targets), "a picture"
+
+
+def test_readme_results_are_the_benchmarks_pages():
+    """The README's demo table is the benchmarks page's, row for row, and every ratio or
+    percentage of its headline table is quoted on the page that measured it."""
+    readme = README.read_text(encoding="utf-8")
+    bench = (DOCS / "reference" / "benchmarks.md").read_text(encoding="utf-8")
+    pages = bench + "".join(p.read_text(encoding="utf-8") for p in (DOCS / "how-to").glob("*.md"))
+    rows = [ln for ln in readme.splitlines() if ln.startswith(("| tanet_tiny |", "| tsn_tiny |"))]
+    assert len(rows) == 2 and all(row in bench for row in rows), rows
+    results = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    figures = re.findall(r"\d+\.\d+|\d+(?:×| %)", results)  # 1.052, 0.42(×), 100 %, 6×
+    assert len(figures) >= 10, figures
+    missing = [f for f in set(figures) if f not in pages]
+    assert not missing, f"README figures not on the benchmarks or how-to pages: {missing}"
 
 
 # ----------------------------------------------------------------------------- the browser

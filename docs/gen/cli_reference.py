@@ -13,7 +13,8 @@ _HEADER = """# Command line
 Every `tanet` command, its options and their defaults, generated from the argument parser
 (`tanet.cli.build_parser()`) on every build of this site. `tanet COMMAND --help` prints the same.
 Every command also takes `--quiet` (no progress bars) and `--debug` (tracebacks instead of
-one-line errors), before or after its name. Where a command takes `--checkpoint`, a tanet
+one-line errors), before or after its name. Long-running commands show a progress bar; errors
+name the file, line or key and say what to do. Where a command takes `--checkpoint`, a tanet
 `.safetensors`, the authors' or mmaction2's `.pth`, a published weights name
 ([Published weights](weights.md)) or an `https://` URL all work.
 """

@@ -1,8 +1,9 @@
-"""The configuration reference page, generated from the schema: every key (``tanet.config
-.all_keys()``), its type, its default (from the dataclasses themselves) and its documentation,
-which is the comment at the end of the field's line in ``tanet/config/schema.py`` (read with
-``tokenize``, so a ``#`` inside a string is not a comment). Sections take their class docstring.
-The shipped recipes are listed with their first comment line."""
+"""The generated parts of the configuration page (``docs/reference/config.md``, hand-written
+around two ``<!-- gen: NAME -->`` blocks): every key (``tanet.config.all_keys()``), its type,
+its default (from the dataclasses themselves) and its documentation, which is the comment at the
+end of the field's line in ``tanet/config/schema.py`` (read with ``tokenize``, so a ``#`` inside
+a string is not a comment), one table per section under the section's class docstring; and the
+shipped recipes with their first comment line."""
 from __future__ import annotations
 
 import ast
@@ -14,17 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-__all__ = ["field_comments", "config_rows", "config_markdown"]
-
-_HEADER = """# Configuration
-
-Every key of a run's configuration, generated from the schema (`tanet/config/schema.py`) on
-every build of this site: its type, its default, and the comment the schema gives it. A recipe
-(`--config NAME_OR_FILE`) sets some of them; `--set key=value` sets any of them (several per
-`--set`, type-checked; a misspelt key gets a suggestion); a value is read as YAML (`1e-3`,
-`[3, 4]`, `null`). `null` keys take their value from the model's card or the paper's default.
-"""
-
+__all__ = ["field_comments", "config_rows", "keys_markdown", "recipes_markdown"]
 
 def field_comments(source: str) -> dict[str, dict[str, str]]:
     """``{class name: {field name: comment}}`` for the annotated fields of every class in
@@ -97,21 +88,21 @@ def _code(text: str) -> str:
     return " &#124; ".join(f"`{part.strip()}`" for part in text.split("|"))
 
 
-def _recipes() -> list[str]:
+def recipes_markdown() -> str:
+    """The shipped recipes (``tanet recipes``), each with the first line of its comment."""
     from tanet.config import find_config, list_recipes
 
-    out = ["## Shipped recipes", "",
-           "`--config NAME` takes these by name (`tanet recipes`; `tanet recipes --show NAME` "
-           "prints one):", "", "| recipe | what |", "| --- | --- |"]
+    out = ["| recipe | what |", "| --- | --- |"]
     for name in list_recipes():
         first = find_config(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
         out.append(f"| `{name}` | {_cell(first)} |")
-    return out
+    return "\n".join(out) + "\n"
 
 
-def config_markdown() -> str:
-    """The whole page: one table per section, then the recipes."""
-    out = [_HEADER]
+def keys_markdown() -> str:
+    """Every key: one ``## `section` `` heading per section (its class docstring, then a table of
+    key, type, default and comment)."""
+    out: list[str] = []
     by_section: dict[str, list[dict[str, Any]]] = {}
     for row in config_rows():
         prefix = row["key"].rsplit(".", 1)[0] if "." in row["key"] else ""
@@ -125,4 +116,4 @@ def config_markdown() -> str:
         out += [f"| `{r['key']}` | {_cell(r['type'])} | {_code(r['default'])} | "
                 f"{_cell(r['doc'])} |" for r in rows]
         out.append("")
-    return "\n".join(out + _recipes()) + "\n"
+    return "\n".join(out) + "\n"

@@ -14,6 +14,9 @@ every ``tanet`` command of a ``bash``/``console``/``shell`` fence (also after ``
 or ``python -m``) is parsed by ``tanet.cli.build_parser()``: the command and its flags must
 exist, ``--set`` keys must be config keys with values of their type, ``--config NAME`` a shipped
 recipe or a YAML file.
+
+``README.md`` is read the same way (``read_fences(readme, repo, prefix="")``): its examples get
+the same checks as the site's.
 """
 from __future__ import annotations
 
@@ -43,10 +46,11 @@ class Fence:
     code: str
     needs: str | None = None  # "data" | "gpu" | "network": not run by the tests
     run: bool = False  # a walk-through bash fence: its commands run in the tests
+    prefix: str = "docs/"  # where ``page`` is, from the repository root ("" for README.md)
 
     @property
     def where(self) -> str:
-        return f"docs/{self.page}:{self.line}"
+        return f"{self.prefix}{self.page}:{self.line}"
 
 
 def docs_pages(docs: Path) -> list[Path]:
@@ -54,8 +58,10 @@ def docs_pages(docs: Path) -> list[Path]:
     return sorted(p for p in docs.rglob("*.md") if "gen" not in p.relative_to(docs).parts[:1])
 
 
-def read_fences(path: Path, docs: Path) -> list[Fence]:
-    """The fences of one page, in order. An unknown ``needs:`` word is an error naming the line."""
+def read_fences(path: Path, docs: Path, prefix: str = "docs/") -> list[Fence]:
+    """The fences of one page, in order; ``page`` is the path relative to ``docs``, ``prefix``
+    what goes before it in messages (``README.md``: ``read_fences(readme, repo, "")``). An
+    unknown ``needs:`` word is an error naming the line."""
     lines = path.read_text(encoding="utf-8").splitlines()
     page = path.relative_to(docs).as_posix()
     out: list[Fence] = []
@@ -74,8 +80,8 @@ def read_fences(path: Path, docs: Path) -> list[Fence]:
                                               lines[j]):
             body.append(lines[j][indent:] if lines[j][:indent].strip() == "" else lines[j])
             j += 1
-        needs, run = _marker(lines, i, page)
-        out.append(Fence(page, i + 1, lang, "\n".join(body) + "\n", needs, run))
+        needs, run = _marker(lines, i, prefix + page)
+        out.append(Fence(page, i + 1, lang, "\n".join(body) + "\n", needs, run, prefix))
         i = j + 1
     return out
 
@@ -89,7 +95,7 @@ def _marker(lines: list[str], i: int, page: str) -> tuple[str | None, bool]:
     if not m:
         return None, False
     if m["needs"] and m["needs"] not in NEEDS:
-        raise ValueError(f"docs/{page}:{k + 1}: unknown marker 'needs: {m['needs']}'; "
+        raise ValueError(f"{page}:{k + 1}: unknown marker 'needs: {m['needs']}'; "
                          f"use one of {', '.join(NEEDS)}")
     return m["needs"], bool(m["run"])
 
@@ -100,17 +106,8 @@ def commands(fence: Fence) -> list[list[str]]:
     ``torchrun ... -m tanet`` and ``python -m tanet`` understood."""
     if fence.lang not in SHELLS:
         return []
-    text = re.sub(r"\\\n", " ", fence.code)
     out = []
-    for line in text.splitlines():
-        line = re.sub(r"^\s*\$\s+", "", line)  # a console prompt
-        lex = shlex.shlex(line, posix=True, punctuation_chars=True)
-        lex.whitespace_split = True
-        lex.commenters = "#"
-        try:
-            tokens = list(lex)
-        except ValueError as e:
-            raise ValueError(f"{fence.where}: cannot split {line!r} as a shell line ({e})") from None
+    for tokens in _shell_lines(fence):
         segment: list[str] = []
         skip = False
         for tok in tokens + [";"]:
@@ -129,6 +126,29 @@ def commands(fence: Fence) -> list[list[str]]:
                 segment = []
             else:
                 segment.append(tok)
+    return out
+
+
+def _shell_lines(fence: Fence) -> list[list[str]]:
+    """The fence's command lines as shell tokens: ``\\``-continued lines joined, a console
+    prompt (``$ ``) dropped, a quoted string that spans lines kept whole, comments dropped."""
+    pending = [re.sub(r"^\s*\$\s+", "", line)
+               for line in re.sub(r"\\\n", " ", fence.code).splitlines()]
+    out: list[list[str]] = []
+    while pending:
+        line = pending.pop(0)
+        while True:
+            lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lex.whitespace_split = True
+            lex.commenters = "#"
+            try:
+                out.append(list(lex))
+                break
+            except ValueError as e:
+                if "closing quotation" not in str(e) or not pending:
+                    raise ValueError(f"{fence.where}: cannot split {line!r} as a shell line "
+                                     f"({e})") from None
+                line += "\n" + pending.pop(0)  # a quoted string goes on
     return out
 
 

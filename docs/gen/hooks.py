@@ -1,14 +1,14 @@
 """MkDocs hooks (``hooks:`` in ``mkdocs.yml``): the generated part of the site, made on every
 build (``make docs``, ``make docs-serve``, the tests) and never committed.
 
-* ``on_files`` adds the generated pages (``reference/cli.md``, ``reference/config.md``,
-  ``reference/weights.md``, the transitional ``readme.md``) and the figures
-  (``assets/figures/*.png``) to the site's files, so navigation, links and search see them as
-  if they were written by hand.
+* ``on_files`` adds the generated pages (``reference/cli.md``, ``reference/weights.md``) and the
+  figures (``assets/figures/*.png``) to the site's files, so navigation, links and search see
+  them as if they were written by hand.
 * ``on_page_content`` drops the Sphinx roles (``:func:``) of docstrings from the API pages.
 * ``on_page_markdown`` replaces a ``<!-- gen: NAME -->`` line of a hand-written page by the
-  generated block ``NAME`` (``layout-rules``: the rules of ``tests/test_packaging.py``; ``benchmarks``: the
-  benchmark scripts and what they measure).
+  generated block ``NAME`` (``config-keys``, ``config-recipes``: every configuration key and the
+  shipped recipes, on ``reference/config.md``; ``layout-rules``: the rules of
+  ``tests/test_packaging.py``; ``benchmarks``: the benchmark scripts and what they measure).
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ from gen import (benchmarks_reference, cli_reference, config_reference, figures,
 
 PAGES: dict[str, Callable[[], str]] = {
     "reference/cli.md": cli_reference.cli_markdown,
-    "reference/config.md": config_reference.config_markdown,
     "reference/weights.md": weights_reference.weights_markdown,
-    "readme.md": lambda: readme_page(REPO / "README.md"),
 }
 BLOCKS: dict[str, Callable[[], str]] = {
+    "config-keys": config_reference.keys_markdown,
+    "config-recipes": config_reference.recipes_markdown,
     "layout-rules": lambda: layout_reference.layout_markdown(REPO / "tests" / "test_packaging.py"),
     "benchmarks": lambda: benchmarks_reference.benchmarks_markdown(REPO / "benchmarks"),
 }
@@ -44,17 +44,6 @@ log = logging.getLogger("mkdocs.hooks.tanet")
 # Sphinx roles in docstrings (:func:`x`), which mkdocstrings renders as text before the code
 _ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|exc|obj):(?=<code>)")
 _BLOCK = re.compile(r"^<!--\s*gen:\s*(?P<name>[\w-]+)\s*-->\s*$", re.M)
-
-
-def readme_page(readme: Path) -> str:
-    """README.md as a page of the site until its sections move into the site's own pages (issue
-    24, phase 2): its links into ``docs/`` made relative to the site."""
-    text = readme.read_text(encoding="utf-8")
-    text = re.sub(r"\]\(docs/", "](", text)
-    note = ("!!! note \"The README, as it stands\"\n    This page is the project's README.md, "
-            "shown here while its sections move into the guides of this site.\n\n")
-    first, _, rest = text.partition("\n")
-    return f"{first}\n\n{note}{rest}"
 
 
 def on_files(files: Files, config) -> Files:

@@ -8,7 +8,7 @@ both accuracies on a validation list. The result runs wherever an ``.onnx`` does
 (``tanet predict --onnx``, :class:`~tanet.apps.predict.Predictor`).
 
 What stays in float (``keep_float``), measured in ``benchmarks/predict.py`` and on the demo's
-validation set (see the README):
+validation set (docs/how-to/faster-inference.md):
   * ``"tam-kernel"`` (default): TAM's kernel generation (branches G and L: the small Gemms, BN,
     softmax, sigmoid on the pooled (N, C, T) sequence); the adaptive aggregation (the per-frame
     multiply-adds over the feature map) runs as int8;
