@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 TORCH ?= torch==2.13.0
 VENV ?= .venv
+TEST_WORKERS ?= 2  # pytest-xdist processes for `make test` (0: one process)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -24,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/browser-deps.sh
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 fuzz: $(STAMP)
 	TANET_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests -k fuzz
