@@ -1,7 +1,7 @@
 """Is bf16 training as accurate as fp32? The demo's benchmark and the transfer benchmark, 3 seeds
 each, ``train.amp=bf16`` vs ``train.amp=off`` through the real ``tanet train`` / ``tanet test``
-path; plus bf16 predict against fp32 predict on the fp32-trained models, and whether TAM's
-kernel softmax needs fp32 under bf16 autocast.
+path; plus bf16 predict against fp32 predict on the fp32-trained models, and whether TAM (its
+kernel softmax, or all of it) needs fp32 under bf16 autocast.
 
 * demo: the synthetic benchmark of ``tanet demo`` (6 classes, 1,200 / 240 videos), tanet_tiny
   with the demo's recipe (``synthetic_tanet_tiny``), seeds 0..N-1; each run tested with
@@ -12,8 +12,9 @@ kernel softmax needs fp32 under bf16 autocast.
 * predict: ``Predictor(amp="bf16")`` vs ``Predictor(amp="off")`` on the demo's 240 validation
   videos (top-1 agreement, largest probability change).
 * TAM's softmax: on one batch of validation clips under bf16 autocast, the kernels Theta and the
-  logits with G's softmax as autocast runs it (bf16 in, bf16 out) and forced to fp32, both
-  against the fp32 model; and the gradient of one training step, relative to fp32's.
+  logits with G's softmax as autocast runs it (bf16 in, bf16 out), forced to fp32, and with
+  all of TAM in fp32, against the fp32 model; and the gradient of one training step, relative
+  to fp32's.
 Target: bf16 top-1 within 1 point of fp32 (mean over seeds) on both benchmarks.
 On a CPU without bf16 instructions (``tanet.precision.native_bf16``), torch runs bf16
 convolutions through a generic kernel about 70x slower than fp32 (oneDNN has no bf16 path
@@ -168,9 +169,27 @@ def _fp32_softmax(model: nn.Module) -> Iterator[None]:
             g[-1] = sm
 
 
+@contextlib.contextmanager
+def _fp32_tam() -> Iterator[None]:
+    """All of TAM (its L and G branches and the aggregation) in fp32 under autocast."""
+    from tanet.models.tam import TAM
+
+    forward = TAM.forward
+
+    def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return forward(self, x.float())
+
+    TAM.forward = fp32_forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TAM.forward = forward  # type: ignore[method-assign]
+
+
 def softmax_study(store: _Store, root: Path, data: Path) -> dict[str, Any]:
     """Kernels, logits and one step's gradient under bf16 autocast, TAM's softmax as autocast
-    runs it and in fp32, against fp32."""
+    runs it and in fp32, and all of TAM in fp32, against fp32."""
     from tanet.apps.predict import Predictor
     from tanet.data.annotations import read_annotations
     from tanet.models.tam import TAM
@@ -208,7 +227,7 @@ def softmax_study(store: _Store, root: Path, data: Path) -> dict[str, Any]:
         ref_logits, ref_grads = run("fp32", False)
         out: dict[str, Any] = {}
         for tag, ctx in (("bf16 softmax", contextlib.nullcontext()),
-                         ("fp32 softmax", _fp32_softmax(model))):
+                         ("fp32 softmax", _fp32_softmax(model)), ("fp32 TAM", _fp32_tam())):
             with ctx:
                 logits, grads = run(tag, True)
             dtheta = max((a - b).abs().max().item() for a, b in zip(thetas[tag], thetas["fp32"]))
@@ -220,7 +239,7 @@ def softmax_study(store: _Store, root: Path, data: Path) -> dict[str, Any]:
                         .mean().item(), "grad_rel_error": (num / den).sqrt().item()}
         return out
 
-    return store.get("tam_softmax", measure)
+    return store.get("tam_precision", measure)
 
 
 def main() -> int:
@@ -268,8 +287,8 @@ def study(args: argparse.Namespace, emulate: bool) -> int:
     print(f"\nbf16 predict vs fp32 on {agree['videos']} demo validation videos (seed-0 fp32 "
           f"model): top-1 agreement {100 * agree['agreement']:.2f} %, largest probability "
           f"change {agree['max_abs_dprob']:.2e} (mean {agree['mean_max_abs_dprob']:.2e})")
-    print("\nTAM's kernel softmax under bf16 autocast (24 validation clips, the seed-0 bf16 "
-          "model), against fp32:")
+    print("\nTAM under bf16 autocast as it runs, with its kernel softmax in fp32, and all in "
+          "fp32 (24 validation clips, the seed-0 bf16 model), against fp32:")
     for tag, r in soft.items():
         print(f"  {tag}: max |dTheta| {r['max_abs_dtheta']:.2e}, max |dlogit| "
               f"{r['max_abs_dlogit']:.2e}, top-1 agreement {100 * r['top1_agreement']:.1f} %, "
