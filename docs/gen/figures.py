@@ -73,12 +73,12 @@ def tam_figure() -> bytes:
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 10)
     ax.axis("off")
-    ax.text(5, 9.5, f"X  (N·T, C, H, W)   input frames' features", ha="center", bbox=_DATA)
+    ax.text(5, 9.5, "X  (N·T, C, H, W)   input frames' features", ha="center", bbox=_DATA)
     ax.text(5, 8.55, "global average pool over H, W", ha="center", bbox=_BOX)
     ax.text(5, 7.6, "X̂  (N, C, T)", ha="center", bbox=_DATA)
     _arrow(ax, (5, 9.5), (5, 8.55))
     _arrow(ax, (5, 8.55), (5, 7.6))
-    columns = [(2.4, "local branch L: importance map", tam.L, f"V  (N, C, T) in (0, 1)",
+    columns = [(2.4, "local branch L: importance map", tam.L, "V  (N, C, T) in (0, 1)",
                 "on X̂ as (N, C, T): time is the length"),
                (7.6, "global branch G: adaptive kernel", tam.G, f"Θ  (N, C, K={k}), sums to 1",
                 "on X̂ as (N·C, T): time is the features")]

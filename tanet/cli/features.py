@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tanet.cli.inference import add_pipeline_options
 from tanet.precision import AMPS
+
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="pooled features of every video in a directory or list",
@@ -40,14 +42,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=AMPS, default="auto",
                    help="precision: auto (default) is bf16 where the hardware computes in bf16 "
                         "natively, else fp32; off: fp32")
-    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
-                   help="processes decoding videos ahead of the model (0: decode in the main "
-                        "process, one video after another). Default: on CUDA a quarter of the "
-                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
-                        "one per 8 cores above")
-    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
-                   help="views of consecutive videos run in one model call at most (default: "
-                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
+    add_pipeline_options(p)
     p.add_argument("--device", default="cpu",
                    help="torch device: cpu (default), cuda, cuda:1, ...")
     p.set_defaults(func=_cmd_extract)

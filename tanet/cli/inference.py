@@ -58,14 +58,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "computes in bf16 natively (CPU flags avx512_bf16/amx_bf16, CUDA 8.0+), "
                         "else fp32; off: fp32. bf16 on CPU: bf16 weights converted once, "
                         "channels-last, BN folded")
-    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
-                   help="processes decoding videos ahead of the model (0: decode in the main "
-                        "process, one video after another). Default: on CUDA a quarter of the "
-                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
-                        "one per 8 cores above")
-    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
-                   help="views of consecutive videos run in one model call at most (default: "
-                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
+    add_pipeline_options(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (Inductor; the first video pays the compile)")
     p.add_argument("--device", default="cpu",
@@ -78,6 +71,18 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
                    help="--live: FFmpeg input option, e.g. framerate=30 or rtsp_transport=udp")
     p.set_defaults(func=_cmd_predict)
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """``--decode-workers`` and ``--max-batch`` (``tanet.apps.pipeline``): predict and extract."""
+    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="processes decoding videos ahead of the model (0: decode in the main "
+                        "process, one video after another). Default: on CUDA a quarter of the "
+                        "cores (1-4); on a CPU none up to 4 cores (the model uses them all), "
+                        "one per 8 cores above")
+    p.add_argument("--max-batch", type=int, default=None, metavar="VIEWS",
+                   help="views of consecutive videos run in one model call at most (default: "
+                        "one video a call on a CPU, its loop's numbers bit for bit; 32 on CUDA)")
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
