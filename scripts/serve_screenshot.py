@@ -13,13 +13,13 @@ Usage: python scripts/serve_screenshot.py CHECKPOINT [--avi] [--out PNG] [--widt
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from tanet.testing.browser import headless_chrome
 from tanet.testing.serve import Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +75,6 @@ def main() -> int:
     args = ap.parse_args()
 
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -85,26 +83,17 @@ def main() -> int:
         tmp = Path(tmp)
         video = motions_video(tmp / ("motions.avi" if args.avi else "motions.mp4"))
         server = Server(Path(args.checkpoint), tmp / "up", tmp / "server.log", "--quiet")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                    f"--user-data-dir={tmp / 'profile'}",
-                    f"--window-size=1000,{1560 if args.avi else 1420}"):  # with the chart
-            opts.add_argument(arg)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-        try:
-            wait = WebDriverWait(driver, 120)
-            driver.get(f"http://127.0.0.1:{server.port}/")
-            driver.execute_script("document.getElementById('window').value = '2';")
-            driver.find_element(By.ID, "file").send_keys(str(video))
-            _wait_for_the_page(driver, wait, args.avi)
-            time.sleep(0.5)
-            shot = tmp / "shot.png"
-            driver.save_screenshot(str(shot))
+        shot = tmp / "shot.png"
+        try:  # a window tall enough for the chart
+            with headless_chrome(1000, 1560 if args.avi else 1420, "--hide-scrollbars") as driver:
+                wait = WebDriverWait(driver, 120)
+                driver.get(f"http://127.0.0.1:{server.port}/")
+                driver.execute_script("document.getElementById('window').value = '2';")
+                driver.find_element(By.ID, "file").send_keys(str(video))
+                _wait_for_the_page(driver, wait, args.avi)
+                time.sleep(0.5)
+                driver.save_screenshot(str(shot))
         finally:
-            driver.quit()
             server.stop()
         img = Image.open(shot).convert("RGB")
         img = img.resize((args.width, round(img.height * args.width / img.width)), Image.LANCZOS)

@@ -8,9 +8,7 @@ all-reduce, and the weights agree to ~1e-6 after several SGD steps. A run with a
 seed is checked to be far away, so the tolerance is meaningful.
 """
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,8 +19,19 @@ from _engine_data import make_videos, overrides
 from tanet.config import Config, apply_overrides, config_to_dict
 from tanet.engine import train
 from tanet.models.checkpoint import load_state_file
+from tanet.testing.torchrun import torchrun
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _assert_same_weights(single: Path, ddp: Path) -> dict:
+    """The 2-process run's last weights are the 1-process run's, up to the all-reduce's sums;
+    returns the 1-process run's."""
+    a = load_state_file(single / "last.safetensors")
+    b = load_state_file(ddp / "last.safetensors")
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff < 1e-5, f"2-process weights differ from 1-process by {diff}"
+    return a
 
 
 def _cfg(data, out, *extra):
@@ -41,17 +50,8 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     cfg = _cfg(data, ddp, "train.batch_size=2")
     cfg_file = tmp_path / "ddp.yaml"
     cfg_file.write_text(yaml.safe_dump(config_to_dict(cfg)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "tanet",
-                           "train", "--config", str(cfg_file), "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    a = load_state_file(single / "last.safetensors")
-    b = load_state_file(ddp / "last.safetensors")
-    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert diff < 1e-5, f"2-process weights differ from 1-process by {diff}"
+    torchrun(2, "-m", "tanet", "train", "--config", str(cfg_file), "--quiet")
+    a = _assert_same_weights(single, ddp)
 
     # evaluation sharded over 2 ranks counts each of the 6 videos once, with equal results
     ra = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
@@ -99,12 +99,7 @@ def test_balanced_sampler_ranks_take_shares_of_one_global_draw(tmp_path):
 
     script = tmp_path / "shares.py"
     script.write_text(SHARES)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=3", str(script),
-                           str(tmp_path / "shares.json")], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(3, str(script), str(tmp_path / "shares.json"))
     shares = json.loads((tmp_path / "shares.json").read_text())
     one = ClassSampler(clip_weights([0] * 9 + [1] * 3 + [2], "balanced"), seed=4)
     for epoch in range(3):
@@ -126,12 +121,6 @@ def test_balanced_sampler_ranks_take_shares_of_one_global_draw(tmp_path):
     cfg_file = tmp_path / "ddp.yaml"
     cfg_file.write_text(yaml.safe_dump(config_to_dict(_cfg(data, ddp, "train.batch_size=2",
                                                            *extra))))
-    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "tanet",
-                           "train", "--config", str(cfg_file), "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a = load_state_file(single / "last.safetensors")
-    b = load_state_file(ddp / "last.safetensors")
-    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert diff < 1e-5, f"2-process weights differ from 1-process by {diff}"
+    torchrun(2, "-m", "tanet", "train", "--config", str(cfg_file), "--quiet")
+    _assert_same_weights(single, ddp)
     shutil.rmtree(tmp_path / "videos")

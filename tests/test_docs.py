@@ -12,10 +12,8 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +29,9 @@ ARTIFACTS = REPO / "build" / "test-artifacts"
 sys.path.insert(0, str(DOCS))
 
 from gen import config_reference, fences, layout_reference  # noqa: E402
+
+from tanet.testing.browser import console_errors, headless_chrome  # noqa: E402
+from tanet.testing.browser import missing as browser_missing  # noqa: E402
 
 # The walk-through's numbers, lowered so that it runs in seconds: (page, text, replacement).
 # Each must match its page (a test fails when one no longer does, so this cannot drift).
@@ -368,24 +369,13 @@ def test_readme_results_are_the_benchmarks_pages():
 
 
 # ----------------------------------------------------------------------------- the browser
-def _chrome():
-    """Headless Debian Chromium driven by Selenium, or a skip saying what is missing."""
-    missing = [b for b in ("chromium", "chromedriver") if not shutil.which(b)]
-    if missing:
-        pytest.skip(f"browser test skipped: {' and '.join(missing)} not installed (Debian: apt-get "
-                    "install chromium chromium-driver; `make test` does it when run as root)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: "
-                                    "selenium not installed (pip install -e '.[dev]')")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    profile = tempfile.mkdtemp(prefix="tanet-chromium-")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts), profile
+def _chrome(width: int = 1280, height: int = 900):
+    """Headless Chromium (``tanet.testing.browser``) as a context manager, or a skip saying
+    what is missing."""
+    why = browser_missing()
+    if why:
+        pytest.skip(f"browser test skipped: {why}")
+    return headless_chrome(width, height)
 
 
 @contextlib.contextmanager
@@ -413,10 +403,10 @@ def test_browser_site_screenshots_and_search(site, capsys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver, profile = _chrome()
+    browser = _chrome()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     pages = {"home": "", "tutorial": "get-started/fine-tune/", "api": "reference/api/models/"}
-    try:
+    with browser as driver:
         with _http(site) as base:
             wait = WebDriverWait(driver, 30)
             for width, height in ((1280, 900), (390, 844)):
@@ -441,10 +431,7 @@ def test_browser_site_screenshots_and_search(site, capsys):
             text = " ".join(h.text.lower() for h in hits)
             assert "resume" in text and "command line" in text, text[:500]  # `train --resume`
             driver.save_screenshot(str(ARTIFACTS / "docs-search-1280.png"))
-            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            errors = console_errors(driver)
             assert not errors, errors
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     with capsys.disabled():
         print(f"\ndocs screenshots: {ARTIFACTS}/docs-*.png ({len(hits)} search results)")

@@ -18,6 +18,7 @@ from tanet.apps.predict import Predictor
 from tanet.cli import main
 from tanet.data.encode import write_video
 from tanet.testing.tiny import tiny_checkpoint
+from tanet.testing.torchrun import torchrun
 
 NAMES = ["left", "right", "still"]
 
@@ -151,12 +152,7 @@ def test_torchrun_two_processes_give_the_single_process_output(media, tmp_path, 
                                     out=str(tmp_path / "two.npz"),
                                     parts=str(tmp_path / "parts-{rank}"),
                                     rcs=str(tmp_path / "rc-{rank}.txt")))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun(2, str(script))
     for rank in (0, 1):  # both ranks report the missing video
         assert (tmp_path / f"rc-{rank}.txt").read_text() == "1 1", rank
     a, b = load_features(tmp_path / "one.npz"), load_features(tmp_path / "two.npz")

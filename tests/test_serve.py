@@ -20,6 +20,8 @@ from tanet.data.encode import write_video
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+from tanet.testing.browser import console_errors, headless_chrome
+from tanet.testing.browser import missing as browser_missing
 from tanet.testing.serve import Server, multipart
 from tanet.testing.tiny import tiny_checkpoint
 
@@ -497,47 +499,31 @@ def test_batcher_with_tuner_drops_a_cap_that_costs_more():
     assert not bad and batcher.tuner.cap == 1 == batcher.max_batch, batcher.tuner.changes
 
 
-def _chrome():
-    """Headless Debian Chromium driven by Selenium, or a skip saying what is missing."""
-    import shutil
-
-    missing = [b for b in ("chromium", "chromedriver") if not shutil.which(b)]
-    if missing:
-        pytest.skip(f"browser test skipped: {' and '.join(missing)} not installed (Debian: apt-get "
-                    "install chromium chromium-driver; `make test` does it when run as root)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: "
-                                    "selenium not installed (pip install -e '.[dev]')")
-    import tempfile
-
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    profile = tempfile.mkdtemp(prefix="tanet-chromium-")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts), profile
+def _chrome(width: int = 1100, height: int = 1300):
+    """Headless Chromium (``tanet.testing.browser``) as a context manager, or a skip saying
+    what is missing."""
+    why = browser_missing()
+    if why:
+        pytest.skip(f"browser test skipped: {why}")
+    return headless_chrome(width, height)
 
 
 def test_browser_page_upload_shows_top1_timeline_and_tam(files, server, capsys):
     """Headless Chromium: open the page, upload a real video, wait for the top-1 label, move the
     timeline with the keyboard, open the TAM tab with the keyboard, check phone width; the
     screenshots are saved under build/test-artifacts/."""
-    import shutil
     from pathlib import Path
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver, profile = _chrome()
+    browser = _chrome()
     video = files["videos"]["c.mp4"]  # 5 s: long enough for a timeline
     top1 = Predictor(files["ckpt"]).predict(video).top[0][0]
     out = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
     out.mkdir(parents=True, exist_ok=True)
-    try:
+    with browser as driver:
         wait = WebDriverWait(driver, 60)
         driver.get(f"http://127.0.0.1:{server.port}/")
         wait.until(lambda d: "tanet_tiny" in d.find_element(By.ID, "model-info").text)
@@ -564,11 +550,8 @@ def test_browser_page_upload_shows_top1_timeline_and_tam(files, server, capsys):
         driver.set_window_size(390, 844)  # phone width: nothing wider than the screen
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
         driver.save_screenshot(str(out / "serve_page_phone.png"))
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = console_errors(driver)
         assert not errors, errors
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     with capsys.disabled():
         print(f"\nbrowser screenshots: {out}/serve_page*.png")
 
@@ -585,7 +568,6 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
     so, shows the frames the model sampled instead of the black player, draws the timeline, and
     moving the timeline's cursor shows the frames of the window under it (the picture equal to
     the sequential decode's frame)."""
-    import shutil
     from pathlib import Path
 
     from selenium.webdriver.common.by import By
@@ -594,7 +576,7 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
 
     from tanet.testing.media import sequential_frames
 
-    driver, profile = _chrome()
+    browser = _chrome()
     avi = files["avi"]  # 5 s: a timeline of 1 s windows
     top1 = Predictor(files["ckpt"]).predict(avi).top[0][0]
     last = Predictor(files["ckpt"]).predict_windows(avi, 1.0).indices[-1]  # (T,)
@@ -602,7 +584,7 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
     out = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
     out.mkdir(parents=True, exist_ok=True)
     frame = "document.getElementById('frame-img')"
-    try:
+    with browser as driver:
         wait = WebDriverWait(driver, 60)
         driver.get(f"http://127.0.0.1:{server.port}/")
         wait.until(lambda d: "tanet_tiny" in d.find_element(By.ID, "model-info").text)
@@ -640,10 +622,7 @@ def test_browser_page_avi_it_cannot_play_shows_the_sampled_frames(files, server,
         driver.set_window_size(390, 844)
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
         driver.save_screenshot(str(out / "serve_page_avi_phone.png"))
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = console_errors(driver)
         assert not errors, errors
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     with capsys.disabled():
         print(f"\nbrowser screenshots: {out}/serve_page_avi*.png")

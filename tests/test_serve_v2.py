@@ -363,7 +363,6 @@ def test_binary_body_parser_on_every_chunking(tmp_path):
 def test_browser_page_picks_a_model_and_draws_segments(files, server, capsys):
     """Headless Chromium: the page lists both models, picking `other` shows its card and its
     top-1 for the upload, and the timeline draws the segments of the answer as labelled bands."""
-    import shutil
     from pathlib import Path
 
     from selenium.webdriver.common.by import By
@@ -371,14 +370,16 @@ def test_browser_page_picks_a_model_and_draws_segments(files, server, capsys):
 
     from test_serve import _chrome
 
-    driver, profile = _chrome()
+    from tanet.testing.browser import console_errors
+
+    browser = _chrome()
     video = files["long"]
     top1 = Predictor(files["other"]).predict(video).top[0][0]
     expected = segments_of(Predictor(files["other"]).predict_windows(video, 1.0))  # 8 s: 1 s
     assert len(expected) >= 3 and top1 != Predictor(files["ckpt"]).predict(video).top[0][0]
     out = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
     out.mkdir(parents=True, exist_ok=True)
-    try:
+    with browser as driver:
         wait = WebDriverWait(driver, 60)
         driver.get(f"http://127.0.0.1:{server.port}/")
         wait.until(lambda d: "tanet_tiny" in d.find_element(By.ID, "model-info").text)
@@ -395,10 +396,7 @@ def test_browser_page_picks_a_model_and_draws_segments(files, server, capsys):
             round(s.start, 3) for s in expected]
         assert "segments" in driver.find_element(By.ID, "timeline-note").text
         driver.save_screenshot(str(out / "serve_page_models.png"))
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = console_errors(driver)
         assert not errors, errors
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     with capsys.disabled():
         print(f"\nbrowser screenshot: {out}/serve_page_models.png")

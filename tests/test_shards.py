@@ -25,6 +25,7 @@ from tanet.config import Config, apply_overrides
 from tanet.engine import load_train_state, train
 from tanet.models.checkpoint import load_state_file
 from tanet.testing.s3 import S3Store
+from tanet.testing.torchrun import torchrun
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 RUN = ("data.val=null", "data.labels=null", "train.epochs=3", "train.batch_size=2",
@@ -297,12 +298,8 @@ def test_two_torchrun_processes_stream_disjoint_records_covering_the_set(store, 
                "train.freeze_bn=true")
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     (tmp_path / "spy.py").write_text(_SPY)
-    env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    p = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2",
-                        str(tmp_path / "spy.py"), str(tmp_path / "ddp.yaml"),
-                        str(tmp_path / "seen")], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
+    torchrun(2, str(tmp_path / "spy.py"), str(tmp_path / "ddp.yaml"), str(tmp_path / "seen"),
+             env=_env())
     ranks = [json.loads((tmp_path / f"seen{r}").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 6
     assert not set(ranks[0]) & set(ranks[1])
